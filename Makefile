@@ -1,0 +1,30 @@
+# The two commands of the README: `make demo` and `make test`. Each runs `make setup` first.
+SHELL := /bin/bash
+PYTHON ?= python3
+VENV := .venv
+STAMP := $(VENV)/.cvasr-installed
+DEMO_DIR ?= egs/as_cv7
+DEMO_STOP_STAGE ?= 0
+
+.PHONY: setup system-deps demo test bench clean-demo
+
+setup: system-deps $(STAMP)
+
+system-deps:
+	@bash tools/install_system_deps.sh
+
+# Re-installs only when the pins change.
+$(STAMP): pyproject.toml requirements/constraints.txt
+	@$(PYTHON) -c 'import sys; sys.exit(0 if sys.version_info >= (3, 11) else "cvasr needs Python >= 3.11; run make PYTHON=python3.11 setup")'
+	@test -x $(VENV)/bin/python || $(PYTHON) -m venv $(VENV)
+	$(VENV)/bin/python -m pip install --disable-pip-version-check -q -c requirements/constraints.txt -e '.[test]'
+	@touch $@
+
+demo: setup
+	cd $(DEMO_DIR) && ./run.sh --demo true --stage 0 --stop-stage $(DEMO_STOP_STAGE)
+
+test: setup
+	$(VENV)/bin/python -m pytest
+
+clean-demo:
+	rm -rf $(DEMO_DIR)/data $(DEMO_DIR)/dump $(DEMO_DIR)/exp $(DEMO_DIR)/downloads $(DEMO_DIR)/RESULTS.md

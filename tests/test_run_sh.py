@@ -1,0 +1,108 @@
+"""egs/as_cv7/run.sh: option parsing, stage selection, completion records and skipping."""
+
+from __future__ import annotations
+
+import subprocess
+from pathlib import Path
+
+import pytest
+
+from conftest import RECIPE
+
+RUN_SH = RECIPE / "run.sh"
+
+
+def run(*args: str | Path, check: bool = True) -> subprocess.CompletedProcess[str]:
+    proc = subprocess.run([str(RUN_SH), *map(str, args)], capture_output=True, text=True,
+                          timeout=600)
+    if check and proc.returncode != 0:
+        raise AssertionError(f"run.sh failed ({proc.returncode}):\n{proc.stdout}\n{proc.stderr}")
+    return proc
+
+
+@pytest.fixture
+def cv_args(small_release: Path, tiny_upstream: Path, tmp_path: Path) -> list[str]:
+    return ["--cv_root", str(small_release), "--upstream_ckpt", str(tiny_upstream),
+            "--work_dir", str(tmp_path / "work")]
+
+
+def test_help_lists_the_stages() -> None:
+    proc = run("--help")
+    assert "--stop-stage M" in proc.stdout and "4 training (espnet2)" in proc.stdout
+
+
+@pytest.mark.parametrize("bad, message", [
+    (["--no-such-option", "1"], "unknown option --no_such_option"),
+    (["--PATH", "/tmp"], "unknown option --PATH"),
+    (["--stage"], "option --stage needs a value"),
+    (["stray"], "unexpected argument 'stray'"),
+    (["--stage", "7"], "--stage must be 0..5, got '7'"),
+    (["--stage", "3", "--stop-stage", "1"], "--stage (3) is after --stop-stage (1)"),
+    (["--demo", "yes"], "--demo must be true or false, got 'yes'"),
+    (["--train_set", "all"], "--train_set must be train or validated, got 'all'"),
+    (["--max_drop", "1.5"], "--max_drop must be a number in [0, 1], got '1.5'"),
+    (["--nj", "0"], "--nj must be at least 1, got '0'"),
+    (["--demo", "true", "--cv_root", "/x"], "--demo true makes its own corpus"),
+    (["--cv_root", "/x", "--cv_tarball", "/y.tgz"], "either --cv_root or --cv_tarball"),
+])
+def test_bad_options_are_rejected_with_a_clear_message(bad: list[str], message: str) -> None:
+    proc = run(*bad, check=False)
+    assert proc.returncode == 2
+    assert message in proc.stderr
+
+
+def test_stage0_records_and_skips(cv_args: list[str], small_release: Path, tmp_path: Path) -> None:
+    work = tmp_path / "work"
+    first = run(*cv_args, "--stage", "0", "--stop-stage", "0")
+    assert "stage 0 (corpus_and_upstream): done" in first.stdout
+    assert "next: stage 1 (data_prep)" in first.stdout
+    assert (work / "exp" / "stage0" / "release_dir").read_text().strip() == str(small_release)
+    assert (work / "exp" / "stage_records" / "stage0.done").is_file()
+    stage_log = (work / "exp" / "logs" / "stage0_corpus_and_upstream.log").read_text()
+    assert "train.tsv" in stage_log and "2 layers x 128" in stage_log
+
+    # Both spellings of the option; the finished stage is skipped.
+    second = run(*cv_args, "--stage=0", "--stop_stage", "0")
+    assert "stage 0 (corpus_and_upstream): already done with these inputs, skipping" in second.stdout
+    assert "train.tsv" not in second.stdout
+
+    # Changed inputs run the stage again.
+    third = run(*cv_args, "--stage", "0", "--stop-stage", "0", "--lang", "as", "--upstream_ckpt",
+                str(work.parent / "missing.pt"), check=False)
+    assert "inputs changed since it last ran" in third.stdout
+    assert third.returncode == 1
+    assert "missing.pt does not exist" in third.stdout  # the stage's output, as tee'd
+    assert "stage 0 (corpus_and_upstream): FAILED" in third.stdout
+    assert not (work / "exp" / "stage_records" / "stage0.done").exists()
+
+
+def test_later_stages_say_they_are_not_implemented(cv_args: list[str]) -> None:
+    proc = run(*cv_args, "--stage", "0", "--stop-stage", "1", check=False)
+    assert proc.returncode == 1
+    assert "stage 0 (corpus_and_upstream): done" in proc.stdout
+    assert "not implemented yet" in proc.stdout
+    assert "stage 1 (data_prep): FAILED" in proc.stdout
+
+
+def test_missing_release_files_fail_stage0_with_the_download_hint(tmp_path: Path,
+                                                                   tiny_upstream: Path) -> None:
+    empty = tmp_path / "empty_release"
+    empty.mkdir()
+    proc = run("--cv_root", empty, "--upstream_ckpt", tiny_upstream, "--work_dir", tmp_path / "w",
+               "--stop-stage", "0", check=False)
+    assert proc.returncode == 1
+    assert "missing clips/, train.tsv, dev.tsv, test.tsv, validated.tsv" in proc.stdout
+    assert "commonvoice.mozilla.org" in proc.stdout
+    nothing = run("--work_dir", tmp_path / "w2", "--stop-stage", "0", check=False)
+    assert "stage 0 needs a corpus: --cv_root DIR, --cv_tarball FILE or --demo true" in nothing.stdout
+
+
+@pytest.mark.slow
+def test_demo_stage0_makes_corpus_and_tiny_upstream(tmp_path: Path) -> None:
+    work = tmp_path / "demo"
+    proc = run("--demo", "true", "--demo_size", "small", "--work_dir", work, "--stop-stage", "0")
+    assert "stage 0 (corpus_and_upstream): done" in proc.stdout
+    release = Path((work / "exp" / "stage0" / "release_dir").read_text().strip())
+    assert (release / "train.tsv").is_file() and len(list((release / "clips").iterdir())) == 46
+    upstream = Path((work / "exp" / "stage0" / "upstream").read_text().strip())
+    assert upstream.is_file() and upstream.name == "wav2vec2_tiny_random.pt"
