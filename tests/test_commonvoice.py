@@ -67,7 +67,7 @@ def test_read_tsv_bom_crlf_quotes_and_extra_columns(tmp_path: Path) -> None:
     assert table.header[0] == "client_id" and table.header[-1] == "variant"
     assert [r["sentence"] for r in table.rows] == ['"মই কালি গ\'লোঁ', "ঘৰ"]
     assert table.rows[0]["segment"] == "" and table.rows[1]["locale"] == ""
-    assert table.problems == [f"{tsv}:4: 12 fields for 11 columns"]
+    assert table.problems == [(4, "12 fields for 11 columns")]
 
 
 def _tarball(path: Path, members: dict[str, bytes]) -> Path:

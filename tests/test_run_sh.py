@@ -77,11 +77,11 @@ def test_stage0_records_and_skips(cv_args: list[str], small_release: Path, tmp_p
 
 
 def test_later_stages_say_they_are_not_implemented(cv_args: list[str]) -> None:
-    proc = run(*cv_args, "--stage", "0", "--stop-stage", "1", check=False)
+    proc = run(*cv_args, "--stage", "0", "--stop-stage", "3", check=False)
     assert proc.returncode == 1
-    assert "stage 0 (corpus_and_upstream): done" in proc.stdout
+    assert "stage 2 (dump): done" in proc.stdout
     assert "not implemented yet" in proc.stdout
-    assert "stage 1 (data_prep): FAILED" in proc.stdout
+    assert "stage 3 (tokens_and_stats): FAILED" in proc.stdout
 
 
 def test_missing_release_files_fail_stage0_with_the_download_hint(tmp_path: Path,
@@ -98,11 +98,28 @@ def test_missing_release_files_fail_stage0_with_the_download_hint(tmp_path: Path
 
 
 @pytest.mark.slow
-def test_demo_stage0_makes_corpus_and_tiny_upstream(tmp_path: Path) -> None:
+def test_demo_stages_0_to_2_and_resume(tmp_path: Path) -> None:
+    from cvasr.datadir import validate_data_dir
+
     work = tmp_path / "demo"
-    proc = run("--demo", "true", "--demo_size", "small", "--work_dir", work, "--stop-stage", "0")
-    assert "stage 0 (corpus_and_upstream): done" in proc.stdout
+    proc = run("--demo", "true", "--demo_size", "small", "--work_dir", work, "--stop-stage", "2")
+    for n, name in ((0, "corpus_and_upstream"), (1, "data_prep"), (2, "dump")):
+        assert f"stage {n} ({name}): done" in proc.stdout
     release = Path((work / "exp" / "stage0" / "release_dir").read_text().strip())
-    assert (release / "train.tsv").is_file() and len(list((release / "clips").iterdir())) == 46
+    assert len(list((release / "clips").iterdir())) == 46
     upstream = Path((work / "exp" / "stage0" / "upstream").read_text().strip())
     assert upstream.is_file() and upstream.name == "wav2vec2_tiny_random.pt"
+    for split in ("train", "dev", "test"):
+        assert validate_data_dir(work / "data" / split) == []
+        assert validate_data_dir(work / "dump" / split) == []
+    assert (work / "data" / "prep_report.json").is_file()
+    assert "train: kept 24 of 24 clips" in (work / "exp" / "logs" / "stage2_dump.log").read_text()
+
+    again = run("--demo", "true", "--demo_size", "small", "--work_dir", work, "--stop-stage", "2")
+    assert again.stdout.count("already done with these inputs, skipping") == 3
+
+    # A changed stage-1 input re-runs stage 1, and stage 2 after it, which follows stage 1.
+    changed = run("--demo", "true", "--demo_size", "small", "--work_dir", work, "--stage", "1",
+                  "--stop-stage", "2", "--max_drop", "0.2")
+    assert "stage 1 (data_prep): inputs changed" in changed.stdout
+    assert "stage 2 (dump): inputs changed" in changed.stdout

@@ -26,10 +26,13 @@ decode_config=          # default: conf/decode_ctc.yaml
 ngpu=1                  # GPUs for training (0: CPU)
 nj=$(nproc 2>/dev/null || echo 2)  # parallel jobs for CPU stages and decoding
 train_set=train         # train: CV's train.tsv; validated: validated minus dev and test clips
+exclude_eval_speakers=false  # with --train_set validated: also drop dev/test speakers' clips
 max_drop=0.05           # share of a split that stages 1-2 may drop for bad input before failing
+min_duration=0.1        # stage 2 keeps train/dev clips of min..max seconds (test: all)
+max_duration=20
 
 options=(stage stop_stage work_dir cv_root cv_tarball lang demo demo_size upstream_ckpt train_config
-         decode_config ngpu nj train_set max_drop)
+         decode_config ngpu nj train_set exclude_eval_speakers max_drop min_duration max_duration)
 help_message="Usage: $0 [--name value ...]   (--stop-stage and --stop_stage are the same)
   --stage N --stop-stage M   run stages N..M of
        0 corpus and upstream in place   1 Common Voice to Kaldi data dirs   2 audio dump
@@ -44,7 +47,9 @@ help_message="Usage: $0 [--name value ...]   (--stop-stage and --stop_stage are 
   --train_config FILE  --decode_config FILE   YAML (defaults in conf/)
   --ngpu N             GPUs for training (default ${ngpu})   --nj N  parallel CPU jobs (default ${nj})
   --train_set train|validated   CV's train.tsv (default) or validated minus dev/test
-  --max_drop F         share of a split stages 1-2 may drop for bad input (default ${max_drop})"
+  --exclude_eval_speakers true  with validated: also drop clips of dev/test speakers
+  --max_drop F         share of a split stages 1-2 may drop for bad input (default ${max_drop})
+  --min_duration S --max_duration S   train/dev length filter of stage 2 (default ${min_duration}-${max_duration})"
 
 . "${recipe_dir}/utils/parse_options.sh"
 
@@ -59,7 +64,10 @@ is_uint "$stop_stage" && (( stop_stage <= 5 )) || die "--stop-stage must be 0..5
 [[ $train_set == train || $train_set == validated ]] || die "--train_set must be train or validated, got '$train_set'"
 is_uint "$ngpu" || die "--ngpu must be a whole number, got '$ngpu'"
 is_uint "$nj" && (( nj >= 1 )) || die "--nj must be at least 1, got '$nj'"
+[[ $exclude_eval_speakers == true || $exclude_eval_speakers == false ]] || die "--exclude_eval_speakers must be true or false, got '$exclude_eval_speakers'"
 [[ $max_drop =~ ^(0(\.[0-9]+)?|1(\.0+)?|\.[0-9]+)$ ]] || die "--max_drop must be a number in [0, 1], got '$max_drop'"
+[[ $min_duration =~ ^[0-9]*\.?[0-9]+$ ]] || die "--min_duration must be a number of seconds, got '$min_duration'"
+[[ $max_duration =~ ^[0-9]*\.?[0-9]+$ ]] || die "--max_duration must be a number of seconds, got '$max_duration'"
 [[ $lang =~ ^[A-Za-z]{2,3}(-[A-Za-z0-9]+)?$ ]] || die "--lang must be a Common Voice language code, got '$lang'"
 if [ "$demo" = true ] && [ -n "${cv_root}${cv_tarball}" ]; then
     die "--demo true makes its own corpus: drop --cv_root/--cv_tarball, or drop --demo"
@@ -164,9 +172,29 @@ stage0() {
     echo "upstream: $upstream"
 }
 
-stage0_signature="demo=${demo} demo_size=${demo_size} lang=${lang} cv_root=${cv_root} cv_tarball=${cv_tarball} upstream_ckpt=${upstream_ckpt}"
-run_stage 0 "$stage0_signature" stage0
-for n in 1 2 3 4 5; do
+# ---- stage 1: Common Voice release to Kaldi data dirs ------------------------------------------
+release_dir() {
+    [ -f "${stage0_dir}/release_dir" ] || { echo "no release recorded: run stage 0 first" >&2; return 1; }
+    cat "${stage0_dir}/release_dir"
+}
+
+stage1() {
+    local extra=()
+    [ "$exclude_eval_speakers" = true ] && extra+=(--exclude-eval-speakers)
+    cvasr prepare-data --release "$(release_dir)" --data-dir "${work_dir}/data" --lang "$lang" \
+        --train-set "$train_set" --max-drop "$max_drop" --nj "$nj" "${extra[@]}"
+}
+
+# ---- stage 2: audio dump (16 kHz FLAC) and length filtering -------------------------------------
+stage2() {
+    cvasr dump --data-dir "${work_dir}/data" --dump-dir "${work_dir}/dump" \
+        --min-duration "$min_duration" --max-duration "$max_duration" --max-drop "$max_drop" --nj "$nj"
+}
+
+run_stage 0 "demo=${demo} demo_size=${demo_size} lang=${lang} cv_root=${cv_root} cv_tarball=${cv_tarball} upstream_ckpt=${upstream_ckpt}" stage0
+run_stage 1 "release=$(release_dir 2>/dev/null || true) lang=${lang} train_set=${train_set} exclude_eval_speakers=${exclude_eval_speakers} max_drop=${max_drop}" stage1
+run_stage 2 "data=$(cat "${records_dir}/stage1.done" 2>/dev/null || true) min=${min_duration} max=${max_duration} max_drop=${max_drop}" stage2
+for n in 3 4 5; do
     run_stage "$n" "not implemented" not_implemented
 done
 

@@ -58,6 +58,41 @@ def _fetch_upstream(args: argparse.Namespace) -> int:
     return 0
 
 
+def _prepare_data(args: argparse.Namespace) -> int:
+    from cvasr.dataprep import prepare_data
+
+    report = prepare_data(args.release, args.data_dir, lang=args.lang, train_set=args.train_set,
+                          exclude_eval_speakers=args.exclude_eval_speakers,
+                          max_drop=args.max_drop, nj=args.nj, show_progress=not args.quiet)
+    print(f"data dirs in {args.data_dir}: " + ", ".join(
+        f"{name} {s.kept}/{s.listed}" for name, s in report.splits.items()))
+    return 0
+
+
+def _dump(args: argparse.Namespace) -> int:
+    from cvasr.dump import DumpConfig, dump
+
+    config = DumpConfig(min_duration=args.min_duration, max_duration=args.max_duration,
+                        max_drop=args.max_drop, nj=args.nj)
+    report = dump(args.data_dir, args.dump_dir, config, show_progress=not args.quiet)
+    print(f"dumped audio in {args.dump_dir}: " + ", ".join(
+        f"{name} {s.kept}/{s.listed}" for name, s in report.splits.items()))
+    return 0
+
+
+def _validate_data_dir(args: argparse.Namespace) -> int:
+    from cvasr.datadir import validate_data_dir
+
+    problems = validate_data_dir(args.dir, check_files=not args.no_check_files)
+    for problem in problems:
+        print(problem, file=sys.stderr)
+    if problems:
+        print(f"{args.dir}: {len(problems)} problem(s)", file=sys.stderr)
+        return 1
+    print(f"{args.dir}: valid")
+    return 0
+
+
 def build_parser() -> argparse.ArgumentParser:
     parser = argparse.ArgumentParser(
         prog="cvasr",
@@ -107,6 +142,38 @@ def build_parser() -> argparse.ArgumentParser:
             "Have s3prl download its pretrained checkpoint (e.g. xls_r_300m) and load it once.")
     p.add_argument("--name", default="xls_r_300m", help="s3prl upstream name (default xls_r_300m)")
     p.add_argument("--download-dir", type=Path, required=True, help="s3prl's download folder")
+
+    p = add("prepare-data", _prepare_data,
+            "Stage 1: a Common Voice release to Kaldi data dirs data/{train,dev,test}, with "
+            "normalised text, measured durations and data/prep_report.json.")
+    p.add_argument("--release", type=Path, required=True, help="release folder (clips/, *.tsv)")
+    p.add_argument("--data-dir", type=Path, required=True, help="output, e.g. data")
+    p.add_argument("--lang", default="as", help="language code; picks the text normaliser")
+    p.add_argument("--train-set", choices=["train", "validated"], default="train",
+                   help="train: CV's train.tsv (default); validated: validated minus dev/test clips")
+    p.add_argument("--exclude-eval-speakers", action="store_true",
+                   help="with --train-set validated, also drop clips of dev/test speakers")
+    p.add_argument("--max-drop", type=float, default=0.05,
+                   help="fail if a split loses more than this share to bad input (default 0.05)")
+    p.add_argument("--nj", type=int, default=2, help="parallel audio checks (default 2)")
+    p.add_argument("--quiet", action="store_true", help="no progress bar")
+
+    p = add("dump", _dump,
+            "Stage 2: decode, down-mix and resample every clip to 16 kHz mono FLAC under "
+            "DUMP_DIR/{train,dev,test}; filter train/dev by duration and empty text.")
+    p.add_argument("--data-dir", type=Path, required=True, help="stage 1's output, e.g. data")
+    p.add_argument("--dump-dir", type=Path, required=True, help="output, e.g. dump")
+    p.add_argument("--min-duration", type=float, default=0.1, help="seconds (default 0.1)")
+    p.add_argument("--max-duration", type=float, default=20.0, help="seconds (default 20)")
+    p.add_argument("--max-drop", type=float, default=0.05,
+                   help="fail if a split loses more than this share to bad input (default 0.05)")
+    p.add_argument("--nj", type=int, default=2, help="parallel jobs (default 2)")
+    p.add_argument("--quiet", action="store_true", help="no progress bar")
+
+    p = add("validate-data-dir", _validate_data_dir,
+            "Check a Kaldi data dir: sorting, id consistency, spk2utt vs utt2spk, files exist.")
+    p.add_argument("dir", type=Path)
+    p.add_argument("--no-check-files", action="store_true", help="do not check audio files exist")
     return parser
 
 
@@ -117,11 +184,12 @@ _USER_ERRORS: tuple[type[BaseException], ...] = (ValueError, FileNotFoundError, 
 
 def main(argv: list[str] | None = None) -> int:
     from cvasr.commonvoice import ReleaseError
+    from cvasr.prep_report import TooManyDropped
 
     args = build_parser().parse_args(argv)
     try:
         return args.handler(args)
-    except (ReleaseError, *_USER_ERRORS) as err:
+    except (ReleaseError, TooManyDropped, *_USER_ERRORS) as err:
         print(f"cvasr {args.command}: error: {err}", file=sys.stderr)
         return 1
 

@@ -51,7 +51,8 @@ class Table:
     path: Path
     header: list[str]
     rows: list[dict[str, str]]
-    problems: list[str] = field(default_factory=list)  # "file:line: what"
+    line_numbers: list[int] = field(default_factory=list)  # the file line of each row
+    problems: list[tuple[int, str]] = field(default_factory=list)  # (line, what), line skipped
 
 
 def read_tsv(path: Path) -> Table:
@@ -68,7 +69,7 @@ def read_tsv(path: Path) -> Table:
             raise ReleaseError(
                 f"{path}:1: header lacks column(s) {', '.join(missing)}; "
                 f"a Common Voice tsv starts with: {' '.join(CV7_HEADER)}")
-        table = Table(path, header, [])
+        table = Table(path, header, [], [])
         for line_no, fields in enumerate(reader, start=2):
             if fields and fields[-1].endswith("\r"):
                 fields[-1] = fields[-1][:-1]
@@ -78,10 +79,10 @@ def read_tsv(path: Path) -> Table:
                 # Trailing empty optional columns are sometimes trimmed; pad them.
                 fields = fields + [""] * (len(header) - len(fields))
             if len(fields) > len(header):
-                table.problems.append(
-                    f"{path}:{line_no}: {len(fields)} fields for {len(header)} columns")
+                table.problems.append((line_no, f"{len(fields)} fields for {len(header)} columns"))
                 continue
             table.rows.append(dict(zip(header, fields)))
+            table.line_numbers.append(line_no)
     return table
 
 
@@ -137,7 +138,7 @@ def check_release(root: Path) -> ReleaseCheck:
         if not (root / filename).is_file():
             continue
         table = read_tsv(root / filename)
-        problems += table.problems
+        problems += [f"{filename}:{line}: {what}" for line, what in table.problems]
         if name in ("train", "dev", "test") and not table.rows:
             raise ReleaseError(f"{root / filename} has a header but no clips")
         splits.append(SplitSummary(
@@ -176,3 +177,52 @@ def extract_release(tarball: Path, dest: Path, lang: str) -> Path:
             raise ReleaseError(f"cannot extract {tarball}: {err}. Is the download complete?") from err
         marker.write_text(f"{tarball.resolve()}\n")
     return find_release_root(dest, lang)
+
+
+@dataclass(frozen=True)
+class ClipRow:
+    """One tsv row of a clip, with where it came from (for messages and the prep report)."""
+
+    source: str  # "file:line"
+    client_id: str
+    path: str
+    sentence: str
+    gender: str
+
+
+TRAIN_SETS = ("train", "validated")
+
+
+def _clip_rows(root: Path, name: str) -> tuple[list[ClipRow], list[tuple[str, str]]]:
+    """The rows of one tsv, and its malformed lines as (file:line, what)."""
+    table = read_tsv(Path(root) / SPLIT_FILES[name])
+    rows = [ClipRow(source=f"{SPLIT_FILES[name]}:{line}", client_id=r["client_id"], path=r["path"],
+                    sentence=r["sentence"], gender=r.get("gender", ""))
+            for line, r in zip(table.line_numbers, table.rows)]
+    return rows, [(f"{SPLIT_FILES[name]}:{line}", what) for line, what in table.problems]
+
+
+def load_splits(root: Path, train_set: str = "train", exclude_eval_speakers: bool = False,
+                ) -> tuple[dict[str, list[ClipRow]], dict[str, list[tuple[str, str]]]]:
+    """train/dev/test rows of a release, and per split the malformed lines (file:line, what).
+
+    `train_set="train"` takes CV's own train.tsv (what published CV 7.0 results used);
+    `"validated"` takes validated.tsv minus every dev and test clip (ESPnet's convention), and
+    with `exclude_eval_speakers` also minus every clip of a dev or test speaker.
+    """
+    if train_set not in TRAIN_SETS:
+        raise ValueError(f"unknown train set {train_set!r}; choose from {', '.join(TRAIN_SETS)}")
+    splits: dict[str, list[ClipRow]] = {}
+    malformed: dict[str, list[tuple[str, str]]] = {}
+    for name in ("dev", "test"):
+        splits[name], malformed[name] = _clip_rows(root, name)
+    if train_set == "train":
+        splits["train"], malformed["train"] = _clip_rows(root, "train")
+    else:
+        validated, malformed["train"] = _clip_rows(root, "validated")
+        held_out = {r.path for name in ("dev", "test") for r in splits[name]}
+        held_out_speakers = {r.client_id for name in ("dev", "test") for r in splits[name]}
+        splits["train"] = [r for r in validated if r.path not in held_out
+                           and not (exclude_eval_speakers and r.client_id in held_out_speakers)]
+    order = ("train", "dev", "test")
+    return {n: splits[n] for n in order}, {n: malformed[n] for n in order}

@@ -1,0 +1,103 @@
+"""Decode, check and convert audio in-process (libsndfile with mpg123 for mp3, soxr to resample).
+
+Nothing here runs a shell or an external program: a clip's file name is only ever a path
+argument, and a broken file is reported as an `AudioError` with a reason, never a crash.
+"""
+
+from __future__ import annotations
+
+import contextlib
+import os
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Iterator
+
+import numpy as np
+import soundfile as sf
+import soxr
+
+TARGET_RATE = 16_000
+#: A decode that yields less than this share of the length the file's header announces is a
+#: truncated download (mpg123 stops quietly at the first broken frame).
+MIN_DECODED_SHARE = 0.9
+
+
+class AudioError(Exception):
+    """A clip that cannot be used; the message is the reason recorded in the prep report."""
+
+
+@contextlib.contextmanager
+def _quiet_native_stderr() -> Iterator[None]:
+    """Silence libmpg123's own warnings on fd 2 (they say nothing our AudioError does not)."""
+    try:
+        saved = os.dup(2)
+    except OSError:  # no fd 2 at all
+        yield
+        return
+    try:
+        with open(os.devnull, "wb") as devnull:
+            os.dup2(devnull.fileno(), 2)
+            yield
+    finally:
+        os.dup2(saved, 2)
+        os.close(saved)
+
+
+@dataclass(frozen=True)
+class AudioInfo:
+    rate: int
+    channels: int
+    frames: int
+
+    @property
+    def duration(self) -> float:
+        return self.frames / self.rate
+
+
+def read_audio(path: Path) -> tuple[np.ndarray, AudioInfo]:
+    """Decode a whole file to float32 (frames, channels); raise AudioError if it is unusable."""
+    path = Path(path)
+    if not path.is_file():
+        raise AudioError("audio file not found")
+    if path.stat().st_size == 0:
+        raise AudioError("audio file is empty (0 bytes)")
+    try:
+        with _quiet_native_stderr():
+            with sf.SoundFile(path) as f:
+                announced = f.frames
+                audio = f.read(dtype="float32", always_2d=True)
+                rate, channels = f.samplerate, f.channels
+    except (sf.LibsndfileError, RuntimeError, ValueError) as err:
+        # libsndfile says "File does not exist or is not a regular file" for any unreadable data.
+        raise AudioError("undecodable audio (not a readable mp3/wav/flac file)") from err
+    frames = audio.shape[0]
+    if frames == 0:
+        raise AudioError("no audio decoded (0 samples)")
+    if 0 < announced < 2**62 and frames < MIN_DECODED_SHARE * announced:
+        raise AudioError(f"truncated audio: decoded {frames / rate:.2f} s of the "
+                         f"{announced / rate:.2f} s its header announces")
+    return audio, AudioInfo(rate=rate, channels=channels, frames=frames)
+
+
+def probe_audio(path: Path) -> AudioInfo:
+    """Decode to check the file and measure its real length (headers of mp3s can be wrong)."""
+    return read_audio(path)[1]
+
+
+def to_mono_16k(audio: np.ndarray, rate: int) -> np.ndarray:
+    """Down-mix (mean of channels) and resample with soxr's high-quality filter to 16 kHz int16."""
+    mono = audio.mean(axis=1) if audio.ndim == 2 else audio
+    if rate != TARGET_RATE:
+        mono = soxr.resample(mono, rate, TARGET_RATE, quality="HQ")
+    return np.clip(np.round(mono * 32767.0), -32768, 32767).astype(np.int16)
+
+
+def dump_clip(src: Path, dst: Path) -> int:
+    """Write `src` as 16 kHz mono 16-bit FLAC at `dst` (atomically); return its sample count."""
+    audio, info = read_audio(src)
+    samples = to_mono_16k(audio, info.rate)
+    dst.parent.mkdir(parents=True, exist_ok=True)
+    partial = dst.with_name(dst.name + ".partial")
+    sf.write(partial, samples, TARGET_RATE, format="FLAC", subtype="PCM_16")
+    os.replace(partial, dst)
+    return len(samples)
