@@ -28,3 +28,6 @@ test: setup
 
 clean-demo:
 	rm -rf $(DEMO_DIR)/data $(DEMO_DIR)/dump $(DEMO_DIR)/exp $(DEMO_DIR)/downloads $(DEMO_DIR)/RESULTS.md
+
+bench: setup
+	$(VENV)/bin/python bench/dataprep.py

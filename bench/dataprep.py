@@ -104,6 +104,34 @@ def run_baseline(release: Path, work: Path, nj: int) -> dict[str, float]:
     return {"stage1_s": t1 - t0, "stage2_s": t2 - t1, "total_s": t2 - t0}
 
 
+def espnet2_read_speed(dump_dir: Path, work: Path, repeats: int) -> dict[str, float]:
+    """Seconds for espnet2's ESPnetDataset to load every dumped clip: FLAC files vs one kaldi ark."""
+    import kaldiio
+    from espnet2.train.dataset import ESPnetDataset
+
+    scps = [dump_dir / split / "wav.scp" for split in CV7_AS_SIZES]
+    flac_scp = work / "all_flac.scp"
+    flac_scp.write_text("".join(p.read_text() for p in scps))
+    ark_scp = work / "all_ark.scp"
+    with kaldiio.WriteHelper(f"ark,scp:{work / 'all.ark'},{ark_scp}") as writer:
+        for line in flac_scp.read_text().splitlines():
+            utt, path = line.split(maxsplit=1)
+            audio, rate = sf.read(path, dtype="int16")
+            writer(utt, (rate, audio))
+    timings = {}
+    for name, scp, kind in (("flac files (sound)", flac_scp, "sound"),
+                            ("kaldi ark (kaldi_ark)", ark_scp, "kaldi_ark")):
+        best = float("inf")
+        for _ in range(repeats):
+            dataset = ESPnetDataset([(str(scp), "speech", kind)])
+            t0 = time.perf_counter()
+            for key in dataset.loader_dict["speech"].keys():
+                dataset[key]
+            best = min(best, time.perf_counter() - t0)
+        timings[name] = best
+    return timings
+
+
 def audio_seconds(release: Path) -> float:
     from cvasr.commonvoice import read_tsv
 
@@ -135,6 +163,9 @@ def main() -> int:
         runs = [fn(release, args.work / "out", args.nj) for _ in range(args.repeats)]
         results[name] = min(runs, key=lambda r: r["total_s"])
 
+    run_ours(release, args.work / "out", args.nj)  # leave a dump to read back
+    reads = espnet2_read_speed(args.work / "out" / "dump", args.work, args.repeats)
+
     base = results["baseline: ffmpeg pipe per clip (ESPnet)"]["total_s"]
     print(f"{clips} clips, {seconds / 3600:.2f} h of audio, nj={args.nj}, {os.cpu_count()} cores, "
           f"best of {args.repeats}")
@@ -144,6 +175,10 @@ def main() -> int:
     for name, r in results.items():
         print(f"| {name:<40} | {r['stage1_s']:9.2f} | {r['stage2_s']:9.2f} | {r['total_s']:8.2f} | "
               f"{seconds / r['total_s']:9.0f} | {base / r['total_s']:7.2f}x |")
+
+    print(f"\nespnet2 loading all {clips} dumped clips once (ESPnetDataset, best of {args.repeats}):")
+    for name, seconds_taken in reads.items():
+        print(f"  {name:<24} {seconds_taken:6.2f} s")
 
     cpu = next((line.split(":", 1)[1].strip() for line in Path("/proc/cpuinfo").read_text().splitlines()
                 if line.startswith("model name")), platform.processor())
@@ -155,6 +190,7 @@ def main() -> int:
         "split_sizes": CV7_AS_SIZES, "nj": args.nj, "cores": os.cpu_count(), "cpu": cpu,
         "python": platform.python_version(), "git_revision": rev, "repeats": args.repeats,
         "results": {k: {m: round(v, 3) for m, v in r.items()} for k, r in results.items()},
+        "espnet2_read_seconds": {k: round(v, 3) for k, v in reads.items()},
         "speedup_vs_ffmpeg_pipe": round(base / results["ours: in-process decode + soxr"]["total_s"], 2),
     }, indent=2) + "\n")
     print(f"saved {args.out}")

@@ -92,12 +92,7 @@ def to_mono_16k(audio: np.ndarray, rate: int) -> np.ndarray:
     return np.clip(np.round(mono * 32767.0), -32768, 32767).astype(np.int16)
 
 
-def dump_clip(src: Path, dst: Path) -> int:
-    """Write `src` as 16 kHz mono 16-bit FLAC at `dst` (atomically); return its sample count."""
-    audio, info = read_audio(src)
-    samples = to_mono_16k(audio, info.rate)
-    dst.parent.mkdir(parents=True, exist_ok=True)
-    partial = dst.with_name(dst.name + ".partial")
-    sf.write(partial, samples, TARGET_RATE, format="FLAC", subtype="PCM_16")
-    os.replace(partial, dst)
-    return len(samples)
+def load_16k(path: Path) -> np.ndarray:
+    """A clip as the 16 kHz mono int16 samples the dump holds for it."""
+    audio, info = read_audio(path)
+    return to_mono_16k(audio, info.rate)

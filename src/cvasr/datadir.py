@@ -92,6 +92,12 @@ def read_table(path: Path) -> dict[str, str]:
     return table
 
 
+def _file_part(wav: str) -> str:
+    """The file of a wav.scp entry: the path itself, or the ark of an `ark:offset` entry."""
+    head, sep, offset = wav.rpartition(":")
+    return head if sep and offset.isdigit() and head.endswith(".ark") else wav
+
+
 REQUIRED_FILES = ("wav.scp", "text", "utt2spk", "spk2utt")
 OPTIONAL_FILES = ("text.orig", "utt2gender", "utt2dur", "utt2num_samples")
 
@@ -160,8 +166,8 @@ def validate_data_dir(directory: Path, check_files: bool = True) -> list[str]:
         where = f"{directory / 'wav.scp'}:{line_no}"
         if wav.rstrip().endswith("|") or wav.lstrip().startswith("-"):
             problems.append(f"{where}: {utt} maps to a command, not a file: {wav!r}")
-        elif check_files and not Path(wav).is_file():
-            problems.append(f"{where}: {utt}: audio file {wav} does not exist")
+        elif check_files and not Path(_file_part(wav)).is_file():
+            problems.append(f"{where}: {utt}: audio file {_file_part(wav)} does not exist")
     for name, kind in (("utt2dur", float), ("utt2num_samples", int)):
         for utt, value in tables.get(name, {}).items():
             try:
