@@ -93,6 +93,15 @@ def _validate_data_dir(args: argparse.Namespace) -> int:
     return 0
 
 
+def _score(args: argparse.Namespace) -> int:
+    from cvasr.scoring import score
+
+    summary = score(args.ref, args.hyp, args.out, unit=args.unit, utt2spk=args.utt2spk,
+                    engine=args.engine)
+    print(summary.sum_avg_line)
+    return 0
+
+
 def build_parser() -> argparse.ArgumentParser:
     parser = argparse.ArgumentParser(
         prog="cvasr",
@@ -174,6 +183,18 @@ def build_parser() -> argparse.ArgumentParser:
             "Check a Kaldi data dir: sorting, id consistency, spk2utt vs utt2spk, files exist.")
     p.add_argument("dir", type=Path)
     p.add_argument("--no-check-files", action="store_true", help="do not check audio files exist")
+
+    p = add("score", _score,
+            "Score a hypothesis text file against a reference with counts identical to NIST "
+            "sclite; writes ref.trn, hyp.trn and result.txt (sclite's -o all layout).")
+    p.add_argument("--ref", type=Path, required=True, help="Kaldi text: uttid w1 w2 ...")
+    p.add_argument("--hyp", type=Path, required=True, help="Kaldi text: uttid w1 w2 ...")
+    p.add_argument("--utt2spk", type=Path, default=None, help="speaker of each utterance")
+    p.add_argument("--unit", choices=["word", "char"], default="word",
+                   help="word (WER) or char (CER; each space a <space> token)")
+    p.add_argument("--out", type=Path, required=True, help="output folder")
+    p.add_argument("--engine", choices=["python", "sclite"], default="python",
+                   help="python: built-in, identical counts; sclite: run the real binary (sctk)")
     return parser
 
 

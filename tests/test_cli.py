@@ -1,0 +1,47 @@
+"""The `cvasr` console script: every subcommand has help, errors are one line."""
+
+from __future__ import annotations
+
+import subprocess
+import sys
+from pathlib import Path
+
+import pytest
+
+from cvasr.cli import build_parser, main
+
+SUBCOMMANDS = ["demo-corpus", "make-upstream", "check-release", "extract-release",
+               "check-upstream", "fetch-upstream", "prepare-data", "dump", "validate-data-dir",
+               "score"]
+
+
+def test_help_lists_every_subcommand() -> None:
+    out = subprocess.run([sys.executable, "-m", "cvasr.cli", "--help"], capture_output=True,
+                         text=True, check=True).stdout
+    for name in SUBCOMMANDS:
+        assert name in out
+    choices = build_parser()._subparsers._group_actions[0].choices  # type: ignore[union-attr]
+    assert sorted(choices) == sorted(SUBCOMMANDS)
+    for name, sub in choices.items():
+        assert len(sub.description or "") > 30, f"{name} has no real description"
+
+
+def test_user_errors_are_one_line_without_traceback(tmp_path: Path,
+                                                    capsys: pytest.CaptureFixture[str]) -> None:
+    assert main(["check-release", str(tmp_path / "nowhere")]) == 1
+    err = capsys.readouterr().err
+    assert err.startswith("cvasr check-release: error: Common Voice release folder")
+    assert "Traceback" not in err
+
+
+def test_score_prints_sum_line_and_writes_sclite_files(tmp_path: Path,
+                                                       capsys: pytest.CaptureFixture[str]) -> None:
+    ref, hyp = tmp_path / "ref", tmp_path / "hyp"
+    ref.write_text("s1-u1 ঘৰ কিতাপ\ns1-u2 আজি বতৰ ভাল\n", encoding="utf-8")
+    hyp.write_text("s1-u1 ঘৰ কলম\ns1-u2 আজি ভাল\n", encoding="utf-8")
+    assert main(["score", "--ref", str(ref), "--hyp", str(hyp), "--out", str(tmp_path / "w")]) == 0
+    assert capsys.readouterr().out.strip() == \
+        "| Sum/Avg|    2      5 | 60.0   20.0   20.0    0.0   40.0  100.0 |"
+    assert {p.name for p in (tmp_path / "w").iterdir()} == {"ref.trn", "hyp.trn", "result.txt"}
+    assert (tmp_path / "w" / "hyp.trn").read_text(encoding="utf-8") == \
+        "ঘৰ কলম (s1-s1-u1)\nআজি ভাল (s1-s1-u2)\n"
