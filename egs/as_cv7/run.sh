@@ -30,9 +30,13 @@ exclude_eval_speakers=false  # with --train_set validated: also drop dev/test sp
 max_drop=0.05           # share of a split that stages 1-2 may drop for bad input before failing
 min_duration=0.1        # stage 2 keeps train/dev clips of min..max seconds (test: all)
 max_duration=20
+token_type=char         # char (the seed's choice) or bpe (sentencepiece unigram)
+nbpe=150                # sentencepiece vocabulary size for --token_type bpe
+train_args=             # extra espnet2 training options, e.g. "--max_epoch 20"
 
 options=(stage stop_stage work_dir cv_root cv_tarball lang demo demo_size upstream_ckpt train_config
-         decode_config ngpu nj train_set exclude_eval_speakers max_drop min_duration max_duration)
+         decode_config ngpu nj train_set exclude_eval_speakers max_drop min_duration max_duration
+         token_type nbpe train_args)
 help_message="Usage: $0 [--name value ...]   (--stop-stage and --stop_stage are the same)
   --stage N --stop-stage M   run stages N..M of
        0 corpus and upstream in place   1 Common Voice to Kaldi data dirs   2 audio dump
@@ -49,7 +53,9 @@ help_message="Usage: $0 [--name value ...]   (--stop-stage and --stop_stage are 
   --train_set train|validated   CV's train.tsv (default) or validated minus dev/test
   --exclude_eval_speakers true  with validated: also drop clips of dev/test speakers
   --max_drop F         share of a split stages 1-2 may drop for bad input (default ${max_drop})
-  --min_duration S --max_duration S   train/dev length filter of stage 2 (default ${min_duration}-${max_duration})"
+  --min_duration S --max_duration S   train/dev length filter of stage 2 (default ${min_duration}-${max_duration})
+  --token_type char|bpe --nbpe N   token unit of stage 3 (default ${token_type})
+  --train_args \"ARGS\"  extra espnet2 training options, e.g. \"--max_epoch 20\""
 
 . "${recipe_dir}/utils/parse_options.sh"
 
@@ -68,6 +74,8 @@ is_uint "$nj" && (( nj >= 1 )) || die "--nj must be at least 1, got '$nj'"
 [[ $max_drop =~ ^(0(\.[0-9]+)?|1(\.0+)?|\.[0-9]+)$ ]] || die "--max_drop must be a number in [0, 1], got '$max_drop'"
 [[ $min_duration =~ ^[0-9]*\.?[0-9]+$ ]] || die "--min_duration must be a number of seconds, got '$min_duration'"
 [[ $max_duration =~ ^[0-9]*\.?[0-9]+$ ]] || die "--max_duration must be a number of seconds, got '$max_duration'"
+[[ $token_type == char || $token_type == bpe ]] || die "--token_type must be char or bpe, got '$token_type'"
+is_uint "$nbpe" && (( nbpe >= 2 )) || die "--nbpe must be a whole number >= 2, got '$nbpe'"
 [[ $lang =~ ^[A-Za-z]{2,3}(-[A-Za-z0-9]+)?$ ]] || die "--lang must be a Common Voice language code, got '$lang'"
 if [ "$demo" = true ] && [ -n "${cv_root}${cv_tarball}" ]; then
     die "--demo true makes its own corpus: drop --cv_root/--cv_tarball, or drop --demo"
@@ -191,12 +199,46 @@ stage2() {
         --min-duration "$min_duration" --max-duration "$max_duration" --max-drop "$max_drop" --nj "$nj"
 }
 
+# ---- stage 3: token list and shape statistics --------------------------------------------------
+token_dir=${work_dir}/data/token_list/${token_type}
+stats_dir=${exp_dir}/asr_stats_${token_type}
+upstream_spec() {
+    [ -f "${stage0_dir}/upstream" ] || { echo "no upstream recorded: run stage 0 first" >&2; return 1; }
+    cat "${stage0_dir}/upstream"
+}
+
+stage3() {
+    local extra=()
+    [ "$token_type" = bpe ] && extra+=(--nbpe "$nbpe")
+    cvasr make-tokens --text "${work_dir}/dump/train/text" --out "$token_dir" \
+        --token-type "$token_type" "${extra[@]}"
+    cvasr collect-stats --dump-dir "${work_dir}/dump" --token-list "${token_dir}/tokens.txt" \
+        --config "$train_config" --upstream "$(upstream_spec)" \
+        --download-dir "${work_dir}/downloads/s3prl" --out "$stats_dir"
+}
+
+# ---- stage 4: training (espnet2; resumes from the experiment's checkpoint) ----------------------
+asr_exp=${exp_dir}/asr_$(basename "${train_config%.*}")_${token_type}
+
+stage4() {
+    local extra=() words=()
+    # Split on whitespace only: never evaluated, never globbed.
+    read -r -a words <<< "$train_args"
+    [ ${#words[@]} -gt 0 ] && extra=(-- "${words[@]}")
+    cvasr train --dump-dir "${work_dir}/dump" --token-list "${token_dir}/tokens.txt" \
+        --config "$train_config" --upstream "$(upstream_spec)" \
+        --download-dir "${work_dir}/downloads/s3prl" --stats-dir "$stats_dir" \
+        --exp-dir "$asr_exp" --ngpu "$ngpu" "${extra[@]}"
+}
+
+file_digest() { if [ -f "$1" ]; then sha1sum < "$1" | cut -c1-12; else echo none; fi; }
+
 run_stage 0 "demo=${demo} demo_size=${demo_size} lang=${lang} cv_root=${cv_root} cv_tarball=${cv_tarball} upstream_ckpt=${upstream_ckpt}" stage0
 run_stage 1 "release=$(release_dir 2>/dev/null || true) lang=${lang} train_set=${train_set} exclude_eval_speakers=${exclude_eval_speakers} max_drop=${max_drop}" stage1
 run_stage 2 "data=$(cat "${records_dir}/stage1.done" 2>/dev/null || true) min=${min_duration} max=${max_duration} max_drop=${max_drop}" stage2
-for n in 3 4 5; do
-    run_stage "$n" "not implemented" not_implemented
-done
+run_stage 3 "dump=$(cat "${records_dir}/stage2.done" 2>/dev/null || true) token_type=${token_type} nbpe=${nbpe} config=$(file_digest "$train_config") upstream=$(upstream_spec 2>/dev/null || true)" stage3
+run_stage 4 "stats=$(cat "${records_dir}/stage3.done" 2>/dev/null || true) config=$(file_digest "$train_config") ngpu=${ngpu} train_args=${train_args}" stage4
+run_stage 5 "not implemented" not_implemented
 
 if (( stop_stage < 5 )); then
     next=$((stop_stage + 1))

@@ -102,6 +102,35 @@ def _score(args: argparse.Namespace) -> int:
     return 0
 
 
+def _make_tokens(args: argparse.Namespace) -> int:
+    from cvasr.tokens import make_token_list, read_token_list
+
+    path = make_token_list(args.text, args.out, token_type=args.token_type, nbpe=args.nbpe)
+    print(f"token list {path}: {len(read_token_list(path))} tokens ({args.token_type})")
+    return 0
+
+
+def _collect_stats(args: argparse.Namespace) -> int:
+    from cvasr.training import collect_stats, resolve_config
+
+    resolved = args.out / "train_config.resolved.yaml"
+    resolve_config(args.config, args.upstream, args.download_dir, resolved)
+    collect_stats(args.dump_dir, args.token_list, resolved, args.out)
+    print(f"shape statistics in {args.out}")
+    return 0
+
+
+def _train(args: argparse.Namespace) -> int:
+    from cvasr.training import resolve_config, train
+
+    resolved = args.exp_dir / "train_config.resolved.yaml"
+    resolve_config(args.config, args.upstream, args.download_dir, resolved)
+    train(args.dump_dir, args.token_list, args.stats_dir, resolved, args.exp_dir, ngpu=args.ngpu,
+          extra_args=args.espnet_args)
+    print(f"trained model in {args.exp_dir}")
+    return 0
+
+
 def build_parser() -> argparse.ArgumentParser:
     parser = argparse.ArgumentParser(
         prog="cvasr",
@@ -184,6 +213,38 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("dir", type=Path)
     p.add_argument("--no-check-files", action="store_true", help="do not check audio files exist")
 
+    p = add("make-tokens", _make_tokens,
+            "Stage 3: the token list from a Kaldi text file with espnet2's tokenizer: characters "
+            "(space as <space>) or sentencepiece unigram pieces.")
+    p.add_argument("--text", type=Path, required=True, help="e.g. dump/train/text")
+    p.add_argument("--out", type=Path, required=True, help="folder for tokens.txt (and bpe.model)")
+    p.add_argument("--token-type", choices=["char", "bpe"], default="char")
+    p.add_argument("--nbpe", type=int, default=150, help="sentencepiece vocabulary (bpe only)")
+
+    def add_model_inputs(p: argparse.ArgumentParser) -> None:
+        p.add_argument("--dump-dir", type=Path, required=True, help="stage 2's output")
+        p.add_argument("--token-list", type=Path, required=True, help="stage 3's tokens.txt")
+        p.add_argument("--config", type=Path, required=True, help="training YAML (conf/)")
+        p.add_argument("--upstream", required=True,
+                       help="stage 0's upstream: a checkpoint path or s3prl:<name>")
+        p.add_argument("--download-dir", type=Path, default=Path("downloads/s3prl"),
+                       help="s3prl's download folder for s3prl:<name> upstreams")
+
+    p = add("collect-stats", _collect_stats,
+            "Stage 3: espnet2's collect-stats for the shape files batching needs, without running "
+            "the frontend over the data.")
+    add_model_inputs(p)
+    p.add_argument("--out", type=Path, required=True, help="e.g. exp/asr_stats")
+
+    p = add("train", _train,
+            "Stage 4: espnet2 ASR training (resumes from EXP_DIR/checkpoint.pth); arguments "
+            "after -- go to espnet2 unchanged, e.g. -- --max_epoch 20.")
+    add_model_inputs(p)
+    p.add_argument("--stats-dir", type=Path, required=True, help="collect-stats output")
+    p.add_argument("--exp-dir", type=Path, required=True, help="experiment folder")
+    p.add_argument("--ngpu", type=int, default=0, help="GPUs (0: CPU; >1: DDP on one machine)")
+    p.add_argument("espnet_args", nargs=argparse.REMAINDER, help=argparse.SUPPRESS)
+
     p = add("score", _score,
             "Score a hypothesis text file against a reference with counts identical to NIST "
             "sclite; writes ref.trn, hyp.trn and result.txt (sclite's -o all layout).")
@@ -206,11 +267,14 @@ _USER_ERRORS: tuple[type[BaseException], ...] = (ValueError, FileNotFoundError, 
 def main(argv: list[str] | None = None) -> int:
     from cvasr.commonvoice import ReleaseError
     from cvasr.prep_report import TooManyDropped
+    from cvasr.training import ConfigError
 
     args = build_parser().parse_args(argv)
+    if getattr(args, "espnet_args", None) and args.espnet_args[0] == "--":
+        args.espnet_args = args.espnet_args[1:]
     try:
         return args.handler(args)
-    except (ReleaseError, TooManyDropped, *_USER_ERRORS) as err:
+    except (ReleaseError, TooManyDropped, ConfigError, *_USER_ERRORS) as err:
         print(f"cvasr {args.command}: error: {err}", file=sys.stderr)
         return 1
 

@@ -1,0 +1,154 @@
+#!/usr/bin/env python3
+"""Stage 4 on GPUs: the full-shape XLS-R 300M (random init) + CTC on the demo corpus, 1 and N GPUs.
+
+Runs the recipe's own stage 1-4 code (data prep, dump, token list, espnet2 collect-stats, espnet2
+training with conf/train_xlsr300m_ctc.yaml: bf16 autocast, frozen feature encoder, 16 clips x 2
+accumulation) for a few epochs on each GPU count, then reads espnet2's per-epoch results:
+iterations per second, optimizer steps per second, audio-seconds per second (all GPUs together)
+and peak GPU memory. The first epoch (warm-up, cuDNN autotuning) is reported but not averaged.
+
+    python bench/train_gpu.py --release path/to/demo_corpus --gpus 1 2 --epochs 4
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+import os
+import platform
+import re
+import subprocess
+import sys
+from pathlib import Path
+
+REPO = Path(__file__).resolve().parents[1]
+CONFIG = REPO / "egs" / "as_cv7" / "conf" / "train_xlsr300m_ctc.yaml"
+
+
+def _seconds(text: str) -> float:
+    """espnet2's humanfriendly durations: '7.41 seconds', '1 minute and 22.46 seconds'."""
+    m = re.match(r"(?:(\d+) minutes? and )?([0-9.]+) seconds", text)
+    if not m:
+        raise ValueError(f"cannot read a duration from {text!r}")
+    return 60 * int(m.group(1) or 0) + float(m.group(2))
+
+
+def epoch_rows(lines: list[str]) -> list[dict[str, float]]:
+    """Per-epoch training figures from espnet2's log lines of one run (rank 0)."""
+    rows = []
+    for line in lines:
+        m = re.search(r"(\d+)epoch results: \[train\] (.*?)\[valid\]", line)
+        if not m:
+            continue
+        train = dict(re.findall(r"(\w+)=([0-9.e+-]+)", m.group(2)))
+        duration = re.search(r"(?:^|, )time=(.*?seconds)", m.group(2))
+        rows.append({"epoch": int(m.group(1)), "train_seconds": _seconds(duration.group(1)),
+                     "iterations": float(train["total_count"]),
+                     "loss_ctc": float(train["loss_ctc"]),
+                     "peak_mem_gb": float(train.get("gpu_max_cached_mem_GB", "nan"))})
+    for prev, row in zip([None, *rows], rows):  # total_count is cumulative
+        row["iterations_in_epoch"] = row["iterations"] - (prev["iterations"] if prev else 0)
+    return rows
+
+
+def main() -> int:
+    parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
+    parser.add_argument("--release", type=Path, help="demo corpus (CV layout)")
+    parser.add_argument("--summarize", type=Path, default=None,
+                        help="only summarise a saved log of an earlier run of this script")
+    parser.add_argument("--audio-seconds", type=float, default=None,
+                        help="with --summarize: audio-seconds in one epoch of the train set")
+    parser.add_argument("--gpu-name", default="", help="with --summarize: the GPU it ran on")
+    parser.add_argument("--work", type=Path, default=Path("/tmp/cvasr-bench-gpu"))
+    parser.add_argument("--gpus", type=int, nargs="+", default=[1, 2])
+    parser.add_argument("--epochs", type=int, default=4)
+    parser.add_argument("--nj", type=int, default=8)
+    parser.add_argument("--out", type=Path, default=REPO / "bench" / "results" / "train_gpu.json")
+    args = parser.parse_args()
+
+    if args.summarize:
+        lines = args.summarize.read_text(encoding="utf-8").splitlines()
+        runs = {n: [ln for ln in lines if ln.startswith(f"[vm:0/{n}]" if n > 1 else "[vm]")]
+                for n in args.gpus}
+        results = {f"{n}gpu": summarise(epoch_rows(r), n, args.audio_seconds) for n, r in runs.items()}
+        report(results, args, args.gpu_name, "", f"from {args.summarize.name}")
+        return 0
+    if args.release is None:
+        parser.error("--release is needed to run the benchmark")
+
+    import torch
+
+    from cvasr.datadir import read_table
+    from cvasr.dataprep import prepare_data
+    from cvasr.dump import DumpConfig, dump
+    from cvasr.tokens import make_token_list
+    from cvasr.training import collect_stats, resolve_config, train
+    from cvasr.upstream import write_random_upstream
+
+    work = args.work
+    prepare_data(args.release, work / "data", nj=args.nj, show_progress=False)
+    dump(work / "data", work / "dump", DumpConfig(nj=args.nj), show_progress=False)
+    upstream = work / "xls_r_300m_random.pt"
+    if not upstream.is_file():
+        write_random_upstream("xls_r_300m", upstream)
+    tokens = make_token_list(work / "dump" / "train" / "text", work / "token_list" / "char")
+    resolved = work / "train_xlsr300m_ctc.resolved.yaml"
+    resolve_config(CONFIG, str(upstream), work / "dl", resolved)
+    collect_stats(work / "dump", tokens, resolved, work / "stats")
+    samples = read_table(work / "dump" / "train" / "utt2num_samples")
+    audio_per_epoch = sum(int(n) for n in samples.values()) / 16000
+
+    results = {}
+    for n in args.gpus:
+        exp = work / f"exp_{n}gpu"
+        train(work / "dump", tokens, work / "stats", resolved, exp, ngpu=n,
+              extra_args=["--max_epoch", str(args.epochs), "--num_workers", "4",
+                          "--keep_nbest_models", "1"])
+        lines = (exp / "train.log").read_text(encoding="utf-8").splitlines()
+        rank0 = [ln for ln in lines if ln.startswith(f"[vm:0/{n}]" if n > 1 else "[vm]")] or lines
+        results[f"{n}gpu"] = summarise(epoch_rows(rank0), n, audio_per_epoch)
+    report(results, args, torch.cuda.get_device_name(0), torch.__version__,
+           f"{len(samples)} demo clips")
+    return 0
+
+
+def summarise(rows: list[dict[str, float]], n: int, audio_per_epoch: float) -> dict:
+    """Throughput over the epochs after the first; iterations are per process, so x n GPUs."""
+    timed = rows[1:] or rows
+    seconds = sum(r["train_seconds"] for r in timed)
+    iterations = sum(r["iterations_in_epoch"] for r in timed)
+    return {
+        "gpus": n, "epochs": rows, "audio_seconds_per_epoch": round(audio_per_epoch, 1),
+        "iterations_per_s_per_process": round(iterations / seconds, 2),
+        # espnet2 splits each 16-clip batch over the GPUs; 2 batches make an optimizer step
+        "optimizer_steps_per_s": round(iterations / 2 / seconds, 2),
+        "audio_seconds_per_s": round(audio_per_epoch * len(timed) / seconds, 1),
+        "peak_mem_gb": max(r["peak_mem_gb"] for r in rows),
+    }
+
+
+def report(results: dict, args: argparse.Namespace, gpu: str, torch_version: str,
+           source: str) -> None:
+    print(f"XLS-R 300M shape (random init) + CTC, espnet2 stage 4, {source}, batches of 16 clips "
+          f"x accum 2, bf16 autocast, {gpu}; epoch 1 excluded")
+    print(f"| {'GPUs':>4} | {'epochs timed':>12} | {'steps/s':>7} | {'audio-s/s':>9} | "
+          f"{'peak GiB':>8} | {'scaling':>7} |")
+    print("|------|--------------|---------|-----------|----------|---------|")
+    base = results[f"{args.gpus[0]}gpu"]["audio_seconds_per_s"]
+    for r in results.values():
+        print(f"| {r['gpus']:>4} | {len(r['epochs']) - 1:>12} | {r['optimizer_steps_per_s']:7.2f} | "
+              f"{r['audio_seconds_per_s']:9.1f} | {r['peak_mem_gb']:8.1f} | "
+              f"{r['audio_seconds_per_s'] / base:6.2f}x |")
+    rev = os.environ.get("CVASR_GIT_REV") or subprocess.run(
+        ["git", "-C", str(REPO), "rev-parse", "--short", "HEAD"],
+        capture_output=True, text=True).stdout.strip()
+    args.out.parent.mkdir(parents=True, exist_ok=True)
+    args.out.write_text(json.dumps({
+        "benchmark": "train_gpu", "gpu": gpu, "torch": torch_version, "source": source,
+        "python": platform.python_version(), "git_revision": rev, "config": str(CONFIG.name),
+        "results": results}, indent=2) + "\n")
+    print(f"saved {args.out}")
+
+
+if __name__ == "__main__":
+    sys.exit(main())

@@ -1,0 +1,168 @@
+"""The thin espnet2 ASR task extension the recipe trains with (`python -m cvasr.espnet_task`).
+
+espnet2 does the training; this module adds only what it lacks for this recipe:
+
+- `IdentityEncoder` (`encoder: identity`): XLS-R + a linear CTC head, as the seed model is, needs
+  no encoder between the s3prl frontend and espnet2's CTC layer.
+- `CTCWerASRModel` (`model: cvasr_ctc`): espnet2 reports CTC's CER on validation but not its
+  WER; this model reports both (`cer_ctc`, `wer_ctc`) every epoch.
+- `SafeCheckpointTrainer`: espnet2 writes `checkpoint.pth` in place, so a kill during the write
+  leaves a file that cannot be resumed from, and it does not save RNG states. Here every
+  checkpoint is written to a temporary name and renamed, and the RNG states of Python, NumPy
+  and torch (CPU and CUDA) are saved with it and restored on `--resume true`.
+"""
+
+from __future__ import annotations
+
+import os
+import random
+from typing import Any, Optional, Tuple
+
+import editdistance
+import numpy as np
+import torch
+from espnet2.asr.encoder.abs_encoder import AbsEncoder
+from espnet2.asr.espnet_model import ESPnetASRModel
+from espnet2.tasks.asr import ASRTask, encoder_choices, model_choices
+from espnet2.torch_utils.device_funcs import force_gatherable
+from espnet2.train.trainer import Trainer
+
+RNG_KEY = "cvasr_rng_states"
+
+
+class IdentityEncoder(AbsEncoder):
+    """Passes the frontend's features through unchanged (CTC sits directly on the upstream)."""
+
+    def __init__(self, input_size: int, dropout_rate: float = 0.0):
+        super().__init__()
+        self._output_size = input_size
+        self.dropout = torch.nn.Dropout(dropout_rate)
+
+    def output_size(self) -> int:
+        return self._output_size
+
+    def forward(self, xs_pad: torch.Tensor, ilens: torch.Tensor,
+                prev_states: torch.Tensor = None) -> Tuple[torch.Tensor, torch.Tensor, None]:
+        return self.dropout(xs_pad), ilens, None
+
+
+def _greedy_words(ids: list[int], token_list: list[str], blank: int) -> list[str]:
+    """Collapse a CTC path (or a reference id sequence) to words."""
+    tokens = []
+    previous = None
+    for i in ids:
+        if i != previous and i != blank and i >= 0:
+            tokens.append(token_list[i])
+        previous = i
+    text = "".join(" " if t == "<space>" else t for t in tokens).replace("\u2581", " ")
+    return text.split()
+
+
+class CTCWerASRModel(ESPnetASRModel):
+    """ESPnetASRModel that also reports the greedy CTC word error rate on validation.
+
+    It also takes integer waveforms: espnet2's `kaldi_ark` loader hands the dump's 16-bit
+    samples over as integers, and the frontends want floats (in the int16 range; the frontends
+    used here normalise the scale away).
+    """
+
+    _last_wer_ctc: Optional[float] = None
+
+    def _extract_feats(self, speech: torch.Tensor, speech_lengths: torch.Tensor):
+        if not torch.is_floating_point(speech):
+            speech = speech.float()
+        return super()._extract_feats(speech, speech_lengths)
+
+    def _calc_ctc_loss(self, encoder_out, encoder_out_lens, ys_pad, ys_pad_lens):
+        loss_ctc, cer_ctc = super()._calc_ctc_loss(encoder_out, encoder_out_lens, ys_pad,
+                                                   ys_pad_lens)
+        self._last_wer_ctc = None
+        if not self.training:
+            best = self.ctc.argmax(encoder_out).cpu()
+            errors = words = 0
+            for b in range(best.size(0)):
+                hyp = _greedy_words(best[b, : encoder_out_lens[b]].tolist(), self.token_list,
+                                    self.blank_id)
+                ref = _greedy_words(ys_pad[b, : ys_pad_lens[b]].tolist(), self.token_list, -1)
+                errors += editdistance.eval(hyp, ref)
+                words += len(ref)
+            self._last_wer_ctc = errors / words if words else 0.0
+        return loss_ctc, cer_ctc
+
+    def forward(self, *args: Any, **kwargs: Any):
+        loss, stats, weight = super().forward(*args, **kwargs)
+        if self._last_wer_ctc is not None:
+            # As espnet2 does for its own stats: a tensor, so DDP can average it across ranks.
+            stats["wer_ctc"] = force_gatherable(self._last_wer_ctc, loss.device)
+        return loss, stats, weight
+
+
+def _rng_states() -> dict[str, Any]:
+    states = {"python": random.getstate(), "numpy": np.random.get_state(),
+              "torch": torch.get_rng_state()}
+    if torch.cuda.is_available():
+        states["cuda"] = torch.cuda.get_rng_state_all()
+    return states
+
+
+def _restore_rng_states(states: dict[str, Any]) -> None:
+    random.setstate(states["python"])
+    np.random.set_state(states["numpy"])
+    torch.set_rng_state(states["torch"])
+    if "cuda" in states and torch.cuda.is_available():
+        torch.cuda.set_rng_state_all(states["cuda"])
+
+
+class SafeCheckpointTrainer(Trainer):
+    """espnet2's Trainer with atomic checkpoint writes and RNG state in checkpoint.pth."""
+
+    @classmethod
+    def run(cls, *args: Any, **kwargs: Any) -> None:
+        original_save = torch.save
+
+        def atomic_save(obj: Any, f: Any, *a: Any, **kw: Any) -> None:
+            if not isinstance(f, (str, os.PathLike)):
+                return original_save(obj, f, *a, **kw)
+            if os.path.basename(f) == "checkpoint.pth" and isinstance(obj, dict):
+                obj = {**obj, RNG_KEY: _rng_states()}
+            partial = f"{os.fspath(f)}.partial"
+            original_save(obj, partial, *a, **kw)
+            os.replace(partial, f)
+
+        # Trainer.run saves with the module-level torch.save; route it through atomic_save.
+        torch.save = atomic_save
+        try:
+            super().run(*args, **kwargs)
+        finally:
+            torch.save = original_save
+
+    @staticmethod
+    def resume(checkpoint, model, reporter, optimizers, schedulers, scaler, ngpu: int = 0,
+               strict: bool = True) -> None:
+        Trainer.resume(checkpoint, model, reporter, optimizers, schedulers, scaler, ngpu, strict)
+        states = torch.load(checkpoint, map_location="cpu", weights_only=False, mmap=True)
+        if RNG_KEY in states:
+            _restore_rng_states(states[RNG_KEY])
+
+
+def register() -> None:
+    """Make `encoder: identity` and `model: cvasr_ctc` known to espnet2's ASR task."""
+    encoder_choices.classes.setdefault("identity", IdentityEncoder)
+    model_choices.classes.setdefault("cvasr_ctc", CTCWerASRModel)
+
+
+# At import, not only in main(): DDP workers are spawned processes that import this module
+# to unpickle CvasrASRTask.main_worker, and they build the model from the same choices.
+register()
+
+
+class CvasrASRTask(ASRTask):
+    trainer = SafeCheckpointTrainer
+
+
+def main(cmd: list[str] | None = None) -> None:
+    CvasrASRTask.main(cmd=cmd)
+
+
+if __name__ == "__main__":
+    main()
