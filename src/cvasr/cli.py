@@ -181,6 +181,13 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--name", default="xls_r_300m", help="s3prl upstream name (default xls_r_300m)")
     p.add_argument("--download-dir", type=Path, required=True, help="s3prl's download folder")
 
+    def add_prep_limits(p: argparse.ArgumentParser) -> None:
+        """Options stages 1 and 2 share."""
+        p.add_argument("--max-drop", type=float, default=0.05,
+                       help="fail if a split loses more than this share to bad input (default 0.05)")
+        p.add_argument("--nj", type=int, default=2, help="parallel worker processes (default 2)")
+        p.add_argument("--quiet", action="store_true", help="no progress bar")
+
     p = add("prepare-data", _prepare_data,
             "Stage 1: a Common Voice release to Kaldi data dirs data/{train,dev,test}, with "
             "normalised text, measured durations and data/prep_report.json.")
@@ -191,22 +198,16 @@ def build_parser() -> argparse.ArgumentParser:
                    help="train: CV's train.tsv (default); validated: validated minus dev/test clips")
     p.add_argument("--exclude-eval-speakers", action="store_true",
                    help="with --train-set validated, also drop clips of dev/test speakers")
-    p.add_argument("--max-drop", type=float, default=0.05,
-                   help="fail if a split loses more than this share to bad input (default 0.05)")
-    p.add_argument("--nj", type=int, default=2, help="parallel audio checks (default 2)")
-    p.add_argument("--quiet", action="store_true", help="no progress bar")
+    add_prep_limits(p)
 
     p = add("dump", _dump,
-            "Stage 2: decode, down-mix and resample every clip to 16 kHz mono FLAC under "
-            "DUMP_DIR/{train,dev,test}; filter train/dev by duration and empty text.")
+            "Stage 2: decode, down-mix and resample every clip to 16 kHz mono 16-bit audio in a "
+            "Kaldi ark under DUMP_DIR/{train,dev,test}; filter train/dev by duration and text.")
     p.add_argument("--data-dir", type=Path, required=True, help="stage 1's output, e.g. data")
     p.add_argument("--dump-dir", type=Path, required=True, help="output, e.g. dump")
     p.add_argument("--min-duration", type=float, default=0.1, help="seconds (default 0.1)")
     p.add_argument("--max-duration", type=float, default=20.0, help="seconds (default 20)")
-    p.add_argument("--max-drop", type=float, default=0.05,
-                   help="fail if a split loses more than this share to bad input (default 0.05)")
-    p.add_argument("--nj", type=int, default=2, help="parallel jobs (default 2)")
-    p.add_argument("--quiet", action="store_true", help="no progress bar")
+    add_prep_limits(p)
 
     p = add("validate-data-dir", _validate_data_dir,
             "Check a Kaldi data dir: sorting, id consistency, spk2utt vs utt2spk, files exist.")

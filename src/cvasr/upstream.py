@@ -24,51 +24,47 @@ import torch
 _FEATURE_ENCODER_LARGE = "[(512,10,5)] + [(512,3,2)] * 4 + [(512,2,2)] * 2"
 _FEATURE_ENCODER_TINY = "[(64,10,5)] + [(64,3,2)] * 4 + [(64,2,2)] * 2"
 
+# What both architectures share: the layer-norm feature encoder and pre-norm transformer of
+# XLS-R, its quantiser, and wav2vec 2.0 Large's dropouts.
+_COMMON: dict[str, Any] = {
+    "extractor_mode": "layer_norm",
+    "conv_bias": True,
+    "layer_norm_first": True,
+    "quantize_targets": True,
+    "latent_groups": 2,
+    "dropout": 0.1,
+    "attention_dropout": 0.1,
+    "activation_dropout": 0.0,
+    "encoder_layerdrop": 0.0,
+    "dropout_input": 0.0,
+    "dropout_features": 0.0,
+}
+
 #: model_cfg of each architecture; fields not named keep s3prl's Wav2Vec2Config defaults.
 ARCHS: dict[str, dict[str, Any]] = {
     "xls_r_300m": {
-        "extractor_mode": "layer_norm",
+        **_COMMON,
         "conv_feature_layers": _FEATURE_ENCODER_LARGE,
-        "conv_bias": True,
         "encoder_layers": 24,
         "encoder_embed_dim": 1024,
         "encoder_ffn_embed_dim": 4096,
         "encoder_attention_heads": 16,
-        "layer_norm_first": True,
         "conv_pos": 128,
         "conv_pos_groups": 16,
         "final_dim": 768,
-        "quantize_targets": True,
         "latent_vars": 320,
-        "latent_groups": 2,
-        "dropout": 0.1,
-        "attention_dropout": 0.1,
-        "activation_dropout": 0.0,
-        "encoder_layerdrop": 0.0,
-        "dropout_input": 0.0,
-        "dropout_features": 0.0,
     },
     "tiny": {
-        "extractor_mode": "layer_norm",
+        **_COMMON,
         "conv_feature_layers": _FEATURE_ENCODER_TINY,
-        "conv_bias": True,
         "encoder_layers": 2,
         "encoder_embed_dim": 128,
         "encoder_ffn_embed_dim": 256,
         "encoder_attention_heads": 4,
-        "layer_norm_first": True,
         "conv_pos": 32,
         "conv_pos_groups": 8,
         "final_dim": 64,
-        "quantize_targets": True,
         "latent_vars": 32,
-        "latent_groups": 2,
-        "dropout": 0.1,
-        "attention_dropout": 0.1,
-        "activation_dropout": 0.0,
-        "encoder_layerdrop": 0.0,
-        "dropout_input": 0.0,
-        "dropout_features": 0.0,
     },
 }
 
