@@ -49,6 +49,7 @@ class _Candidate:
     utt_id: str
     text: str
     audio_path: Path
+    fact: AudioInfo | str | None = None  # the audio check's result, or why the clip is unusable
 
 
 def _safe_wav_path(audio: Path, utt_id: str, link_dir: Path) -> str:
@@ -109,14 +110,16 @@ def prepare_data(release: Path, data_dir: Path, lang: str = "as", train_set: str
             pool.map(_probe, [str(c.audio_path) for c in all_candidates], chunksize=8),
             total=len(all_candidates), desc="checking audio", unit="clip",
             disable=not show_progress))
-    facts = dict(zip((id(c) for c in all_candidates), probes))
+    for candidate, fact in zip(all_candidates, probes):
+        candidate.fact = fact
 
     link_dir = data_dir / "local" / "clip_links"
     for name, cands in candidates.items():
         split = report.splits[name]
         utterances = []
         for c in cands:
-            fact = facts[id(c)]
+            fact = c.fact
+            assert fact is not None
             if isinstance(fact, str):
                 split.dropped.append(Drop(clip=c.row.path, reason=fact, stage=1, source=c.row.source))
                 continue
