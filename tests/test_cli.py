@@ -45,3 +45,19 @@ def test_score_prints_sum_line_and_writes_sclite_files(tmp_path: Path,
     assert {p.name for p in (tmp_path / "w").iterdir()} == {"ref.trn", "hyp.trn", "result.txt"}
     assert (tmp_path / "w" / "hyp.trn").read_text(encoding="utf-8") == \
         "ঘৰ কলম (s1-s1-u1)\nআজি ভাল (s1-s1-u2)\n"
+
+
+def test_score_applies_the_same_normaliser_to_both_sides(tmp_path: Path,
+                                                         capsys: pytest.CaptureFixture[str]) -> None:
+    ref, hyp = tmp_path / "ref", tmp_path / "hyp"
+    # Punctuation, a decomposed nukta letter, Bengali ra and a curly apostrophe in the reference;
+    # the hypothesis spells the same words canonically.
+    ref.write_text("s1-u1 “মই ঘ\u09b0লৈ গ’লোঁ।”\ns1-u2 খা\u09af\u09bc।\n", encoding="utf-8")
+    hyp.write_text("s1-u1 মই ঘৰলৈ গ'লোঁ\ns1-u2 খা\u09df\n", encoding="utf-8")
+    assert main(["score", "--ref", str(ref), "--hyp", str(hyp), "--out", str(tmp_path / "raw")]) == 0
+    assert capsys.readouterr().out.strip() == \
+        "| Sum/Avg|    2      4 |  0.0  100.0    0.0    0.0  100.0  100.0 |"  # raw: all differ
+    assert main(["score", "--ref", str(ref), "--hyp", str(hyp), "--out", str(tmp_path / "norm"),
+                 "--lang", "as"]) == 0
+    assert capsys.readouterr().out.strip() == \
+        "| Sum/Avg|    2      4 |100.0    0.0    0.0    0.0    0.0    0.0 |"

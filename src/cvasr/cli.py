@@ -94,10 +94,12 @@ def _validate_data_dir(args: argparse.Namespace) -> int:
 
 
 def _score(args: argparse.Namespace) -> int:
+    from cvasr.normalize import get_normalizer
     from cvasr.scoring import score
 
+    normalize = get_normalizer(args.lang) if args.lang else None
     summary = score(args.ref, args.hyp, args.out, unit=args.unit, utt2spk=args.utt2spk,
-                    engine=args.engine)
+                    engine=args.engine, normalize=normalize)
     print(summary.sum_avg_line)
     return 0
 
@@ -255,6 +257,9 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--unit", choices=["word", "char"], default="word",
                    help="word (WER) or char (CER; each space a <space> token)")
     p.add_argument("--out", type=Path, required=True, help="output folder")
+    p.add_argument("--lang", default=None,
+                   help="apply this language's text normaliser (e.g. as) to both sides first; "
+                        "default: score the texts as they are")
     p.add_argument("--engine", choices=["python", "sclite"], default="python",
                    help="python: built-in, identical counts; sclite: run the real binary (sctk)")
     return parser

@@ -742,8 +742,12 @@ def _prepare(
     hyp_path: str | os.PathLike[str],
     unit: str,
     utt2spk: str | os.PathLike[str] | Mapping[str, str] | None,
+    normalize: Callable[[str], str] | None = None,
 ) -> list[tuple[str, str, list[str], list[str]]]:
-    """(uttid, trn id, ref tokens, hyp tokens) in ref order, with the checks of the contract."""
+    """(uttid, trn id, ref tokens, hyp tokens) in ref order, with the checks of the contract.
+
+    `normalize`, when given, is applied to reference and hypothesis alike before tokenising.
+    """
     if unit not in ("word", "char"):
         raise ValueError(f"unit must be 'word' or 'char', not {unit!r}")
     ref = read_text(ref_path)
@@ -779,6 +783,9 @@ def _prepare(
                     break
         if "-" in spk:
             _warn(f"speaker id {spk!r} contains '-'; sclite (and we) take the speaker as {spk.split('-')[0]!r}")
+        if normalize is not None:
+            ref_words = normalize(" ".join(ref_words)).split()
+            hyp_words = normalize(" ".join(hyp_words)).split()
         r_toks, h_toks = tokenize(ref_words, unit), tokenize(hyp_words, unit)
         special.update(t for t in r_toks + h_toks if _SPECIAL.search(t))
         rows.append((uttid, f"{spk}-{uttid}", r_toks, h_toks))
@@ -797,8 +804,11 @@ def score(
     unit: str = "word",
     utt2spk: str | os.PathLike[str] | Mapping[str, str] | None = None,
     engine: str = "python",
+    normalize: Callable[[str], str] | None = None,
 ) -> Summary:
     """Score Kaldi-style ref/hyp text files; write out_dir/ref.trn, hyp.trn, result.txt.
+
+    `normalize` (e.g. `cvasr.normalize.get_normalizer("as")`) is applied to both sides.
 
     engine "python" aligns here; engine "sclite" runs the real binary on the same trn
     files and reads its counts back.  Both append the most frequent confusions to
@@ -807,7 +817,7 @@ def score(
     """
     if engine not in ("python", "sclite"):
         raise ValueError(f"engine must be 'python' or 'sclite', not {engine!r}")
-    rows = _prepare(ref_path, hyp_path, unit, utt2spk)
+    rows = _prepare(ref_path, hyp_path, unit, utt2spk, normalize)
     out = Path(out_dir)
     out.mkdir(parents=True, exist_ok=True)
     write_trn(out / "ref.trn", [(t, r) for _, t, r, _ in rows])
