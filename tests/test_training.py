@@ -84,11 +84,17 @@ def test_collect_stats_writes_shapes(demo_stats: Path, prepared: dict[str, Path]
     assert set(text_shapes) == set(shapes)
 
 
-@pytest.mark.slow
-def test_demo_training_learns_and_logs(demo_stats: Path, prepared: dict[str, Path]) -> None:
+@pytest.fixture(scope="module")
+def demo_exp(demo_stats: Path, prepared: dict[str, Path]) -> Path:
     exp = prepared["work"] / "exp_demo"
     train(prepared["dump"], prepared["tokens"], demo_stats, prepared["work"] / "demo.yaml", exp,
           extra_args=[*QUICK, "--max_epoch", "6"])
+    return exp
+
+
+@pytest.mark.slow
+def test_demo_training_learns_and_logs(demo_exp: Path) -> None:
+    exp = demo_exp
     results = epoch_results(exp / "train.log")
     assert len(results) == 6
     losses = [r["loss_ctc"] for r in results]
@@ -188,3 +194,40 @@ def test_bad_configs_fail_with_one_clear_line(tmp_path: Path, tiny_upstream: Pat
     vocab = len(read_token_list(prepared["tokens"]))
     with pytest.raises(ConfigError, match=f"has {vocab} tokens but the model in .* was trained with 7"):
         train(prepared["dump"], prepared["tokens"], tmp_path, bad, exp)
+
+
+@pytest.mark.slow
+def test_decode_and_transcribe_with_the_trained_model(demo_exp: Path, prepared: dict[str, Path],
+                                                      tmp_path: Path) -> None:
+    import numpy as np
+    import soundfile as sf
+
+    from cvasr.cli import main
+    from cvasr.datadir import read_table
+    from cvasr.decode import CTCDecoder, decode_data_dir, transcribe
+
+    decoder = CTCDecoder(demo_exp)
+    assert decoder.model_file.name == "valid.cer_ctc.ave.pth"
+    out = decode_data_dir(decoder, prepared["dump"] / "test", tmp_path / "greedy", batch_size=4)
+    hyps = read_table(out)
+    assert set(hyps) == set(read_table(prepared["dump"] / "test" / "text"))
+    assert set(read_table(tmp_path / "greedy" / "score")) == set(hyps)
+    # Batching and sorting do not change a hypothesis.
+    one_by_one = decode_data_dir(decoder, prepared["dump"] / "test", tmp_path / "b1", batch_size=1)
+    assert read_table(one_by_one) == hyps
+
+    # A 44.1 kHz stereo wav of a test clip gives (nearly) the text the dumped clip gives.
+    import kaldiio
+
+    utt, (rate, samples) = next(iter(kaldiio.load_scp(str(prepared["dump"] / "test" / "wav.scp")).items()))
+    import soxr
+
+    stereo = soxr.resample(samples.astype(np.float32) / 32768, 16000, 44100)
+    wav = tmp_path / "clip 44k stereo.wav"
+    sf.write(wav, np.stack([stereo, stereo], axis=1), 44100)
+    [text] = transcribe(decoder, [wav])
+    import editdistance
+
+    # Resampling there and back is not bit-exact: allow a few characters to differ.
+    assert editdistance.eval(text, hyps[utt]) <= max(2, len(hyps[utt]) // 5), (text, hyps[utt])
+    assert main(["transcribe", "--model", str(demo_exp), str(wav)]) == 0

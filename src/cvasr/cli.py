@@ -93,6 +93,25 @@ def _validate_data_dir(args: argparse.Namespace) -> int:
     return 0
 
 
+def _decode(args: argparse.Namespace) -> int:
+    from cvasr.decode import CTCDecoder, decode_data_dir
+
+    decoder = CTCDecoder(args.model, device=args.device)
+    text = decode_data_dir(decoder, args.data_dir, args.out, batch_size=args.batch_size,
+                           beam=args.beam)
+    print(f"decoded {args.data_dir} with {decoder.model_file} (beam {args.beam}): {text}")
+    return 0
+
+
+def _transcribe(args: argparse.Namespace) -> int:
+    from cvasr.decode import CTCDecoder, transcribe
+
+    decoder = CTCDecoder(args.model, device=args.device)
+    for path, text in zip(args.files, transcribe(decoder, args.files, beam=args.beam)):
+        print(f"{path}\t{text}")
+    return 0
+
+
 def _score(args: argparse.Namespace) -> int:
     from cvasr.normalize import get_normalizer
     from cvasr.scoring import score
@@ -247,6 +266,25 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--exp-dir", type=Path, required=True, help="experiment folder")
     p.add_argument("--ngpu", type=int, default=0, help="GPUs (0: CPU; >1: DDP on one machine)")
     p.add_argument("espnet_args", nargs=argparse.REMAINDER, help=argparse.SUPPRESS)
+
+    def add_decoding(p: argparse.ArgumentParser) -> None:
+        p.add_argument("--model", type=Path, required=True, help="stage 4's experiment dir")
+        p.add_argument("--beam", type=int, default=1, help="1: greedy; more: prefix beam search")
+        p.add_argument("--device", default=None, help="cpu or cuda (default: cuda if present)")
+
+    p = add("decode", _decode,
+            "Decode a dumped data dir with a trained model (batched, length-sorted CTC) into "
+            "OUT/text and OUT/score.")
+    add_decoding(p)
+    p.add_argument("--data-dir", type=Path, required=True, help="e.g. dump/test")
+    p.add_argument("--out", type=Path, required=True, help="decode folder")
+    p.add_argument("--batch-size", type=int, default=8)
+
+    p = add("transcribe", _transcribe,
+            "Print the text of audio files (mp3/wav/flac, any rate or channels), one line each: "
+            "the file, a tab, the text.")
+    add_decoding(p)
+    p.add_argument("files", type=Path, nargs="+")
 
     p = add("score", _score,
             "Score a hypothesis text file against a reference with counts identical to NIST "
