@@ -4,7 +4,7 @@ PYTHON ?= python3
 VENV := .venv
 STAMP := $(VENV)/.cvasr-installed
 DEMO_DIR ?= egs/as_cv7
-DEMO_STOP_STAGE ?= 4
+DEMO_STOP_STAGE ?= 5
 
 .PHONY: setup system-deps demo test bench clean-demo
 

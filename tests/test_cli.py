@@ -12,7 +12,7 @@ from cvasr.cli import build_parser, main
 
 SUBCOMMANDS = ["demo-corpus", "make-upstream", "check-release", "extract-release",
                "check-upstream", "fetch-upstream", "prepare-data", "dump", "validate-data-dir",
-               "make-tokens", "collect-stats", "train", "decode", "transcribe", "score"]
+               "make-tokens", "collect-stats", "train", "decode", "transcribe", "results", "score"]
 
 
 def test_help_lists_every_subcommand() -> None:

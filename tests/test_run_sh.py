@@ -76,10 +76,10 @@ def test_stage0_records_and_skips(cv_args: list[str], small_release: Path, tmp_p
     assert not (work / "exp" / "stage_records" / "stage0.done").exists()
 
 
-def test_later_stages_say_they_are_not_implemented(cv_args: list[str]) -> None:
+def test_decoding_without_a_trained_model_fails_clearly(cv_args: list[str]) -> None:
     proc = run(*cv_args, "--stage", "5", "--stop-stage", "5", check=False)
     assert proc.returncode == 1
-    assert "not implemented yet" in proc.stdout
+    assert "no trained model in" in proc.stdout and "run stage 4 first" in proc.stdout
     assert "stage 5 (decode_and_score): FAILED" in proc.stdout
 
 
@@ -116,6 +116,15 @@ def test_demo_stages_0_to_2_and_resume(tmp_path: Path) -> None:
 
     again = run("--demo", "true", "--demo_size", "small", "--work_dir", work, "--stop-stage", "2")
     assert again.stdout.count("already done with these inputs, skipping") == 3
+
+    # Stages 3-5 with one quick epoch end in RESULTS.md.
+    final = run("--demo", "true", "--demo_size", "small", "--work_dir", work, "--stage", "3",
+                "--train_args", "--max_epoch 1 --batch_size 8")
+    assert "stage 5 (decode_and_score): done" in final.stdout
+    results = (work / "RESULTS.md").read_text(encoding="utf-8")
+    assert "|dataset|Snt|Wrd|Corr|Sub|Del|Ins|Err|S.Err|" in results
+    assert "|[decode_ctc/test](exp/asr_train_demo_ctc_char/decode_ctc/test/score_cer/result.txt)|6|" in results
+    assert "beam_size=10, batch_size=8" in results
 
     # A changed stage-1 input re-runs stage 1, and stage 2 after it, which follows stage 1.
     changed = run("--demo", "true", "--demo_size", "small", "--work_dir", work, "--stage", "1",

@@ -138,11 +138,6 @@ run_stage() {
     log "stage $n ($name): done"
 }
 
-not_implemented() {
-    echo "this stage is not implemented yet in this version of the recipe" >&2
-    return 3
-}
-
 # ---- stage 0: corpus and pretrained upstream in place ----------------------------------------
 stage0() {
     local release upstream
@@ -231,6 +226,28 @@ stage4() {
         --exp-dir "$asr_exp" --ngpu "$ngpu" "${extra[@]}"
 }
 
+# ---- stage 5: decoding dev and test, scoring, RESULTS.md ----------------------------------------
+stage5() {
+    local device=cpu split dirs=() tag
+    (( ngpu > 0 )) && device=cuda
+    tag=$(basename "${decode_config%.*}")
+    for split in dev test; do
+        local out=${asr_exp}/${tag}/${split}
+        cvasr decode --model "$asr_exp" --config "$decode_config" --data-dir "${work_dir}/dump/${split}" \
+            --out "$out" --device "$device"
+        for unit in word char; do
+            local name=wer
+            [ "$unit" = char ] && name=cer
+            cvasr score --ref "${work_dir}/dump/${split}/text" --hyp "${out}/text" \
+                --utt2spk "${work_dir}/dump/${split}/utt2spk" --unit "$unit" --lang "$lang" \
+                --out "${out}/score_${name}"
+        done
+        dirs+=("$out")
+    done
+    cvasr results --exp "$asr_exp" --decode-dirs "${dirs[@]}" --device "$device" \
+        --decode-config "$decode_config" --out "${work_dir}/RESULTS.md"
+}
+
 file_digest() { if [ -f "$1" ]; then sha1sum < "$1" | cut -c1-12; else echo none; fi; }
 
 run_stage 0 "demo=${demo} demo_size=${demo_size} lang=${lang} cv_root=${cv_root} cv_tarball=${cv_tarball} upstream_ckpt=${upstream_ckpt}" stage0
@@ -238,7 +255,7 @@ run_stage 1 "release=$(release_dir 2>/dev/null || true) lang=${lang} train_set=$
 run_stage 2 "data=$(cat "${records_dir}/stage1.done" 2>/dev/null || true) min=${min_duration} max=${max_duration} max_drop=${max_drop}" stage2
 run_stage 3 "dump=$(cat "${records_dir}/stage2.done" 2>/dev/null || true) token_type=${token_type} nbpe=${nbpe} config=$(file_digest "$train_config") upstream=$(upstream_spec 2>/dev/null || true)" stage3
 run_stage 4 "stats=$(cat "${records_dir}/stage3.done" 2>/dev/null || true) config=$(file_digest "$train_config") ngpu=${ngpu} train_args=${train_args}" stage4
-run_stage 5 "not implemented" not_implemented
+run_stage 5 "train=$(cat "${records_dir}/stage4.done" 2>/dev/null || true) decode=$(file_digest "$decode_config") lang=${lang}" stage5
 
 if (( stop_stage < 5 )); then
     next=$((stop_stage + 1))

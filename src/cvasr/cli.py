@@ -93,9 +93,25 @@ def _validate_data_dir(args: argparse.Namespace) -> int:
     return 0
 
 
+def _decode_options(args: argparse.Namespace) -> None:
+    """Fill --beam/--batch-size from --config (a decode YAML) where not given on the line."""
+    import yaml
+
+    conf = yaml.safe_load(args.config.read_text(encoding="utf-8")) if args.config else {}
+    unknown = set(conf or {}) - {"beam_size", "batch_size"}
+    if unknown:
+        raise ValueError(f"{args.config}: unknown key(s) {', '.join(sorted(unknown))}; "
+                         "a decode config has beam_size and batch_size")
+    if args.beam is None:
+        args.beam = int((conf or {}).get("beam_size", 1))
+    if getattr(args, "batch_size", 0) is None:
+        args.batch_size = int((conf or {}).get("batch_size", 8))
+
+
 def _decode(args: argparse.Namespace) -> int:
     from cvasr.decode import CTCDecoder, decode_data_dir
 
+    _decode_options(args)
     decoder = CTCDecoder(args.model, device=args.device)
     text = decode_data_dir(decoder, args.data_dir, args.out, batch_size=args.batch_size,
                            beam=args.beam)
@@ -106,9 +122,23 @@ def _decode(args: argparse.Namespace) -> int:
 def _transcribe(args: argparse.Namespace) -> int:
     from cvasr.decode import CTCDecoder, transcribe
 
+    _decode_options(args)
     decoder = CTCDecoder(args.model, device=args.device)
     for path, text in zip(args.files, transcribe(decoder, args.files, beam=args.beam)):
         print(f"{path}\t{text}")
+    return 0
+
+
+def _results(args: argparse.Namespace) -> int:
+    import yaml
+
+    from cvasr.results import write_results
+
+    conf = yaml.safe_load(args.decode_config.read_text(encoding="utf-8")) if args.decode_config else {}
+    options = ", ".join(f"{k}={v}" for k, v in (conf or {}).items()) or "greedy CTC"
+    if args.decode_config:
+        options += f" (`{args.decode_config}`)"
+    print(write_results(args.out, args.exp, args.decode_dirs, options, args.device))
     return 0
 
 
@@ -269,7 +299,10 @@ def build_parser() -> argparse.ArgumentParser:
 
     def add_decoding(p: argparse.ArgumentParser) -> None:
         p.add_argument("--model", type=Path, required=True, help="stage 4's experiment dir")
-        p.add_argument("--beam", type=int, default=1, help="1: greedy; more: prefix beam search")
+        p.add_argument("--config", type=Path, default=None,
+                       help="decode YAML (beam_size, batch_size), e.g. conf/decode_ctc.yaml")
+        p.add_argument("--beam", type=int, default=None,
+                       help="1: greedy; more: prefix beam search (default: config, else 1)")
         p.add_argument("--device", default=None, help="cpu or cuda (default: cuda if present)")
 
     p = add("decode", _decode,
@@ -278,13 +311,22 @@ def build_parser() -> argparse.ArgumentParser:
     add_decoding(p)
     p.add_argument("--data-dir", type=Path, required=True, help="e.g. dump/test")
     p.add_argument("--out", type=Path, required=True, help="decode folder")
-    p.add_argument("--batch-size", type=int, default=8)
+    p.add_argument("--batch-size", type=int, default=None, help="default: config, else 8")
 
     p = add("transcribe", _transcribe,
             "Print the text of audio files (mp3/wav/flac, any rate or channels), one line each: "
             "the file, a tab, the text.")
     add_decoding(p)
     p.add_argument("files", type=Path, nargs="+")
+
+    p = add("results", _results,
+            "Write RESULTS.md (ESPnet's |dataset|Snt|Wrd|Corr|Sub|Del|Ins|Err|S.Err| tables for "
+            "WER and CER) from decode dirs holding score_wer/ and score_cer/.")
+    p.add_argument("--exp", type=Path, required=True, help="the experiment dir decoded")
+    p.add_argument("--decode-dirs", type=Path, nargs="+", required=True)
+    p.add_argument("--decode-config", type=Path, default=None, help="its options go in RESULTS.md")
+    p.add_argument("--device", default="cpu", help="shown in RESULTS.md")
+    p.add_argument("--out", type=Path, required=True, help="e.g. RESULTS.md")
 
     p = add("score", _score,
             "Score a hypothesis text file against a reference with counts identical to NIST "
