@@ -53,7 +53,8 @@ class Utterance:
     duration: float
 
 
-def _write_table(path: Path, rows: dict[str, str]) -> None:
+def write_table(path: Path, rows: dict[str, str]) -> None:
+    """A two-column Kaldi file, sorted by key."""
     lines = [f"{key} {value}".rstrip() for key, value in sorted(rows.items())]
     path.write_text("".join(line + "\n" for line in lines), encoding="utf-8")
 
@@ -65,12 +66,12 @@ def write_data_dir(directory: Path, utterances: list[Utterance]) -> None:
     by_id = {u.utt_id: u for u in utterances}
     if len(by_id) != len(utterances):
         raise ValueError(f"{directory}: duplicate utterance ids")
-    _write_table(directory / "wav.scp", {k: u.wav for k, u in by_id.items()})
-    _write_table(directory / "text", {k: u.text for k, u in by_id.items()})
-    _write_table(directory / "text.orig", {k: " ".join(u.text_orig.split()) for k, u in by_id.items()})
-    _write_table(directory / "utt2spk", {k: u.spk_id for k, u in by_id.items()})
-    _write_table(directory / "utt2gender", {k: u.gender for k, u in by_id.items()})
-    _write_table(directory / "utt2dur", {k: f"{u.duration:.3f}" for k, u in by_id.items()})
+    write_table(directory / "wav.scp", {k: u.wav for k, u in by_id.items()})
+    write_table(directory / "text", {k: u.text for k, u in by_id.items()})
+    write_table(directory / "text.orig", {k: " ".join(u.text_orig.split()) for k, u in by_id.items()})
+    write_table(directory / "utt2spk", {k: u.spk_id for k, u in by_id.items()})
+    write_table(directory / "utt2gender", {k: u.gender for k, u in by_id.items()})
+    write_table(directory / "utt2dur", {k: f"{u.duration:.3f}" for k, u in by_id.items()})
     write_spk2utt(directory)
 
 
@@ -79,7 +80,7 @@ def write_spk2utt(directory: Path) -> None:
     spk2utt: dict[str, list[str]] = {}
     for utt, spk in sorted(utt2spk.items()):
         spk2utt.setdefault(spk, []).append(utt)
-    _write_table(Path(directory) / "spk2utt", {s: " ".join(u) for s, u in spk2utt.items()})
+    write_table(Path(directory) / "spk2utt", {s: " ".join(u) for s, u in spk2utt.items()})
 
 
 def read_table(path: Path) -> dict[str, str]:

@@ -26,7 +26,7 @@ import kaldiio
 import numpy as np
 
 from cvasr.audio import TARGET_RATE, AudioError, load_16k
-from cvasr.datadir import read_table, validate_data_dir, write_spk2utt
+from cvasr.datadir import read_table, validate_data_dir, write_spk2utt, write_table
 from cvasr.prep_report import FILTERED, Drop, PrepReport, check_max_drop, print_summary
 from cvasr.progress import progress
 
@@ -49,10 +49,6 @@ def _load(path: str) -> np.ndarray | str:
         return str(err)
     except OSError as err:
         return f"audio file unreadable: {err.strerror or err}"
-
-
-def _write(path: Path, rows: dict[str, str]) -> None:
-    path.write_text("".join(f"{k} {v}\n" for k, v in sorted(rows.items())), encoding="utf-8")
 
 
 def _drop_reason(name: str, seconds: float, text: str, config: DumpConfig) -> str | None:
@@ -98,10 +94,10 @@ def dump_split(name: str, data_dir: Path, dump_dir: Path, report: PrepReport, co
             scp[utt] = f"{ark}:{offset}"
             num_samples[utt] = len(result)
     os.replace(partial, ark)
-    _write(out_dir / "wav.scp", scp)
-    _write(out_dir / "text", {u: texts[u] for u in scp})
-    _write(out_dir / "utt2spk", {u: utt2spk[u] for u in scp})
-    _write(out_dir / "utt2num_samples", {u: str(n) for u, n in num_samples.items()})
+    write_table(out_dir / "wav.scp", scp)
+    write_table(out_dir / "text", {u: texts[u] for u in scp})
+    write_table(out_dir / "utt2spk", {u: utt2spk[u] for u in scp})
+    write_table(out_dir / "utt2num_samples", {u: str(n) for u, n in num_samples.items()})
     write_spk2utt(out_dir)
     problems = validate_data_dir(out_dir)
     if problems:

@@ -75,9 +75,14 @@ def resolve_config(config: Path, upstream: str, download_dir: Path, out: Path) -
     return conf
 
 
+def _token_type(token_list: Path) -> str:
+    """Stage 3 writes bpe.model beside a BPE token list; without one the list is characters."""
+    return "bpe" if (Path(token_list).parent / "bpe.model").is_file() else "char"
+
+
 def _token_args(token_list: Path) -> list[str]:
     bpemodel = Path(token_list).parent / "bpe.model"
-    token_type = "bpe" if bpemodel.is_file() else "char"
+    token_type = _token_type(token_list)
     return ["--token_type", token_type, "--token_list", str(token_list),
             "--bpemodel", str(bpemodel) if token_type == "bpe" else "none",
             "--non_linguistic_symbols", "none", "--cleaner", "none", "--g2p", "none",
@@ -122,7 +127,7 @@ def collect_stats(dump_dir: Path, token_list: Path, config: Path, out_dir: Path,
           "--output_dir", str(out_dir), "--ngpu", "0", "--num_workers", "0"],
          log=out_dir / "collect_stats.log")
     vocab = len(read_token_list(token_list))
-    token_type = "bpe" if (Path(token_list).parent / "bpe.model").is_file() else "char"
+    token_type = _token_type(token_list)
     for role in ("train", "valid"):
         shapes = (out_dir / role / "text_shape").read_text().splitlines()
         (out_dir / role / f"text_shape.{token_type}").write_text(
@@ -151,7 +156,7 @@ def train(dump_dir: Path, token_list: Path, stats_dir: Path, config: Path, exp_d
     """espnet2 training into exp_dir, resuming from exp_dir/checkpoint.pth when it exists."""
     exp_dir, stats_dir = Path(exp_dir), Path(stats_dir)
     check_resume_compatible(exp_dir, token_list)
-    token_type = "bpe" if (Path(token_list).parent / "bpe.model").is_file() else "char"
+    token_type = _token_type(token_list)
     args = [*_token_args(token_list), "--config", str(config), "--output_dir", str(exp_dir),
             "--resume", "true", "--ngpu", str(ngpu),
             *_data_args(dump_dir, train_split, "train"), *_data_args(dump_dir, valid_split, "valid"),
