@@ -72,3 +72,11 @@ def test_beam_beats_greedy_where_paths_add_up() -> None:
     assert d.greedy(logp).text == ""
     hyp = d.beam_search(logp, beam=4)
     assert hyp.text == "ক" and math.exp(hyp.score) == pytest.approx(0.64, abs=1e-6)
+
+
+def test_collapse_and_join() -> None:
+    from cvasr.decode import collapse_ctc, join_tokens
+
+    assert collapse_ctc([3, 3, 0, 3, 4, 4, -1, -1]) == [3, 3, 4]
+    assert join_tokens(["ক", "ক", "<space>", "খ"]) == "কক খ"
+    assert join_tokens(["\u2581কক", "\u2581খ"]) == "কক খ"

@@ -21,6 +21,22 @@ import torch
 MODEL_FILES = ("valid.cer_ctc.ave.pth", "valid.cer_ctc.best.pth", "latest.pth")
 
 
+def collapse_ctc(ids: Sequence[int], blank: int = 0) -> list[int]:
+    """A CTC path's labelling: repeats merged, then blanks (and negative padding ids) dropped."""
+    out, previous = [], None
+    for i in ids:
+        if i != previous and i != blank and i >= 0:
+            out.append(i)
+        previous = i
+    return out
+
+
+def join_tokens(tokens: Sequence[str]) -> str:
+    """Characters or sentencepiece pieces to text: `<space>` and `▁` mark word breaks."""
+    text = "".join(" " if t == "<space>" else t for t in tokens).replace("\u2581", " ")
+    return " ".join(text.split())
+
+
 @dataclass
 class Hypothesis:
     text: str
@@ -56,8 +72,7 @@ class CTCDecoder:
         tokens = [self.token_list[i] for i in ids]
         if self.sentencepiece is not None:
             return self.sentencepiece.decode_pieces(tokens), tokens
-        text = "".join(" " if t == "<space>" else t for t in tokens)
-        return " ".join(text.split()), tokens
+        return join_tokens(tokens), tokens
 
     @torch.no_grad()
     def log_probs(self, wavs: Sequence[np.ndarray]) -> list[torch.Tensor]:
@@ -72,12 +87,7 @@ class CTCDecoder:
 
     def greedy(self, logp: torch.Tensor) -> Hypothesis:
         best, ids = logp.max(dim=-1)
-        out, previous = [], None
-        for i in ids.tolist():
-            if i != previous and i != self.blank:
-                out.append(i)
-            previous = i
-        text, tokens = self._text(out)
+        text, tokens = self._text(collapse_ctc(ids.tolist(), self.blank))
         return Hypothesis(text, float(best.sum()), tokens)
 
     def beam_search(self, logp: torch.Tensor, beam: int = 10) -> Hypothesis:

@@ -27,6 +27,8 @@ from espnet2.tasks.asr import ASRTask, encoder_choices, model_choices
 from espnet2.torch_utils.device_funcs import force_gatherable
 from espnet2.train.trainer import Trainer
 
+from cvasr.decode import collapse_ctc, join_tokens
+
 RNG_KEY = "cvasr_rng_states"
 
 
@@ -44,18 +46,6 @@ class IdentityEncoder(AbsEncoder):
     def forward(self, xs_pad: torch.Tensor, ilens: torch.Tensor,
                 prev_states: torch.Tensor = None) -> Tuple[torch.Tensor, torch.Tensor, None]:
         return self.dropout(xs_pad), ilens, None
-
-
-def _greedy_words(ids: list[int], token_list: list[str], blank: int) -> list[str]:
-    """Collapse a CTC path (or a reference id sequence) to words."""
-    tokens = []
-    previous = None
-    for i in ids:
-        if i != previous and i != blank and i >= 0:
-            tokens.append(token_list[i])
-        previous = i
-    text = "".join(" " if t == "<space>" else t for t in tokens).replace("\u2581", " ")
-    return text.split()
 
 
 class CTCWerASRModel(ESPnetASRModel):
@@ -81,9 +71,11 @@ class CTCWerASRModel(ESPnetASRModel):
             best = self.ctc.argmax(encoder_out).cpu()
             errors = words = 0
             for b in range(best.size(0)):
-                hyp = _greedy_words(best[b, : encoder_out_lens[b]].tolist(), self.token_list,
-                                    self.blank_id)
-                ref = _greedy_words(ys_pad[b, : ys_pad_lens[b]].tolist(), self.token_list, -1)
+                hyp_ids = collapse_ctc(best[b, : encoder_out_lens[b]].tolist(), self.blank_id)
+                hyp = join_tokens([self.token_list[i] for i in hyp_ids]).split()
+                # The reference is a labelling already: no CTC collapsing of repeated tokens.
+                ref = join_tokens([self.token_list[i] for i in ys_pad[b, : ys_pad_lens[b]].tolist()
+                                   if i >= 0]).split()
                 errors += editdistance.eval(hyp, ref)
                 words += len(ref)
             self._last_wer_ctc = errors / words if words else 0.0
