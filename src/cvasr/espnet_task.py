@@ -9,11 +9,15 @@ espnet2 does the training; this module adds only what it lacks for this recipe:
 - `SafeCheckpointTrainer`: espnet2 writes `checkpoint.pth` in place, so a kill during the write
   leaves a file that cannot be resumed from, and it does not save RNG states. Here every
   checkpoint is written to a temporary name and renamed, and the RNG states of Python, NumPy
-  and torch (CPU and CUDA) are saved with it and restored on `--resume true`.
+  and torch (CPU and CUDA) are saved with it and restored on `--resume true`. It also takes
+  `compile_upstream: true`, which compiles the upstream's transformer layers for training
+  (`cvasr.regional_compile`); decoding builds the model uncompiled.
 """
 
 from __future__ import annotations
 
+import argparse
+import dataclasses
 import os
 import random
 from typing import Any, Optional, Tuple
@@ -25,9 +29,12 @@ from espnet2.asr.encoder.abs_encoder import AbsEncoder
 from espnet2.asr.espnet_model import ESPnetASRModel
 from espnet2.tasks.asr import ASRTask, encoder_choices, model_choices
 from espnet2.torch_utils.device_funcs import force_gatherable
-from espnet2.train.trainer import Trainer
+from espnet2.train.trainer import Trainer, TrainerOptions
+from espnet2.utils.build_dataclass import build_dataclass
+from espnet2.utils.types import str2bool
 
 from cvasr.decode import collapse_ctc, join_tokens
+from cvasr.regional_compile import compile_encoder_layers
 
 RNG_KEY = "cvasr_rng_states"
 
@@ -105,11 +112,33 @@ def _restore_rng_states(states: dict[str, Any]) -> None:
         torch.cuda.set_rng_state_all(states["cuda"])
 
 
+@dataclasses.dataclass
+class CvasrTrainerOptions(TrainerOptions):
+    compile_upstream: bool = False
+
+
 class SafeCheckpointTrainer(Trainer):
     """espnet2's Trainer with atomic checkpoint writes and RNG state in checkpoint.pth."""
 
     @classmethod
+    def add_arguments(cls, parser: argparse.ArgumentParser) -> None:
+        parser.add_argument("--compile_upstream", type=str2bool, default=False,
+                            help="torch.compile the s3prl upstream's transformer layers "
+                                 "(training only; see cvasr.regional_compile)")
+
+    @classmethod
+    def build_options(cls, args: argparse.Namespace) -> CvasrTrainerOptions:
+        return build_dataclass(CvasrTrainerOptions, args)
+
+    @staticmethod
+    def prepare_model(model: torch.nn.Module, options: CvasrTrainerOptions) -> None:
+        """What the options change on the model before training starts."""
+        if getattr(options, "compile_upstream", False):
+            compile_encoder_layers(model)
+
+    @classmethod
     def run(cls, *args: Any, **kwargs: Any) -> None:
+        cls.prepare_model(kwargs["model"], kwargs["trainer_options"])
         original_save = torch.save
 
         def atomic_save(obj: Any, f: Any, *a: Any, **kw: Any) -> None:

@@ -1,0 +1,448 @@
+#!/usr/bin/env python3
+"""Training throughput on one GPU: the seed's stack against our stage-4 step, same clips, same run.
+
+(a) the seed's stack: transformers' Wav2Vec2ForCTC of XLS-R 300M's shape (random init, feature
+    encoder frozen, SDPA attention) trained by transformers' Trainer with bf16 AMP, batches of 16
+    clips x accumulation 2, once with the Trainer's default random batches and once with
+    `group_by_length=True`;
+(b) our stage 4: espnet2's ASR model as conf/train_xlsr300m_ctc.yaml builds it (s3prl wav2vec 2.0
+    upstream of XLS-R 300M's shape written by `cvasr make-upstream`, random init), fed by espnet2's
+    own iterator from a stage-2 dump, trained by espnet2's Trainer.train_one_epoch. It runs once
+    per row of STEPS: the first row is the seed's settings on espnet2, each next row adds one
+    change, the last row is the committed config as it is.
+
+The clips are synthetic (noise, random Assamese letters), their durations drawn like CV 7.0
+Assamese (mean 5.3 s, 1.5-10 s; 508 clips, the size of its train set). Every run trains whole
+epochs over them; the first `--warmup-epochs` epochs (cuDNN autotuning, torch.compile) are not
+timed. Prints a table and saves JSON (GPU name, torch version, git revision, every epoch).
+
+    python bench/train_throughput.py                        # GPU, the real shapes
+    python bench/train_throughput.py --arch tiny --device cpu --clips 24 --epochs 2   # smoke run
+"""
+
+from __future__ import annotations
+
+import argparse
+import dataclasses
+import gc
+import json
+import math
+import os
+import platform
+import subprocess
+import sys
+import time
+from pathlib import Path
+
+import numpy as np
+
+REPO = Path(__file__).resolve().parents[1]
+CONFIG = REPO / "egs" / "as_cv7" / "conf" / "train_xlsr300m_ctc.yaml"
+RATE = 16000
+LETTERS = [chr(c) for c in range(0x0995, 0x09B9)] + ["া", "ি", "ী", "ু", "ে", "ো"]
+
+#: (name, espnet2 options over the committed config). Row 1 is the seed's settings on espnet2;
+#: each next row adds one change; the last row is the committed config unchanged.
+STEPS: list[tuple[str, list[str]]] = [
+    ("espnet2, seed settings (16x2, Adam, eager)",
+     ["--batch_size", "16", "--accum_grad", "2", "--cudnn_benchmark", "false",
+      "--optim_conf", "fused=false", "--compile_upstream", "false"]),
+    ("+ 32 clips a batch, no accumulation",
+     ["--batch_size", "32", "--accum_grad", "1", "--cudnn_benchmark", "false",
+      "--optim_conf", "fused=false", "--compile_upstream", "false"]),
+    ("+ cuDNN autotuning", ["--cudnn_benchmark", "true", "--optim_conf", "fused=false",
+                            "--compile_upstream", "false"]),
+    ("+ fused Adam", ["--compile_upstream", "false"]),
+    ("+ compiled transformer layers (= committed config)", []),
+]
+
+
+# ---------------------------------------------------------------- the clips
+def clip_durations(n: int, seed: int = 0) -> np.ndarray:
+    """Durations like CV 7.0 Assamese: gamma-shaped, mean about 5.3 s, clipped to 1.5-10 s."""
+    rng = np.random.default_rng(seed)
+    return np.clip(rng.gamma(shape=6.0, scale=5.35 / 6.0, size=n), 1.5, 10.0)
+
+
+def synth_clips(n: int, seed: int = 0) -> list[tuple[str, np.ndarray, str]]:
+    """(id, int16 samples, text): noise with a slow envelope, about 11 letters a second."""
+    rng = np.random.default_rng(seed + 1)
+    clips = []
+    for i, dur in enumerate(clip_durations(n, seed)):
+        samples = int(dur * RATE)
+        envelope = 0.3 + 0.7 * np.abs(np.sin(np.linspace(0, dur * 3.0, samples)))
+        wav = (rng.normal(0, 3000, samples) * envelope).clip(-32768, 32767).astype(np.int16)
+        letters = rng.choice(LETTERS, size=max(4, int(dur * 11)))
+        words, k = [], 0
+        while k < len(letters):
+            w = int(rng.integers(2, 7))
+            words.append("".join(letters[k:k + w]))
+            k += w
+        clips.append((f"spk{i % 37:02d}-clip{i:04d}", wav, " ".join(words)))
+    return clips
+
+
+def prepare(clips, work: Path, config: Path) -> dict[str, Path]:
+    import soundfile as sf
+
+    from cvasr.datadir import write_spk2utt, write_table
+    from cvasr.dump import DumpConfig, dump_split
+    from cvasr.prep_report import PrepReport, SplitReport
+    from cvasr.tokens import make_token_list
+    from cvasr.training import collect_stats
+
+    data, dump_dir = work / "data", work / "dump"
+    report = PrepReport()
+    for split, part in (("train", clips), ("dev", clips[:16])):
+        d = data / split
+        (d / "wav").mkdir(parents=True, exist_ok=True)
+        scp = {}
+        for utt, wav, _ in part:
+            path = d / "wav" / f"{utt}.wav"
+            sf.write(path, wav, RATE, subtype="PCM_16")
+            scp[utt] = str(path)
+        write_table(d / "wav.scp", scp)
+        write_table(d / "text", {u: t for u, _, t in part})
+        write_table(d / "utt2spk", {u: u.split("-")[0] for u, _, _ in part})
+        write_spk2utt(d)
+        report.splits[split] = SplitReport(listed=len(part))
+        dump_split(split, data, dump_dir, report, DumpConfig(max_duration=30.0, nj=4),
+                   show_progress=False)
+    tokens = make_token_list(dump_dir / "train" / "text", work / "token_list")
+    collect_stats(dump_dir, tokens, config, work / "stats")
+    return {"dump": dump_dir, "tokens": tokens, "stats": work / "stats"}
+
+
+# ---------------------------------------------------------------- FLOPs
+def flops_per_audio_second(cfg: dict, mean_frames: float) -> float:
+    """Forward+backward FLOPs of one audio-second: frozen conv encoder forward only, the rest x3."""
+    conv = eval(cfg["conv_feature_layers"])  # noqa: S307 - our own constant from cvasr.upstream
+    rate, c_in, conv_flops = float(RATE), 1, 0.0
+    for c_out, k, s in conv:
+        rate /= s
+        conv_flops += 2 * c_in * c_out * k * rate
+        c_in = c_out
+    d, ff, n = cfg["encoder_embed_dim"], cfg["encoder_ffn_embed_dim"], cfg["encoder_layers"]
+    per_frame = 2 * c_in * d                                       # post_extract_proj
+    per_frame += 2 * d * (d // cfg["conv_pos_groups"]) * cfg["conv_pos"]   # positional conv
+    per_frame += n * (2 * (4 * d * d + 2 * d * ff) + 4 * mean_frames * d)  # layers + attention
+    return conv_flops + 3 * per_frame * rate
+
+
+PEAK_BF16 = {"H100": 989e12, "H200": 989e12, "A100": 312e12}  # dense, vendor datasheets
+
+
+def peak_flops(gpu: str) -> float | None:
+    return next((v for k, v in PEAK_BF16.items() if k in gpu), None)
+
+
+# ---------------------------------------------------------------- (a) the seed's stack
+def hf_config(cfg: dict, vocab: int):
+    from transformers import Wav2Vec2Config
+
+    conv = eval(cfg["conv_feature_layers"])  # noqa: S307
+    return Wav2Vec2Config(
+        vocab_size=vocab, hidden_size=cfg["encoder_embed_dim"],
+        num_hidden_layers=cfg["encoder_layers"], num_attention_heads=cfg["encoder_attention_heads"],
+        intermediate_size=cfg["encoder_ffn_embed_dim"], feat_extract_norm="layer",
+        conv_dim=[c for c, _, _ in conv], conv_kernel=[k for _, k, _ in conv],
+        conv_stride=[s for _, _, s in conv], conv_bias=True, do_stable_layer_norm=True,
+        num_conv_pos_embeddings=cfg["conv_pos"], num_conv_pos_embedding_groups=cfg["conv_pos_groups"],
+        # the seed's fine-tuning settings
+        attention_dropout=0.0, hidden_dropout=0.0, feat_proj_dropout=0.0, layerdrop=0.0,
+        mask_time_prob=0.05, ctc_loss_reduction="mean", pad_token_id=0)
+
+
+def run_seed_stack(clips, tokens: list[str], cfg: dict, args, group_by_length: bool) -> dict:
+    import torch
+    from transformers import (Trainer, TrainerCallback, TrainingArguments, Wav2Vec2FeatureExtractor,
+                              Wav2Vec2ForCTC)
+
+    index = {t: i for i, t in enumerate(tokens)}
+    unk = index.get("<unk>", 1)
+
+    class Clips(torch.utils.data.Dataset):
+        def __init__(self):
+            self.items = []
+            for _, wav, text in clips:
+                x = wav.astype(np.float32) / 32768.0
+                x = (x - x.mean()) / np.sqrt(x.var() + 1e-7)  # the feature extractor's normalising
+                labels = [index.get("<space>" if ch == " " else ch, unk) for ch in text]
+                self.items.append({"input_values": x, "labels": labels})
+
+        def __len__(self):
+            return len(self.items)
+
+        def __getitem__(self, i):
+            return self.items[i]
+
+    def collate(features):  # what the seed's DataCollatorCTCWithPadding does (padding=True)
+        longest = max(len(f["input_values"]) for f in features)
+        longest_label = max(len(f["labels"]) for f in features)
+        values = torch.zeros(len(features), longest)
+        mask = torch.zeros(len(features), longest, dtype=torch.long)
+        labels = torch.full((len(features), longest_label), -100, dtype=torch.long)
+        for b, f in enumerate(features):
+            values[b, : len(f["input_values"])] = torch.from_numpy(f["input_values"])
+            mask[b, : len(f["input_values"])] = 1
+            labels[b, : len(f["labels"])] = torch.tensor(f["labels"])
+        return {"input_values": values, "attention_mask": mask, "labels": labels}
+
+    epochs: list[dict] = []
+
+    class Timer(TrainerCallback):
+        def on_epoch_begin(self, *a, **k):
+            if args.device == "cuda":
+                torch.cuda.synchronize()
+            self.start = time.perf_counter()
+
+        def on_epoch_end(self, args_, state, control, **k):
+            if args.device == "cuda":
+                torch.cuda.synchronize()
+            epochs.append({"epoch": len(epochs) + 1, "train_seconds": time.perf_counter() - self.start,
+                           "global_step": state.global_step})
+
+    torch.manual_seed(0)
+    model = Wav2Vec2ForCTC._from_config(hf_config(cfg, len(tokens)), attn_implementation="sdpa")
+    model.freeze_feature_encoder()
+    extractor = Wav2Vec2FeatureExtractor(feature_size=1, sampling_rate=RATE, padding_value=0.0,
+                                         do_normalize=True, return_attention_mask=True)
+    # transformers < 5.20 spells length grouping `group_by_length`, later `train_sampling_strategy`
+    names = {f.name for f in dataclasses.fields(TrainingArguments)}
+    grouping = ({"group_by_length": group_by_length} if "group_by_length" in names else
+                {"train_sampling_strategy": "group_by_length" if group_by_length else "random"})
+    targs = TrainingArguments(
+        **grouping, output_dir=str(args.work / "hf"), per_device_train_batch_size=16,
+        gradient_accumulation_steps=2, num_train_epochs=args.epochs, learning_rate=3e-4,
+        warmup_steps=500, bf16=args.device == "cuda", use_cpu=args.device == "cpu",
+        save_strategy="no", report_to=[],
+        logging_strategy="no", disable_tqdm=True, remove_unused_columns=False, seed=0,
+        dataloader_num_workers=0)
+    if args.device == "cuda":
+        torch.cuda.reset_peak_memory_stats()
+    trainer = Trainer(model=model, args=targs, train_dataset=Clips(), data_collator=collate,
+                      processing_class=extractor, callbacks=[Timer()])
+    trainer.train()
+    peak = torch.cuda.max_memory_allocated() / 2**30 if args.device == "cuda" else float("nan")
+    result = {"optimizer": str(targs.optim), "steps_per_epoch": epochs[0]["global_step"],
+              "peak_mem_gib": round(peak, 2), "epochs": epochs,
+              "parameters_m": round(sum(p.numel() for p in model.parameters()) / 1e6, 1)}
+    del trainer, model
+    return result
+
+
+# ---------------------------------------------------------------- (b) our stage 4
+def run_espnet2(paths: dict[str, Path], resolved: Path, extra: list[str], args,
+                profile: Path | None = None) -> dict:
+    """Build model, optimizer and iterator as espnet2's main_worker does, then time epochs."""
+    import torch
+    from espnet2.tasks.abs_task import scheduler_classes
+    from espnet2.train.distributed_utils import DistributedOption, resolve_distributed_mode
+    from espnet2.train.reporter import Reporter
+    from espnet2.utils.build_dataclass import build_dataclass
+
+    from cvasr.espnet_task import CvasrASRTask
+    from cvasr.training import _data_args, _token_args
+
+    argv = [*_token_args(paths["tokens"]), "--config", str(resolved),
+            "--output_dir", str(args.work / "exp"), "--ngpu", "1" if args.device == "cuda" else "0",
+            *_data_args(paths["dump"], "train", "train"), *_data_args(paths["dump"], "dev", "valid"),
+            "--train_shape_file", str(paths["stats"] / "train" / "speech_shape"),
+            "--train_shape_file", str(paths["stats"] / "train" / "text_shape.char"),
+            "--valid_shape_file", str(paths["stats"] / "valid" / "speech_shape"),
+            "--valid_shape_file", str(paths["stats"] / "valid" / "text_shape.char"),
+            "--num_workers", str(args.num_workers), *extra]
+    if args.device == "cpu":
+        argv += ["--use_amp", "false", "--optim_conf", "fused=false", "--cudnn_benchmark", "false"]
+    parser = CvasrASRTask.get_parser()
+    targs = parser.parse_args(argv)
+    resolve_distributed_mode(targs)  # single process: distributed = False
+    from espnet2.torch_utils.set_all_random_seed import set_all_random_seed
+
+    set_all_random_seed(targs.seed)
+    torch.backends.cudnn.benchmark = targs.cudnn_benchmark
+    model = CvasrASRTask.build_model(targs).to(args.device)
+    for t in targs.freeze_param:
+        for k, p in model.named_parameters():
+            if k.startswith(t + ".") or k == t:
+                p.requires_grad = False
+    optimizers = CvasrASRTask.build_optimizers(targs, model=model)
+    scheduler = scheduler_classes[targs.scheduler](optimizers[0], **targs.scheduler_conf)
+    options = CvasrASRTask.trainer.build_options(targs)
+    CvasrASRTask.trainer.prepare_model(model, options)
+    dist = build_dataclass(DistributedOption, targs)
+    iter_factory = CvasrASRTask.build_iter_factory(targs, dist, mode="train")
+    scaler = torch.amp.GradScaler("cuda") if targs.use_amp else None
+    reporter = Reporter()
+    if args.device == "cuda":
+        torch.cuda.reset_peak_memory_stats()
+    epochs = []
+    for epoch in range(1, args.epochs + 1):
+        reporter.set_epoch(epoch)
+        if args.device == "cuda":
+            torch.cuda.synchronize()
+        start = time.perf_counter()
+        with reporter.observe("train") as sub:
+            CvasrASRTask.trainer.train_one_epoch(
+                model=model, iterator=iter_factory.build_iter(epoch), optimizers=optimizers,
+                schedulers=[scheduler], scaler=scaler, reporter=sub, summary_writer=None,
+                options=options, distributed_option=dist)
+        if args.device == "cuda":
+            torch.cuda.synchronize()
+        epochs.append({"epoch": epoch, "train_seconds": time.perf_counter() - start,
+                       "loss_ctc": float(reporter.get_value("train", "loss_ctc"))})
+    peak = torch.cuda.max_memory_allocated() / 2**30 if args.device == "cuda" else float("nan")
+    if profile is not None:  # one more epoch under the profiler, not timed
+        from torch.profiler import ProfilerActivity
+        from torch.profiler import profile as torch_profile
+
+        activities = [ProfilerActivity.CPU] + ([ProfilerActivity.CUDA] if args.device == "cuda" else [])
+        reporter.set_epoch(args.epochs + 1)
+        with torch_profile(activities=activities) as prof, reporter.observe("train") as sub:
+            CvasrASRTask.trainer.train_one_epoch(
+                model=model, iterator=iter_factory.build_iter(args.epochs + 1),
+                optimizers=optimizers, schedulers=[scheduler], scaler=scaler, reporter=sub,
+                summary_writer=None, options=options, distributed_option=dist)
+            if args.device == "cuda":
+                torch.cuda.synchronize()
+        key = "cuda_time_total" if args.device == "cuda" else "cpu_time_total"
+        profile.write_text(prof.key_averages().table(sort_by=key, row_limit=60) + "\n\n" +
+                           prof.key_averages().table(sort_by="self_cpu_time_total", row_limit=30))
+    result = {"options": extra, "batch_size": targs.batch_size, "accum_grad": targs.accum_grad,
+              "peak_mem_gib": round(peak, 2), "epochs": epochs,
+              "parameters_m": round(sum(p.numel() for p in model.parameters()) / 1e6, 1)}
+    del model, optimizers, scheduler, iter_factory
+    return result
+
+
+# ---------------------------------------------------------------- report
+def summarise(result: dict, audio_per_epoch: float, warmup: int, flops: float,
+              peak: float | None, steps_per_epoch: float) -> dict:
+    timed = result["epochs"][warmup:] or result["epochs"]
+    seconds = sum(e["train_seconds"] for e in timed)
+    rate = audio_per_epoch * len(timed) / seconds
+    result.update(audio_seconds_per_s=round(rate, 1),
+                  steps_per_s=round(steps_per_epoch * len(timed) / seconds, 2),
+                  fraction_of_peak=round(rate * flops / peak, 4) if peak else None,
+                  epochs_timed=len(timed))
+    return result
+
+
+def git_revision() -> str:
+    return os.environ.get("CVASR_GIT_REV") or subprocess.run(
+        ["git", "-C", str(REPO), "rev-parse", "--short", "HEAD"],
+        capture_output=True, text=True).stdout.strip()
+
+
+def main() -> int:
+    parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
+    parser.add_argument("--device", choices=["cuda", "cpu"], default="cuda")
+    parser.add_argument("--arch", default="xls_r_300m", help="cvasr make-upstream architecture")
+    parser.add_argument("--clips", type=int, default=508, help="CV 7.0 Assamese has 508 train clips")
+    parser.add_argument("--epochs", type=int, default=4)
+    parser.add_argument("--warmup-epochs", type=int, default=1)
+    parser.add_argument("--num-workers", type=int, default=4)
+    parser.add_argument("--only", nargs="*", default=None,
+                        help="run only these: seed_random seed_grouped ours_1 ... ours_N")
+    parser.add_argument("--profile", type=Path, default=None,
+                        help="profile one more epoch of the committed config; tables to this file")
+    parser.add_argument("--work", type=Path, default=Path("/tmp/cvasr-bench-throughput"))
+    parser.add_argument("--out", type=Path,
+                        default=REPO / "bench" / "results" / "train_throughput.json")
+    args = parser.parse_args()
+
+    import torch
+
+    from cvasr.tokens import read_token_list
+    from cvasr.training import resolve_config
+    from cvasr.upstream import ARCHS, write_random_upstream
+
+    if args.device == "cuda" and not torch.cuda.is_available():
+        parser.error("no CUDA device: use --device cpu (with --arch tiny) for a smoke run")
+    args.work.mkdir(parents=True, exist_ok=True)
+    clips = synth_clips(args.clips)
+    durations = np.array([len(w) / RATE for _, w, _ in clips])
+    audio_per_epoch = float(durations.sum())
+    upstream = args.work / f"{args.arch}_random.pt"
+    if not upstream.is_file():
+        write_random_upstream(args.arch, upstream)
+    resolved = args.work / "config.resolved.yaml"
+    resolve_config(CONFIG, str(upstream), args.work / "dl", resolved)
+    paths = prepare(clips, args.work, resolved)
+    tokens = read_token_list(paths["tokens"])
+    cfg = ARCHS[args.arch]
+    flops = flops_per_audio_second(cfg, mean_frames=float(durations.mean()) * 50)
+    gpu = torch.cuda.get_device_name(0) if args.device == "cuda" else platform.processor() or "cpu"
+    peak = peak_flops(gpu) if args.device == "cuda" else None
+
+    runs: dict[str, dict] = {}
+    failed: dict[str, str] = {}
+    wanted = (lambda name: args.only is None or name in args.only)
+    for name, grouped in (("seed_random", False), ("seed_grouped", True)):
+        if wanted(name):
+            try:
+                r = run_seed_stack(clips, tokens, cfg, args, grouped)
+            except Exception as err:  # noqa: BLE001 - one failed run must not lose the others
+                failed[name] = f"{type(err).__name__}: {err}"
+                print(f"{name} FAILED: {failed[name]}", flush=True)
+                continue
+            runs[name] = summarise(r, audio_per_epoch, args.warmup_epochs, flops, peak,
+                                   r["steps_per_epoch"])
+            print(f"{name}: {runs[name]['audio_seconds_per_s']} audio-s/s", flush=True)
+            gc.collect()
+            torch.cuda.empty_cache() if args.device == "cuda" else None
+    for i, (label, extra) in enumerate(STEPS, 1):
+        name = f"ours_{i}"
+        if not wanted(name):
+            continue
+        last = i == len(STEPS)
+        try:
+            r = run_espnet2(paths, resolved, extra, args, profile=args.profile if last else None)
+        except Exception as err:  # noqa: BLE001
+            failed[name] = f"{type(err).__name__}: {err}"
+            print(f"{name} FAILED: {failed[name]}", flush=True)
+            continue
+        steps = math.ceil(args.clips / r["batch_size"]) / r["accum_grad"]
+        runs[name] = summarise(r, audio_per_epoch, args.warmup_epochs, flops, peak, steps)
+        runs[name]["label"] = label
+        print(f"{name} ({label}): {runs[name]['audio_seconds_per_s']} audio-s/s", flush=True)
+        gc.collect()
+        torch.cuda.empty_cache() if args.device == "cuda" else None
+
+    seeds = [runs[k]["audio_seconds_per_s"] for k in ("seed_random", "seed_grouped") if k in runs]
+    final = runs.get(f"ours_{len(STEPS)}")
+    speedup = round(final["audio_seconds_per_s"] / max(seeds), 2) if seeds and final else None
+    print(f"\nXLS-R 300M shape ({args.arch}), random init, {args.clips} clips of CV-like durations "
+          f"(mean {durations.mean():.2f} s, {durations.min():.1f}-{durations.max():.1f} s), "
+          f"{gpu}, torch {torch.__version__}; first {args.warmup_epochs} epoch(s) not timed")
+    print(f"| {'run':<58} | {'audio-s/s':>9} | {'steps/s':>7} | {'peak GiB':>8} | {'of peak':>7} |")
+    print(f"|{'-' * 60}|{'-' * 11}|{'-' * 9}|{'-' * 10}|{'-' * 9}|")
+    labels = {"seed_random": "(a) seed: HF Trainer, random batches",
+              "seed_grouped": "(a) seed: HF Trainer, group_by_length"}
+    for name, r in runs.items():
+        frac = f"{100 * r['fraction_of_peak']:6.1f}%" if r["fraction_of_peak"] else "      -"
+        print(f"| {labels.get(name, '(b) ' + r.get('label', name)):<58} | "
+              f"{r['audio_seconds_per_s']:9.1f} | {r['steps_per_s']:7.2f} | "
+              f"{r['peak_mem_gib']:8.1f} | {frac} |")
+    for name, why in failed.items():
+        print(f"{name} failed: {why}")
+    if speedup:
+        print(f"speedup of the committed config over the faster seed run: {speedup}x")
+    import transformers
+
+    args.out.parent.mkdir(parents=True, exist_ok=True)
+    args.out.write_text(json.dumps({
+        "benchmark": "train_throughput", "gpu": gpu, "device": args.device,
+        "torch": torch.__version__, "transformers": transformers.__version__,
+        "python": platform.python_version(), "git_revision": git_revision(),
+        "config": CONFIG.name, "arch": args.arch, "clips": args.clips,
+        "audio_seconds_per_epoch": round(audio_per_epoch, 1),
+        "mean_clip_seconds": round(float(durations.mean()), 2),
+        "flops_per_audio_second": flops, "peak_flops": peak,
+        "speedup_vs_seed_stack": speedup, "runs": runs, "failed": failed}, indent=2) + "\n")
+    print(f"saved {args.out}")
+    return 0
+
+
+if __name__ == "__main__":
+    sys.exit(main())
