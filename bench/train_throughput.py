@@ -239,6 +239,7 @@ def run_espnet2(paths: dict[str, Path], resolved: Path, extra: list[str], args,
     from espnet2.tasks.abs_task import scheduler_classes
     from espnet2.train.distributed_utils import DistributedOption, resolve_distributed_mode
     from espnet2.train.reporter import Reporter
+    from espnet2.train.trainer import GradScaler
     from espnet2.utils.build_dataclass import build_dataclass
 
     from cvasr.espnet_task import CvasrASRTask
@@ -272,7 +273,7 @@ def run_espnet2(paths: dict[str, Path], resolved: Path, extra: list[str], args,
     CvasrASRTask.trainer.prepare_model(model, options)
     dist = build_dataclass(DistributedOption, targs)
     iter_factory = CvasrASRTask.build_iter_factory(targs, dist, mode="train")
-    scaler = torch.amp.GradScaler("cuda") if targs.use_amp else None
+    scaler = GradScaler() if targs.use_amp else None  # what espnet2's Trainer.run makes
     reporter = Reporter()
     if args.device == "cuda":
         torch.cuda.reset_peak_memory_stats()
