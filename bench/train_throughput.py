@@ -45,17 +45,20 @@ LETTERS = [chr(c) for c in range(0x0995, 0x09B9)] + ["া", "ি", "ী", "ু",
 #: each next row adds one change; the last row is the committed config unchanged.
 STEPS: list[tuple[str, list[str]]] = [
     ("espnet2, seed settings (16x2, Adam, fp32 upstream)",
-     ["--batch_size", "16", "--accum_grad", "2", "--cudnn_benchmark", "false",
-      "--optim_conf", "fused=false", "--compile_upstream", "false",
+     ["--frontend", "s3prl", "--batch_size", "16", "--accum_grad", "2",
+      "--cudnn_benchmark", "false", "--optim_conf", "fused=false", "--compile_upstream", "false",
       "--model_conf", "autocast_frontend=false"]),
     ("+ bf16 autocast in the upstream too",
-     ["--batch_size", "16", "--accum_grad", "2", "--cudnn_benchmark", "false",
-      "--optim_conf", "fused=false", "--compile_upstream", "false"]),
+     ["--frontend", "s3prl", "--batch_size", "16", "--accum_grad", "2",
+      "--cudnn_benchmark", "false", "--optim_conf", "fused=false", "--compile_upstream", "false"]),
     ("+ 32 clips a batch, no accumulation",
-     ["--cudnn_benchmark", "false", "--optim_conf", "fused=false", "--compile_upstream", "false"]),
-    ("+ cuDNN autotuning", ["--optim_conf", "fused=false", "--compile_upstream", "false"]),
-    ("+ fused Adam", ["--compile_upstream", "false"]),
-    ("+ compiled transformer layers (= committed config)", []),
+     ["--frontend", "s3prl", "--cudnn_benchmark", "false", "--optim_conf", "fused=false",
+      "--compile_upstream", "false"]),
+    ("+ cuDNN autotuning",
+     ["--frontend", "s3prl", "--optim_conf", "fused=false", "--compile_upstream", "false"]),
+    ("+ fused Adam", ["--frontend", "s3prl", "--compile_upstream", "false"]),
+    ("+ frontend without host syncs", ["--compile_upstream", "false"]),
+    ("+ compiled upstream (= committed config)", []),
 ]
 
 

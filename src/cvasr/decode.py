@@ -81,7 +81,10 @@ class CTCDecoder:
         batch = torch.zeros(len(wavs), int(lengths.max()))
         for i, w in enumerate(wavs):
             batch[i, : len(w)] = torch.from_numpy(np.asarray(w, dtype=np.float32))
-        enc, enc_lens = self.model.encode(batch.to(self.device), lengths.to(self.device))
+        # bf16 on GPUs that have it, as in training; CPUs decode in fp32
+        bf16 = self.device.startswith("cuda") and torch.cuda.is_bf16_supported()
+        with torch.autocast("cuda", dtype=torch.bfloat16, enabled=bf16):
+            enc, enc_lens = self.model.encode(batch.to(self.device), lengths.to(self.device))
         logp = self.model.ctc.log_softmax(enc).float().cpu()
         return [logp[i, : int(enc_lens[i])] for i in range(len(wavs))]
 

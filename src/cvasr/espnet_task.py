@@ -2,6 +2,8 @@
 
 espnet2 does the training; this module adds only what it lacks for this recipe:
 
+- `Wav2Vec2S3prlFrontend` (`frontend: wav2vec2_s3prl`, in `cvasr.frontend`): espnet2's s3prl
+  frontend without the host syncs that made XLS-R training CPU-bound.
 - `IdentityEncoder` (`encoder: identity`): XLS-R + a linear CTC head, as the seed model is, needs
   no encoder between the s3prl frontend and espnet2's CTC layer.
 - `CTCWerASRModel` (`model: cvasr_ctc`): espnet2 reports CTC's CER on validation but not its
@@ -27,13 +29,14 @@ import numpy as np
 import torch
 from espnet2.asr.encoder.abs_encoder import AbsEncoder
 from espnet2.asr.espnet_model import ESPnetASRModel
-from espnet2.tasks.asr import ASRTask, encoder_choices, model_choices
+from espnet2.tasks.asr import ASRTask, encoder_choices, frontend_choices, model_choices
 from espnet2.torch_utils.device_funcs import force_gatherable
 from espnet2.train.trainer import Trainer, TrainerOptions
 from espnet2.utils.build_dataclass import build_dataclass
 from espnet2.utils.types import str2bool
 
 from cvasr.decode import collapse_ctc, join_tokens
+from cvasr.frontend import Wav2Vec2S3prlFrontend
 from cvasr.regional_compile import compile_encoder_layers
 
 RNG_KEY = "cvasr_rng_states"
@@ -167,7 +170,9 @@ class SafeCheckpointTrainer(Trainer):
 
 
 def register() -> None:
-    """Make `encoder: identity` and `model: cvasr_ctc` known to espnet2's ASR task."""
+    """Make `frontend: wav2vec2_s3prl`, `encoder: identity` and `model: cvasr_ctc` known to
+    espnet2's ASR task."""
+    frontend_choices.classes.setdefault("wav2vec2_s3prl", Wav2Vec2S3prlFrontend)
     encoder_choices.classes.setdefault("identity", IdentityEncoder)
     model_choices.classes.setdefault("cvasr_ctc", CTCWerASRModel)
 

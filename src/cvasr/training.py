@@ -22,6 +22,8 @@ from cvasr.tokens import read_token_list
 
 #: s3prl upstream names that stand for "the wav2vec 2.0 model from stage 0".
 WAV2VEC2_PLACEHOLDERS = ("xls_r_300m", "wav2vec2_custom")
+#: espnet2 frontends whose frontend_conf names an s3prl upstream.
+S3PRL_FRONTENDS = ("s3prl", "wav2vec2_s3prl")
 SPEECH_TYPE = "kaldi_ark"  # stage 2 dumps into Kaldi arks
 
 
@@ -57,7 +59,7 @@ def resolve_config(config: Path, upstream: str, download_dir: Path, out: Path) -
             close = difflib.get_close_matches(str(key), known, n=1)
             hint = f" (did you mean '{close[0]}'?)" if close else ""
             raise ConfigError(f"{config}: unknown key '{key}'{hint}")
-    if conf.get("frontend") == "s3prl":
+    if conf.get("frontend") in S3PRL_FRONTENDS:
         inner = conf.setdefault("frontend_conf", {}).setdefault("frontend_conf", {})
         if inner.get("upstream") in WAV2VEC2_PLACEHOLDERS:
             if upstream.startswith("s3prl:"):
