@@ -58,7 +58,7 @@ STEPS: list[tuple[str, list[str]]] = [
      ["--frontend", "s3prl", "--optim_conf", "fused=false", "--compile_upstream", "false"]),
     ("+ fused Adam", ["--frontend", "s3prl", "--compile_upstream", "false"]),
     ("+ frontend without host syncs", ["--compile_upstream", "false"]),
-    ("+ compiled upstream (= committed config)", []),
+    ("+ encoder compiled as one graph (= committed config)", []),
 ]
 
 
@@ -237,8 +237,12 @@ def run_seed_stack(clips, tokens: list[str], cfg: dict, args, group_by_length: b
 
 
 # ---------------------------------------------------------------- (b) our stage 4
+#: espnet2's per-step wall times (seconds, CPU side, means over an epoch's steps)
+STEP_TIMES = ("iter_time", "forward_time", "backward_time", "optim_step_time", "train_time")
+
+
 def run_espnet2(paths: dict[str, Path], resolved: Path, extra: list[str], args,
-                profile: Path | None = None) -> dict:
+                profile: Path | None = None, on_timed=None) -> dict:
     """Build model, optimizer and iterator as espnet2's main_worker does, then time epochs."""
     import torch
     from espnet2.tasks.abs_task import scheduler_classes
@@ -295,30 +299,66 @@ def run_espnet2(paths: dict[str, Path], resolved: Path, extra: list[str], args,
                 options=options, distributed_option=dist)
         if args.device == "cuda":
             torch.cuda.synchronize()
-        epochs.append({"epoch": epoch, "train_seconds": time.perf_counter() - start,
-                       "loss_ctc": float(reporter.get_value("train", "loss_ctc"))})
+        record = {"epoch": epoch, "train_seconds": time.perf_counter() - start,
+                  "loss_ctc": float(reporter.get_value("train", "loss_ctc"))}
+        for key in STEP_TIMES:
+            try:
+                record[key] = round(float(reporter.get_value("train", key)), 5)
+            except KeyError:
+                pass
+        epochs.append(record)
     peak = torch.cuda.max_memory_allocated() / 2**30 if args.device == "cuda" else float("nan")
-    if profile is not None:  # one more epoch under the profiler, not timed
-        from torch.profiler import ProfilerActivity
-        from torch.profiler import profile as torch_profile
-
-        activities = [ProfilerActivity.CPU] + ([ProfilerActivity.CUDA] if args.device == "cuda" else [])
-        reporter.set_epoch(args.epochs + 1)
-        with torch_profile(activities=activities) as prof, reporter.observe("train") as sub:
-            CvasrASRTask.trainer.train_one_epoch(
-                model=model, iterator=iter_factory.build_iter(args.epochs + 1),
-                optimizers=optimizers, schedulers=[scheduler], scaler=scaler, reporter=sub,
-                summary_writer=None, options=options, distributed_option=dist)
-            if args.device == "cuda":
-                torch.cuda.synchronize()
-        key = "cuda_time_total" if args.device == "cuda" else "cpu_time_total"
-        profile.write_text(prof.key_averages().table(sort_by=key, row_limit=60) + "\n\n" +
-                           prof.key_averages().table(sort_by="self_cpu_time_total", row_limit=30))
     result = {"options": extra, "batch_size": targs.batch_size, "accum_grad": targs.accum_grad,
               "peak_mem_gib": round(peak, 2), "epochs": epochs,
               "parameters_m": round(sum(p.numel() for p in model.parameters()) / 1e6, 1)}
+    if on_timed is not None:
+        on_timed(result)
+    if profile is not None:  # one more epoch under the profiler, not timed
+        profile_epoch(profile, args, lambda iterator, sub: CvasrASRTask.trainer.train_one_epoch(
+            model=model, iterator=iterator, optimizers=optimizers, schedulers=[scheduler],
+            scaler=scaler, reporter=sub, summary_writer=None, options=options,
+            distributed_option=dist), iter_factory, reporter)
     del model, optimizers, scheduler, iter_factory
     return result
+
+
+def profile_epoch(out: Path, args, train_one_epoch, iter_factory, reporter) -> None:
+    """Profile one more epoch: op tables to `out`, a Chrome trace of steps 5-7 to out.trace.json.gz."""
+    import gzip
+    import shutil
+
+    import torch
+    from torch.profiler import ProfilerActivity, schedule
+    from torch.profiler import profile as torch_profile
+
+    activities = [ProfilerActivity.CPU] + ([ProfilerActivity.CUDA] if args.device == "cuda" else [])
+    trace = out.with_suffix(".trace.json")
+
+    def export(prof) -> None:
+        prof.export_chrome_trace(str(trace))
+        with open(trace, "rb") as src, gzip.open(f"{trace}.gz", "wb") as dst:
+            shutil.copyfileobj(src, dst)
+        trace.unlink()
+
+    def stepping(iterator, prof):
+        for item in iterator:
+            yield item
+            prof.step()
+
+    epoch = args.epochs + 1
+    reporter.set_epoch(epoch)
+    # the whole epoch for the tables; the schedule's trace keeps 3 steps in the middle
+    with torch_profile(activities=activities) as whole, reporter.observe("train") as sub:
+        train_one_epoch(iter_factory.build_iter(epoch), sub)
+        if args.device == "cuda":
+            torch.cuda.synchronize()
+    key = "cuda_time_total" if args.device == "cuda" else "cpu_time_total"
+    out.write_text(whole.key_averages().table(sort_by=key, row_limit=60) + "\n\n" +
+                   whole.key_averages().table(sort_by="self_cpu_time_total", row_limit=40))
+    reporter.set_epoch(epoch + 1)
+    with torch_profile(activities=activities, schedule=schedule(wait=2, warmup=2, active=3),
+                       on_trace_ready=export) as prof, reporter.observe("train") as sub:
+        train_one_epoch(stepping(iter_factory.build_iter(epoch + 1), prof), sub)
 
 
 # ---------------------------------------------------------------- report
@@ -332,6 +372,15 @@ def summarise(result: dict, audio_per_epoch: float, warmup: int, flops: float,
                   fraction_of_peak=round(rate * flops / peak, 4) if peak else None,
                   epochs_timed=len(timed))
     return result
+
+
+def _version(package: str) -> str | None:
+    from importlib.metadata import PackageNotFoundError, version
+
+    try:
+        return version(package)
+    except PackageNotFoundError:
+        return None
 
 
 def git_revision() -> str:
@@ -351,7 +400,11 @@ def main() -> int:
     parser.add_argument("--only", nargs="*", default=None,
                         help="run only these: seed_random seed_grouped ours_1 ... ours_N")
     parser.add_argument("--profile", type=Path, default=None,
-                        help="profile one more epoch of the committed config; tables to this file")
+                        help="profile one more epoch of the last of our runs: op tables to this "
+                             "file, a Chrome trace of 3 steps next to it")
+    parser.add_argument("--try", dest="tries", action="append", default=[], metavar="LABEL=OPTS",
+                        help="an extra row after STEPS: espnet2 options over the committed config "
+                             "(exploration; the speedup is always the committed config's)")
     parser.add_argument("--work", type=Path, default=Path("/tmp/cvasr-bench-throughput"))
     parser.add_argument("--out", type=Path,
                         default=REPO / "bench" / "results" / "train_throughput.json")
@@ -383,6 +436,25 @@ def main() -> int:
 
     runs: dict[str, dict] = {}
     failed: dict[str, str] = {}
+    meta = {"benchmark": "train_throughput", "gpu": gpu, "device": args.device,
+            "torch": torch.__version__, "transformers": _version("transformers"),
+            "python": platform.python_version(), "git_revision": git_revision(),
+            "config": CONFIG.name, "arch": args.arch, "clips": args.clips,
+            "audio_seconds_per_epoch": round(audio_per_epoch, 1),
+            "mean_clip_seconds": round(float(durations.mean()), 2),
+            "flops_per_audio_second": flops, "peak_flops": peak,
+            "warmup_epochs": args.warmup_epochs}
+
+    def save() -> float | None:
+        """Write everything measured so far: a run cut short by a time limit keeps its rows."""
+        seeds = [runs[k]["audio_seconds_per_s"] for k in ("seed_random", "seed_grouped") if k in runs]
+        final = runs.get(f"ours_{len(STEPS)}")
+        speedup = round(final["audio_seconds_per_s"] / max(seeds), 2) if seeds and final else None
+        args.out.parent.mkdir(parents=True, exist_ok=True)
+        args.out.write_text(json.dumps({**meta, "speedup_vs_seed_stack": speedup, "runs": runs,
+                                        "failed": failed}, indent=2) + "\n")
+        return speedup
+
     wanted = (lambda name: args.only is None or name in args.only)
     for name, grouped in (("seed_random", False), ("seed_grouped", True)):
         if wanted(name):
@@ -395,29 +467,33 @@ def main() -> int:
             runs[name] = summarise(r, audio_per_epoch, args.warmup_epochs, flops, peak,
                                    r["steps_per_epoch"])
             print(f"{name}: {runs[name]['audio_seconds_per_s']} audio-s/s", flush=True)
+            save()
             gc.collect()
             torch.cuda.empty_cache() if args.device == "cuda" else None
-    for i, (label, extra) in enumerate(STEPS, 1):
-        name = f"ours_{i}"
-        if not wanted(name):
-            continue
-        last = i == len(STEPS)
+    rows = [(f"ours_{i}", label, extra) for i, (label, extra) in enumerate(STEPS, 1)]
+    rows = [row for row in rows if wanted(row[0])]
+    for j, spec in enumerate(args.tries, 1):
+        label, _, opts = spec.partition("=")
+        rows.append((f"try_{j}", label, opts.split()))
+    for k, (name, label, extra) in enumerate(rows):
+        def timed(r: dict, name=name, label=label) -> None:
+            steps = math.ceil(args.clips / r["batch_size"]) / r["accum_grad"]
+            runs[name] = summarise(r, audio_per_epoch, args.warmup_epochs, flops, peak, steps)
+            runs[name]["label"] = label
+            print(f"{name} ({label}): {runs[name]['audio_seconds_per_s']} audio-s/s", flush=True)
+            save()
+
         try:
-            r = run_espnet2(paths, resolved, extra, args, profile=args.profile if last else None)
+            run_espnet2(paths, resolved, extra, args, on_timed=timed,
+                        profile=args.profile if k == len(rows) - 1 else None)
         except Exception as err:  # noqa: BLE001
             failed[name] = f"{type(err).__name__}: {err}"
             print(f"{name} FAILED: {failed[name]}", flush=True)
-            continue
-        steps = math.ceil(args.clips / r["batch_size"]) / r["accum_grad"]
-        runs[name] = summarise(r, audio_per_epoch, args.warmup_epochs, flops, peak, steps)
-        runs[name]["label"] = label
-        print(f"{name} ({label}): {runs[name]['audio_seconds_per_s']} audio-s/s", flush=True)
+            save()
         gc.collect()
         torch.cuda.empty_cache() if args.device == "cuda" else None
 
-    seeds = [runs[k]["audio_seconds_per_s"] for k in ("seed_random", "seed_grouped") if k in runs]
-    final = runs.get(f"ours_{len(STEPS)}")
-    speedup = round(final["audio_seconds_per_s"] / max(seeds), 2) if seeds and final else None
+    speedup = save()
     print(f"\nXLS-R 300M shape ({args.arch}), random init, {args.clips} clips of CV-like durations "
           f"(mean {durations.mean():.2f} s, {durations.min():.1f}-{durations.max():.1f} s), "
           f"{gpu}, torch {torch.__version__}; first {args.warmup_epochs} epoch(s) not timed")
@@ -434,18 +510,6 @@ def main() -> int:
         print(f"{name} failed: {why}")
     if speedup:
         print(f"speedup of the committed config over the faster seed run: {speedup}x")
-    import transformers
-
-    args.out.parent.mkdir(parents=True, exist_ok=True)
-    args.out.write_text(json.dumps({
-        "benchmark": "train_throughput", "gpu": gpu, "device": args.device,
-        "torch": torch.__version__, "transformers": transformers.__version__,
-        "python": platform.python_version(), "git_revision": git_revision(),
-        "config": CONFIG.name, "arch": args.arch, "clips": args.clips,
-        "audio_seconds_per_epoch": round(audio_per_epoch, 1),
-        "mean_clip_seconds": round(float(durations.mean()), 2),
-        "flops_per_audio_second": flops, "peak_flops": peak,
-        "speedup_vs_seed_stack": speedup, "runs": runs, "failed": failed}, indent=2) + "\n")
     print(f"saved {args.out}")
     return 0
 

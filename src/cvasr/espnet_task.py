@@ -12,7 +12,8 @@ espnet2 does the training; this module adds only what it lacks for this recipe:
   leaves a file that cannot be resumed from, and it does not save RNG states. Here every
   checkpoint is written to a temporary name and renamed, and the RNG states of Python, NumPy
   and torch (CPU and CUDA) are saved with it and restored on `--resume true`. It also takes
-  `compile_upstream: true`, which compiles the upstream's transformer layers for training
+  `compile_upstream: true` (with `compile_mode`), which compiles the upstream for training: the
+  whole encoder of `wav2vec2_s3prl` as one graph, else the transformer layers
   (`cvasr.regional_compile`); decoding builds the model uncompiled.
 """
 
@@ -20,6 +21,7 @@ from __future__ import annotations
 
 import argparse
 import dataclasses
+import logging
 import os
 import random
 from typing import Any, Optional, Tuple
@@ -40,6 +42,8 @@ from cvasr.frontend import Wav2Vec2S3prlFrontend
 from cvasr.regional_compile import compile_encoder_layers
 
 RNG_KEY = "cvasr_rng_states"
+#: torch.compile modes --compile_mode accepts (no autotuning: compile time is paid every run)
+COMPILE_MODES = ("default", "reduce-overhead")
 
 
 class IdentityEncoder(AbsEncoder):
@@ -118,6 +122,8 @@ def _restore_rng_states(states: dict[str, Any]) -> None:
 @dataclasses.dataclass
 class CvasrTrainerOptions(TrainerOptions):
     compile_upstream: bool = False
+    compile_mode: str = "default"
+    compile_scope: str = "encoder"
 
 
 class SafeCheckpointTrainer(Trainer):
@@ -126,8 +132,15 @@ class SafeCheckpointTrainer(Trainer):
     @classmethod
     def add_arguments(cls, parser: argparse.ArgumentParser) -> None:
         parser.add_argument("--compile_upstream", type=str2bool, default=False,
-                            help="torch.compile the s3prl upstream's transformer layers "
-                                 "(training only; see cvasr.regional_compile)")
+                            help="torch.compile the s3prl upstream for training: the whole "
+                                 "wav2vec2_s3prl encoder as one graph, else its transformer "
+                                 "layers (cvasr.regional_compile)")
+        parser.add_argument("--compile_mode", default="default", choices=COMPILE_MODES,
+                            help="torch.compile mode for --compile_upstream ('reduce-overhead' "
+                                 "replays CUDA graphs, one per batch shape)")
+        parser.add_argument("--compile_scope", default="encoder", choices=("encoder", "layers"),
+                            help="what --compile_upstream compiles: the wav2vec2_s3prl encoder "
+                                 "as one graph, or each transformer layer")
 
     @classmethod
     def build_options(cls, args: argparse.Namespace) -> CvasrTrainerOptions:
@@ -136,8 +149,19 @@ class SafeCheckpointTrainer(Trainer):
     @staticmethod
     def prepare_model(model: torch.nn.Module, options: CvasrTrainerOptions) -> None:
         """What the options change on the model before training starts."""
-        if getattr(options, "compile_upstream", False):
-            compile_encoder_layers(model)
+        if not getattr(options, "compile_upstream", False):
+            return
+        mode = getattr(options, "compile_mode", "default")
+        frontend = getattr(model, "frontend", None)
+        if (getattr(options, "compile_scope", "encoder") == "encoder"
+                and isinstance(frontend, Wav2Vec2S3prlFrontend) and frontend.compile_encoder(mode)):
+            logging.info(f"compile_upstream: the wav2vec 2.0 encoder is one compiled graph "
+                         f"(mode {mode}, dynamic shapes)")
+            return
+        if mode != "default":
+            raise ValueError(f"compile_mode {mode!r} needs frontend: wav2vec2_s3prl on its "
+                             "fast path; the per-layer compile only runs mode 'default'")
+        compile_encoder_layers(model)
 
     @classmethod
     def run(cls, *args: Any, **kwargs: Any) -> None:

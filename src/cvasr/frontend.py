@@ -3,16 +3,20 @@
 Why: with XLS-R in bf16 the GPU finishes a training step faster than the CPU can issue it, and
 s3prl's generic path stalls the CPU on the GPU about a thousand times a step: `S3PRLUpstream`
 takes `max()` over a length tensor, element by element, once for each of the 25 hidden states,
-and the wav2vec 2.0 expert does it again for the padding mask. A profile of one epoch on an
-H200 counted 15,496 `.item()` calls and the GPU busy 45% of the time (bench/NOTES.md).
+the wav2vec 2.0 expert does it again for the padding mask, and the model asks `padding_mask.any()`
+and zeroes padding with a boolean index. A profile of one epoch on an H200 counted 15,496
+`.item()` calls and the GPU busy 45% of the time (bench/NOTES.md).
 
-This frontend reads the lengths to the host once, normalises and pads the waveforms as a batch,
-and asks the model for its last layer only (`extract_features(...)["x"]`, the tensor s3prl's hook
-on the encoder returns as the last hidden state). The numbers are those of espnet2's
+This frontend reads the lengths to the host once and computes every mask from them on the host
+side of the shapes, then runs the model's own modules in the order s3prl's
+`Wav2Vec2Model.forward(features_only=True)` and `TransformerEncoder.forward` run them, asking for
+the last layer only (what s3prl's hook on the encoder returns as the last hidden state), with no
+hooks and no data-dependent Python branches. That one function (`encode`) is also what
+`compile_upstream` compiles as a whole (`compile_encoder`). The numbers are those of espnet2's
 `S3prlFrontend` with `multilayer_feature: false` (tests/test_frontend.py compares the two); the
 modules and state_dict keys are the same, so checkpoints move freely between the two. Any other
-use (multi-layer features, a selected layer, non-wav2vec 2.0 upstreams) falls back to espnet2's
-own path.
+use (multi-layer features, a selected layer, layer drop, conformer or non-wav2vec 2.0 upstreams)
+falls back to espnet2's own path.
 """
 
 from __future__ import annotations
@@ -20,6 +24,7 @@ from __future__ import annotations
 from typing import Tuple
 
 import torch
+import torch.nn.functional as F
 from espnet2.asr.frontend.s3prl import S3prlFrontend
 
 #: s3prl.nn.upstream pads batches shorter than this many samples (MIN_SECOND x 16 kHz).
@@ -31,20 +36,126 @@ STRIDE = 320
 class Wav2Vec2S3prlFrontend(S3prlFrontend):
     """S3prlFrontend whose last-layer path for s3prl's wav2vec 2.0 experts needs one host sync."""
 
+    def __init__(self, *args, **kwargs) -> None:
+        super().__init__(*args, **kwargs)
+        self._contextualise = self.contextualise  # compiled by compile_encoder()
+
     def _fast_path(self) -> bool:
         expert = self.upstream.upstream
-        return (not self.multilayer_feature and self.layer == -1 and self.tile_factor == 1
+        if not (not self.multilayer_feature and self.layer == -1 and self.tile_factor == 1
                 and not self.upstream.normalize
                 and type(expert).__module__.startswith("s3prl.upstream.wav2vec2")
                 and getattr(expert, "feature_selection", "x") is None
                 and getattr(expert, "apply_padding_mask", False)
-                and not getattr(expert, "numpy_wav_normalize", True))
+                and not getattr(expert, "numpy_wav_normalize", True)):
+            return False
+        model = getattr(expert, "model", None)
+        encoder = getattr(model, "encoder", None)
+        return (type(encoder).__name__ == "TransformerEncoder"
+                and getattr(encoder, "layerdrop", 1.0) == 0.0
+                and hasattr(model, "cfg"))
+
+    def compile_encoder(self, mode: str = "default") -> bool:
+        """torch.compile the transformer (`contextualise`) as one graph with dynamic shapes.
+
+        The convolutional feature encoder before it stays eager: with symbolic lengths,
+        inductor (torch 2.11) fails on its stride order ("cannot determine truth value of
+        Relational"). False where the fast path is not taken and nothing was compiled.
+        """
+        if not self._fast_path():
+            return False
+        self._contextualise = torch.compile(self.contextualise, mode=mode)
+        return True
+
+    def frame_lengths(self, samples: list[int]) -> list[int]:
+        """Frames the feature encoder makes of each length (s3prl's conv length formula)."""
+        model = self.upstream.upstream.model
+        layers = eval(model.cfg.conv_feature_layers)  # noqa: S307 - s3prl stores it as code
+        out = []
+        for n in samples:
+            for _, kernel, stride in layers:
+                n = (n - kernel) // stride + 1
+            out.append(n)
+        return out
+
+    def encode(self, wavs: torch.Tensor, sample_lens: torch.Tensor,
+               frame_lens: torch.Tensor) -> torch.Tensor:
+        """Padded waveforms, their lengths in samples and in frames -> last hidden state.
+
+        Padding masks are always built, also where nothing is padded (s3prl skips them then; an
+        all-false mask changes no number).
+        """
+        features = self.conv_features(wavs, sample_lens)
+        if self._contextualise is not self.contextualise:
+            # compiled: one graph for all lengths, one per batch size (few: batches are sorted;
+            # inductor in torch 2.11 fails on a symbolic batch size, as on a symbolic sample count)
+            torch._dynamo.maybe_mark_dynamic(features, 2)
+            torch._dynamo.mark_static(features, 0)
+            torch._dynamo.mark_static(frame_lens, 0)
+        return self._contextualise(features, frame_lens)
+
+    def conv_features(self, wavs: torch.Tensor, sample_lens: torch.Tensor) -> torch.Tensor:
+        """The (normalised) waveforms through the convolutional feature encoder: (B, C, T)."""
+        expert = self.upstream.upstream
+        model = expert.model
+        valid = torch.arange(wavs.size(1), device=wavs.device)[None, :] < sample_lens[:, None]
+        wavs = wavs.float() * valid
+        if expert.wav_normalize:  # F.layer_norm over each clip's own samples, as a batch
+            count = sample_lens[:, None].to(wavs.dtype)
+            mean = wavs.sum(1, keepdim=True) / count
+            var = ((wavs - mean) * valid).pow(2).sum(1, keepdim=True) / count
+            wavs = (wavs - mean) * torch.rsqrt(var + 1e-5) * valid
+        # Wav2Vec2Model.forward(features_only=True, mask=False), up to the feature encoder
+        if model.feature_grad_mult > 0:
+            features = model.feature_extractor(wavs)
+            if model.feature_grad_mult != 1.0:
+                from s3prl.upstream.wav2vec2.wav2vec2_model import GradMultiply
+
+                features = GradMultiply.apply(features, model.feature_grad_mult)
+        else:
+            with torch.no_grad():
+                features = model.feature_extractor(wavs)
+        return features
+
+    def contextualise(self, features: torch.Tensor, frame_lens: torch.Tensor) -> torch.Tensor:
+        """Feature encoder output (B, C, T) -> the transformer's last hidden state (B, T', D).
+
+        No host syncs and no data-dependent branches: every shape follows from the inputs', so
+        one compiled graph (compile_encoder) serves every batch.
+        """
+        model = self.upstream.upstream.model
+        encoder = model.encoder
+        x = model.layer_norm(features.transpose(1, 2))
+        crop = x.size(1) % model.crop_seq_to_multiple
+        if crop:
+            x = x[:, :-crop]
+        padding = torch.arange(x.size(1), device=x.device)[None, :] >= frame_lens[:, None]
+        if model.post_extract_proj is not None:
+            x = model.post_extract_proj(x)
+        x = model.dropout_input(x)
+        # TransformerEncoder.forward -> extract_features, all layers
+        x = x.masked_fill(padding[..., None], 0)
+        if encoder.pos_conv is not None:
+            x = x + encoder.pos_conv(x.transpose(1, 2)).transpose(1, 2)
+        if not encoder.layer_norm_first:
+            x = encoder.layer_norm(x)
+        # s3prl pads the length to a multiple of required_seq_len_multiple here, masks the pad
+        # frames out of attention and cuts them off after the last layer: a speed trick for
+        # fp16 kernels that changes no valid frame's number, left out so the compiled graph
+        # does not branch on the length's parity
+        x = F.dropout(x, p=encoder.dropout, training=encoder.training)
+        x = x.transpose(0, 1)
+        for layer in encoder.layers:  # .forward: the hooks s3prl hangs on each layer stay out
+            x, _ = layer.forward(x, self_attn_padding_mask=padding, need_weights=False)
+        x = x.transpose(0, 1)
+        if encoder.layer_norm_first:
+            x = encoder.layer_norm(x)
+        return x
 
     def forward(self, input: torch.Tensor,
                 input_lengths: torch.Tensor) -> Tuple[torch.Tensor, torch.Tensor]:
         if not self._fast_path():
             return super().forward(input, input_lengths)
-        expert = self.upstream.upstream
         if input.dim() == 3:
             input = input.squeeze(-1)
         lengths = input_lengths.tolist()  # the one host sync
@@ -55,20 +166,15 @@ class Wav2Vec2S3prlFrontend(S3prlFrontend):
             longest = MIN_SAMPLES
         wavs = input[:, :longest]
         if wavs.size(1) < longest:
-            wavs = torch.nn.functional.pad(wavs, (0, longest - wavs.size(1)))
-        valid_len = torch.tensor(padded_lengths, device=input.device)
-        valid = torch.arange(longest, device=input.device)[None, :] < valid_len[:, None]
-        wavs = wavs.float() * valid
-        if expert.wav_normalize:  # F.layer_norm over each clip's own samples, as a batch
-            count = valid_len[:, None].to(wavs.dtype)
-            mean = wavs.sum(1, keepdim=True) / count
-            var = ((wavs - mean) * valid).pow(2).sum(1, keepdim=True) / count
-            wavs = (wavs - mean) * torch.rsqrt(var + 1e-5) * valid
-        try:
-            feats = expert.model.extract_features(wavs, ~valid)["x"]
-        finally:
-            expert._hook_hiddens.clear()  # s3prl's layer hooks fill this on every call
-        frames = -(-longest // STRIDE)  # len(range(0, longest, STRIDE)), as S3PRLUpstream
-        feats = self.upstream._match_length(feats, frames)
+            wavs = F.pad(wavs, (0, longest - wavs.size(1)))
+        frames = self.frame_lengths(padded_lengths)
+        # s3prl marks the last valid frame at index length - 1: a clip too short for one frame
+        # (length 0) wraps to the last frame and so keeps every frame unmasked
+        frames = [n if n > 0 else max(frames) for n in frames]
+        sample_lens = torch.tensor(padded_lengths, device=input.device)
+        frame_lens = torch.tensor(frames, device=input.device)
+        feats = self.encode(wavs, sample_lens, frame_lens)
+        expected = -(-longest // STRIDE)  # len(range(0, longest, STRIDE)), as S3PRLUpstream
+        feats = self.upstream._match_length(feats, expected)
         feats_lens = torch.div(input_lengths - 1, STRIDE, rounding_mode="floor") + 1
         return feats[:, : (max(lengths) - 1) // STRIDE + 1], feats_lens
