@@ -57,3 +57,56 @@ def test_other_uses_fall_back_to_espnet2(tiny_upstream: Path) -> None:
     assert not Wav2Vec2S3prlFrontend(fs="16k", frontend_conf=conf,
                                      multilayer_feature=True)._fast_path()
     assert not Wav2Vec2S3prlFrontend(fs="16k", frontend_conf={"upstream": "mel"})._fast_path()
+
+
+def test_cached_conv_features_are_the_computed_ones(tiny_upstream: Path) -> None:
+    ref, ours = _pair(tiny_upstream)
+    ours.cache_conv_features = True
+    for p in ours.upstream.upstream.model.feature_extractor.parameters():
+        p.requires_grad = False  # frozen, as the recipe's freeze_param makes it
+    lengths = [16000, 12345, 9000]
+    gen = torch.Generator().manual_seed(7)
+    batch = torch.zeros(3, 16000)
+    for b, n in enumerate(lengths):
+        batch[b, :n] = torch.randn(n, generator=gen) * 3000
+    lens = torch.tensor(lengths)
+    with torch.no_grad():
+        want, want_lens = ref(batch, lens)
+        ours.utt_ids = ["a", "b", "c"]
+        first, _ = ours(batch, lens)  # computes and fills the cache
+        assert sorted(ours._cache) == ["a", "b", "c"]
+        # the cache is what is read now: a changed feature encoder does not change the output
+        for p in ours.upstream.upstream.model.feature_extractor.parameters():
+            p.zero_()
+        second, _ = ours(batch, lens)
+        ours.utt_ids = None  # without ids (decoding), nothing is cached: the zeroed encoder shows
+        third, _ = ours(batch, lens)
+    for b, n in enumerate(want_lens.tolist()):
+        torch.testing.assert_close(first[b, :n], want[b, :n], rtol=1e-4, atol=1e-4)
+        torch.testing.assert_close(second[b, :n], want[b, :n], rtol=1e-4, atol=1e-4)
+    assert not torch.allclose(third, second, atol=1e-2)
+
+
+def test_conv_features_are_not_cached_while_the_encoder_trains(tiny_upstream: Path) -> None:
+    _, ours = _pair(tiny_upstream)
+    ours.cache_conv_features = True
+    ours.utt_ids = ["a"]
+    ours(torch.randn(1, 4000) * 3000, torch.tensor([4000]))
+    assert not ours._cache  # feature encoder parameters still require grad
+
+
+def test_encoder_compiles_as_one_graph_with_the_same_numbers(tiny_upstream: Path) -> None:
+    # aot_eager: dynamo's capture and AOT autograd without code generation, which is what a CPU
+    # test can check (the GPU runs inductor on the same graph; bench/train_throughput.py)
+    ref, ours = _pair(tiny_upstream)
+    assert ours.compile_encoder(mode=None, backend="aot_eager", fullgraph=True)  # no graph break
+    for lengths in ([16000, 12345, 9000], [12000, 11000, 5000], [7000, 7000, 7000]):
+        batch = torch.randn(len(lengths), max(lengths)) * 3000
+        lens = torch.tensor(lengths)
+        want, want_lens = ref(batch, lens)
+        got, got_lens = ours(batch, lens)
+        assert torch.equal(got_lens, want_lens)
+        for b, n in enumerate(want_lens.tolist()):
+            torch.testing.assert_close(got[b, :n], want[b, :n], rtol=1e-4, atol=1e-4)
+        (got.sum() - want.sum()).backward()  # the compiled graph's backward runs too
+    assert ours._contextualise is not ours.contextualise

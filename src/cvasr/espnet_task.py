@@ -96,7 +96,15 @@ class CTCWerASRModel(ESPnetASRModel):
         return loss_ctc, cer_ctc
 
     def forward(self, *args: Any, **kwargs: Any):
-        loss, stats, weight = super().forward(*args, **kwargs)
+        # espnet2's trainer passes the batch's utterance ids; the frontend may cache by them
+        cache_keyed = isinstance(self.frontend, Wav2Vec2S3prlFrontend)
+        if cache_keyed:
+            self.frontend.utt_ids = kwargs.get("utt_id")
+        try:
+            loss, stats, weight = super().forward(*args, **kwargs)
+        finally:
+            if cache_keyed:
+                self.frontend.utt_ids = None
         if self._last_wer_ctc is not None:
             # As espnet2 does for its own stats: a tensor, so DDP can average it across ranks.
             stats["wer_ctc"] = force_gatherable(self._last_wer_ctc, loss.device)
@@ -150,6 +158,11 @@ class SafeCheckpointTrainer(Trainer):
     def prepare_model(model: torch.nn.Module, options: CvasrTrainerOptions) -> None:
         """What the options change on the model before training starts."""
         if not getattr(options, "compile_upstream", False):
+            return
+        if getattr(options, "ngpu", 0) == 0:
+            # inductor's CPU code generation fails on this graph's symbolic lengths (torch 2.11),
+            # and on CPU compiling costs more than it saves
+            logging.info("compile_upstream: CPU training runs eager")
             return
         mode = getattr(options, "compile_mode", "default")
         frontend = getattr(model, "frontend", None)

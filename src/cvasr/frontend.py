@@ -14,7 +14,15 @@ the last layer only (what s3prl's hook on the encoder returns as the last hidden
 hooks and no data-dependent Python branches. That one function (`encode`) is also what
 `compile_upstream` compiles as a whole (`compile_encoder`). The numbers are those of espnet2's
 `S3prlFrontend` with `multilayer_feature: false` (tests/test_frontend.py compares the two); the
-modules and state_dict keys are the same, so checkpoints move freely between the two. Any other
+modules and state_dict keys are the same, so checkpoints move freely between the two.
+
+`cache_conv_features: true` keeps the frozen convolutional feature encoder's output of every
+training clip on the GPU, keyed by utterance id (the model passes the batch's ids in): with the
+encoder frozen and no waveform augmentation a clip's conv features are the same every epoch, and
+on an H200 they were about a quarter of the step's GPU time (bench/NOTES.md). Valid frames of a
+clip depend only on its own samples, so cached and recomputed features agree wherever they are
+not masked. It is off unless asked for, never used while the encoder is trained, and stops
+growing at `cache_max_gb`. Any other
 use (multi-layer features, a selected layer, layer drop, conformer or non-wav2vec 2.0 upstreams)
 falls back to espnet2's own path.
 """
@@ -36,9 +44,25 @@ STRIDE = 320
 class Wav2Vec2S3prlFrontend(S3prlFrontend):
     """S3prlFrontend whose last-layer path for s3prl's wav2vec 2.0 experts needs one host sync."""
 
-    def __init__(self, *args, **kwargs) -> None:
+    def __init__(self, *args, cache_conv_features: bool = False, cache_max_gb: float = 4.0,
+                 **kwargs) -> None:
         super().__init__(*args, **kwargs)
         self._contextualise = self.contextualise  # compiled by compile_encoder()
+        self.cache_conv_features = cache_conv_features
+        self.cache_max_bytes = int(cache_max_gb * 2**30)
+        self._cache: dict[str, torch.Tensor] = {}
+        self._cache_bytes = 0
+        #: the batch's utterance ids, set by the model around each forward (CTCWerASRModel)
+        self.utt_ids: list[str] | None = None
+
+    def _cacheable(self) -> bool:
+        """Conv features can be reused: asked for, ids given, encoder frozen and without dropout."""
+        if not (self.cache_conv_features and self.utt_ids is not None):
+            return False
+        model = self.upstream.upstream.model
+        encoder = model.feature_extractor
+        return (not any(p.requires_grad for p in encoder.parameters())
+                and not any(isinstance(m, torch.nn.Dropout) and m.p > 0 for m in encoder.modules()))
 
     def _fast_path(self) -> bool:
         expert = self.upstream.upstream
@@ -55,7 +79,8 @@ class Wav2Vec2S3prlFrontend(S3prlFrontend):
                 and getattr(encoder, "layerdrop", 1.0) == 0.0
                 and hasattr(model, "cfg"))
 
-    def compile_encoder(self, mode: str = "default") -> bool:
+    def compile_encoder(self, mode: str | None = "default", backend: str = "inductor",
+                        fullgraph: bool = False) -> bool:
         """torch.compile the transformer (`contextualise`) as one graph with dynamic shapes.
 
         The convolutional feature encoder before it stays eager: with symbolic lengths,
@@ -64,7 +89,8 @@ class Wav2Vec2S3prlFrontend(S3prlFrontend):
         """
         if not self._fast_path():
             return False
-        self._contextualise = torch.compile(self.contextualise, mode=mode)
+        self._contextualise = torch.compile(self.contextualise, mode=mode, backend=backend,
+                                            fullgraph=fullgraph)
         return True
 
     def frame_lengths(self, samples: list[int]) -> list[int]:
@@ -79,13 +105,16 @@ class Wav2Vec2S3prlFrontend(S3prlFrontend):
         return out
 
     def encode(self, wavs: torch.Tensor, sample_lens: torch.Tensor,
-               frame_lens: torch.Tensor) -> torch.Tensor:
+               frame_lens: torch.Tensor, frames: list[int] | None = None) -> torch.Tensor:
         """Padded waveforms, their lengths in samples and in frames -> last hidden state.
 
         Padding masks are always built, also where nothing is padded (s3prl skips them then; an
-        all-false mask changes no number).
+        all-false mask changes no number). `frames` (frame_lens on the host) enables the cache.
         """
-        features = self.conv_features(wavs, sample_lens)
+        if frames is not None and self._cacheable():
+            features = self.cached_conv_features(wavs, sample_lens, frames)
+        else:
+            features = self.conv_features(wavs, sample_lens)
         if self._contextualise is not self.contextualise:
             # compiled: one graph for all lengths, one per batch size (few: batches are sorted;
             # inductor in torch 2.11 fails on a symbolic batch size, as on a symbolic sample count)
@@ -115,6 +144,29 @@ class Wav2Vec2S3prlFrontend(S3prlFrontend):
         else:
             with torch.no_grad():
                 features = model.feature_extractor(wavs)
+        return features
+
+    def cached_conv_features(self, wavs: torch.Tensor, sample_lens: torch.Tensor,
+                             frames: list[int]) -> torch.Tensor:
+        """conv_features, read from the cache where every clip of the batch is in it."""
+        ids = self.utt_ids
+        if len(ids) != len(frames):
+            raise ValueError(f"{len(ids)} utterance ids for a batch of {len(frames)} clips")
+        hits = [self._cache.get(u) for u in ids]
+        if all(h is not None and h.size(1) == n for h, n in zip(hits, frames)):
+            total = max(frames)
+            out = hits[0].new_zeros(len(ids), hits[0].size(0), total)
+            for b, h in enumerate(hits):  # padding frames stay zero: they are masked later
+                out[b, :, : h.size(1)] = h
+            return out
+        features = self.conv_features(wavs, sample_lens)
+        for b, (u, n) in enumerate(zip(ids, frames)):
+            if self._cache_bytes >= self.cache_max_bytes:
+                break
+            if u not in self._cache:
+                clip = features[b, :, :n].detach().clone()
+                self._cache[u] = clip
+                self._cache_bytes += clip.numel() * clip.element_size()
         return features
 
     def contextualise(self, features: torch.Tensor, frame_lens: torch.Tensor) -> torch.Tensor:
@@ -173,7 +225,7 @@ class Wav2Vec2S3prlFrontend(S3prlFrontend):
         frames = [n if n > 0 else max(frames) for n in frames]
         sample_lens = torch.tensor(padded_lengths, device=input.device)
         frame_lens = torch.tensor(frames, device=input.device)
-        feats = self.encode(wavs, sample_lens, frame_lens)
+        feats = self.encode(wavs, sample_lens, frame_lens, frames)
         expected = -(-longest // STRIDE)  # len(range(0, longest, STRIDE)), as S3PRLUpstream
         feats = self.upstream._match_length(feats, expected)
         feats_lens = torch.div(input_lengths - 1, STRIDE, rounding_mode="floor") + 1
