@@ -175,6 +175,35 @@ def test_xlsr_config_trains_with_frozen_feature_encoder(prepared: dict[str, Path
     assert not torch.equal(trained[prefix + layer], initial[layer])  # trained
 
 
+def test_xlsr_speedups_leave_the_demo_loss_curve_unchanged(prepared: dict[str, Path],
+                                                          tiny_upstream: Path) -> None:
+    """The training-speed changes of bench/NOTES.md change no number that is learned: espnet2's
+    own s3prl frontend, ours, and ours reading the frozen conv features from its cache train to
+    the same per-epoch losses and validation CER on the demo corpus (CPU: deterministic)."""
+    work = prepared["work"]
+    resolved = work / "xlsr_curve.yaml"
+    resolve_config(XLSR_CONFIG, str(tiny_upstream), work / "dl", resolved)
+    conf = yaml.safe_load(resolved.read_text())
+    espnet2_own = dict(conf, frontend="s3prl")
+    espnet2_own["frontend_conf"] = {k: v for k, v in conf["frontend_conf"].items()
+                                    if k != "cache_conv_features"}
+    uncached = dict(conf, frontend_conf={**conf["frontend_conf"], "cache_conv_features": False})
+    assert conf["frontend_conf"]["cache_conv_features"] is True
+    collect_stats(prepared["dump"], prepared["tokens"], resolved, work / "stats_curve")
+    curves = {}
+    for name, variant in (("espnet2", espnet2_own), ("ours", uncached), ("cached", conf)):
+        config = work / f"xlsr_{name}.yaml"
+        config.write_text(yaml.safe_dump(variant))
+        exp = work / f"exp_curve_{name}"
+        train(prepared["dump"], prepared["tokens"], work / "stats_curve", config, exp,
+              extra_args=[*QUICK, "--max_epoch", "3", "--use_amp", "false"])
+        curves[name] = [v for r in epoch_results(exp / "train.log")
+                        for v in (r["loss_ctc"], r["cer_ctc"])]
+    assert len(curves["espnet2"]) == 2 * 3
+    assert curves["ours"] == pytest.approx(curves["espnet2"], rel=1e-4)
+    assert curves["cached"] == pytest.approx(curves["ours"], rel=1e-4)
+
+
 def test_bad_configs_fail_with_one_clear_line(tmp_path: Path, tiny_upstream: Path,
                                               prepared: dict[str, Path]) -> None:
     conf = yaml.safe_load(DEMO_CONFIG.read_text())

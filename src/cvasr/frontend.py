@@ -191,15 +191,20 @@ class Wav2Vec2S3prlFrontend(S3prlFrontend):
             x = x + encoder.pos_conv(x.transpose(1, 2)).transpose(1, 2)
         if not encoder.layer_norm_first:
             x = encoder.layer_norm(x)
-        # s3prl pads the length to a multiple of required_seq_len_multiple here, masks the pad
-        # frames out of attention and cuts them off after the last layer: a speed trick for
-        # fp16 kernels that changes no valid frame's number, left out so the compiled graph
-        # does not branch on the length's parity
+        # s3prl pads the length to a multiple of required_seq_len_multiple, masks the pad frames
+        # out of attention and cuts them off after the last layer; kept, although no valid
+        # frame's number depends on it, because dropout draws its masks over the padded length
+        pad_length = -x.size(1) % encoder.required_seq_len_multiple
+        if pad_length:
+            x = F.pad(x, (0, 0, 0, pad_length))
+            padding = F.pad(padding, (0, pad_length), value=True)
         x = F.dropout(x, p=encoder.dropout, training=encoder.training)
         x = x.transpose(0, 1)
         for layer in encoder.layers:  # .forward: the hooks s3prl hangs on each layer stay out
             x, _ = layer.forward(x, self_attn_padding_mask=padding, need_weights=False)
         x = x.transpose(0, 1)
+        if pad_length:
+            x = x[:, :-pad_length]
         if encoder.layer_norm_first:
             x = encoder.layer_norm(x)
         return x
