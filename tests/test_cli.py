@@ -61,3 +61,19 @@ def test_score_applies_the_same_normaliser_to_both_sides(tmp_path: Path,
                  "--lang", "as"]) == 0
     assert capsys.readouterr().out.strip() == \
         "| Sum/Avg|    2      4 |100.0    0.0    0.0    0.0    0.0    0.0 |"
+
+
+def test_decode_nj_sets_cpu_threads(tmp_path: Path, capsys: pytest.CaptureFixture[str]) -> None:
+    import torch
+
+    before = torch.get_num_threads()
+    line = ["decode", "--model", str(tmp_path), "--data-dir", str(tmp_path), "--out", str(tmp_path)]
+    try:
+        # No model here, so decoding stops at loading it: after --nj took effect.
+        assert main([*line, "--nj", "3"]) == 1
+        assert "no trained model" in capsys.readouterr().err
+        assert torch.get_num_threads() == 3
+    finally:
+        torch.set_num_threads(before)
+    assert main([*line, "--nj", "0"]) == 1
+    assert capsys.readouterr().err.strip() == "cvasr decode: error: --nj must be at least 1, got 0"

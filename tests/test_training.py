@@ -241,6 +241,10 @@ def test_decode_and_transcribe_with_the_trained_model(demo_exp: Path, prepared: 
     hyps = read_table(out)
     assert set(hyps) == set(read_table(prepared["dump"] / "test" / "text"))
     assert set(read_table(tmp_path / "greedy" / "score")) == set(hyps)
+    tokens = read_table(tmp_path / "greedy" / "token")
+    token_scores = read_table(tmp_path / "greedy" / "token_score")
+    assert set(tokens) == set(token_scores) == set(hyps)
+    assert all(len(tokens[u].split()) == len(token_scores[u].split()) for u in hyps)
     # Batching and sorting do not change a hypothesis.
     one_by_one = decode_data_dir(decoder, prepared["dump"] / "test", tmp_path / "b1", batch_size=1)
     assert read_table(one_by_one) == hyps

@@ -234,7 +234,7 @@ stage5() {
     for split in dev test; do
         local out=${asr_exp}/${tag}/${split}
         cvasr decode --model "$asr_exp" --config "$decode_config" --data-dir "${work_dir}/dump/${split}" \
-            --out "$out" --device "$device"
+            --out "$out" --device "$device" --nj "$nj"
         for unit in word char; do
             local name=wer
             [ "$unit" = char ] && name=cer

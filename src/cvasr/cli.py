@@ -94,8 +94,15 @@ def _validate_data_dir(args: argparse.Namespace) -> int:
 
 
 def _decode_options(args: argparse.Namespace) -> None:
-    """Fill --beam/--batch-size from --config (a decode YAML) where not given on the line."""
+    """Fill --beam/--batch-size from --config (a decode YAML) where not given on the line; set
+    the CPU threads from --nj."""
+    import torch
     import yaml
+
+    if args.nj is not None:
+        if args.nj < 1:
+            raise ValueError(f"--nj must be at least 1, got {args.nj}")
+        torch.set_num_threads(args.nj)
 
     conf = yaml.safe_load(args.config.read_text(encoding="utf-8")) if args.config else {}
     unknown = set(conf or {}) - {"beam_size", "batch_size"}
@@ -304,10 +311,15 @@ def build_parser() -> argparse.ArgumentParser:
         p.add_argument("--beam", type=int, default=None,
                        help="1: greedy; more: prefix beam search (default: config, else 1)")
         p.add_argument("--device", default=None, help="cpu or cuda (default: cuda if present)")
+        p.add_argument("--nj", type=int, default=None,
+                       help="CPU threads of the model's forward pass (torch intra-op threads of "
+                            "this one process; default: torch's, one per physical core); on GPU "
+                            "it makes no difference")
 
     p = add("decode", _decode,
             "Decode a dumped data dir with a trained model (batched, length-sorted CTC) into "
-            "OUT/text and OUT/score.")
+            "Kaldi-style OUT/text, OUT/score, OUT/token and OUT/token_score (per-token "
+            "log-probabilities of the best alignment).")
     add_decoding(p)
     p.add_argument("--data-dir", type=Path, required=True, help="e.g. dump/test")
     p.add_argument("--out", type=Path, required=True, help="decode folder")

@@ -2,7 +2,8 @@
 
 Utterances are decoded in batches sorted by length (little padding), on the GPU when there is
 one. The model takes audio exactly as training gave it: 16 kHz mono int16 samples (the dump's
-format), so `transcribe` converts any input file the way stage 2 does.
+format), so `transcribe` converts any input file the way stage 2 does. Each hypothesis also
+carries per-token scores from the best CTC alignment of its labelling, for confidence filtering.
 """
 
 from __future__ import annotations
@@ -37,11 +38,75 @@ def join_tokens(tokens: Sequence[str]) -> str:
     return " ".join(text.split())
 
 
+def ctc_viterbi_token_scores(logp: np.ndarray, ids: Sequence[int], blank: int = 0) -> list[float]:
+    """Each token's log-probability in the best (Viterbi) CTC alignment of the labelling `ids`.
+
+    logp is (frames, vocab) log-posteriors. The alignment uses the standard CTC topology (blanks
+    optional between labels, mandatory between two equal consecutive ones); a token's score is
+    the sum of logp over the frames aligned to it, blank frames count for no token. Defined on
+    the final labelling alone, so greedy and beam search hypotheses get comparable scores.
+    """
+    logp = np.asarray(logp, dtype=np.float64)
+    ids = [int(i) for i in ids]
+    if blank in ids:
+        raise ValueError(f"a CTC labelling cannot hold the blank ({blank}): {ids}")
+    n_frames = logp.shape[0]
+    needed = len(ids) + sum(a == b for a, b in zip(ids, ids[1:]))
+    if needed > n_frames:
+        raise ValueError(f"a labelling of {len(ids)} tokens ({needed - len(ids)} repeat(s) that "
+                         f"need a blank in between) needs {needed} frames; logp has {n_frames}")
+    if not ids:
+        return []
+    # States: blank, ids[0], blank, ids[1], ..., blank. Odd states are tokens.
+    states = np.full(2 * len(ids) + 1, blank)
+    states[1::2] = ids
+    n_states = len(states)
+    # s-2 -> s skips a blank: only into a token that differs from the token before that blank.
+    can_skip = np.zeros(n_states, dtype=bool)
+    can_skip[3::2] = np.array(ids[1:]) != np.array(ids[:-1])
+    best = np.full(n_states, -np.inf)
+    best[:2] = logp[0, states[:2]]
+    step = np.zeros((n_frames, n_states), dtype=np.int8)  # how far back each state came from
+    for t in range(1, n_frames):
+        came = np.full((3, n_states), -np.inf)  # from s, s-1, s-2
+        came[0] = best
+        came[1, 1:] = best[:-1]
+        came[2, 2:] = np.where(can_skip[2:], best[:-2], -np.inf)
+        step[t] = came.argmax(axis=0)
+        best = came.max(axis=0) + logp[t, states]
+    # The path ends in the last token or in the blank after it.
+    state = n_states - 1 if best[-1] >= best[-2] else n_states - 2
+    scores = np.zeros(len(ids))
+    for t in range(n_frames - 1, -1, -1):
+        if state % 2:
+            scores[state // 2] += logp[t, states[state]]
+        state -= int(step[t, state])
+    return scores.tolist()
+
+
+def greedy_token_scores(best: np.ndarray, path: Sequence[int], blank: int = 0) -> list[float]:
+    """ctc_viterbi_token_scores of a greedy labelling, read off its own path in one pass.
+
+    The greedy path is the best alignment of the labelling it collapses to, so each token's
+    score is the sum of `best` (the path's per-frame log-probabilities) over its run of frames.
+    """
+    scores: list[float] = []
+    previous = blank
+    for logp, label in zip(np.asarray(best, dtype=np.float64).tolist(), path):
+        if label != blank:
+            if label != previous:
+                scores.append(0.0)
+            scores[-1] += logp
+        previous = label
+    return scores
+
+
 @dataclass
 class Hypothesis:
     text: str
     score: float  # log-probability of the chosen labelling (greedy: of the best path)
     tokens: list[str]
+    token_scores: list[float]  # per token: see ctc_viterbi_token_scores
 
 
 class CTCDecoder:
@@ -68,11 +133,14 @@ class CTCDecoder:
 
             self.sentencepiece = spm.SentencePieceProcessor(model_file=str(args.bpemodel))
 
-    def _text(self, ids: Sequence[int]) -> tuple[str, list[str]]:
+    def _hypothesis(self, ids: Sequence[int], score: float,
+                    token_scores: list[float]) -> Hypothesis:
         tokens = [self.token_list[i] for i in ids]
         if self.sentencepiece is not None:
-            return self.sentencepiece.decode_pieces(tokens), tokens
-        return join_tokens(tokens), tokens
+            text = self.sentencepiece.decode_pieces(tokens)
+        else:
+            text = join_tokens(tokens)
+        return Hypothesis(text, score, tokens, token_scores)
 
     @torch.no_grad()
     def log_probs(self, wavs: Sequence[np.ndarray]) -> list[torch.Tensor]:
@@ -90,8 +158,9 @@ class CTCDecoder:
 
     def greedy(self, logp: torch.Tensor) -> Hypothesis:
         best, ids = logp.max(dim=-1)
-        text, tokens = self._text(collapse_ctc(ids.tolist(), self.blank))
-        return Hypothesis(text, float(best.sum()), tokens)
+        path = ids.tolist()
+        return self._hypothesis(collapse_ctc(path, self.blank), float(best.sum()),
+                                greedy_token_scores(best.numpy(), path, self.blank))
 
     def beam_search(self, logp: torch.Tensor, beam: int = 10) -> Hypothesis:
         """CTC prefix beam search: prefixes scored by summing over all their alignments."""
@@ -121,8 +190,8 @@ class CTCDecoder:
             beams = dict(sorted(((k, (v[0], v[1])) for k, v in nxt.items()),
                                 key=lambda kv: -np.logaddexp(*kv[1]))[:beam])
         prefix, (pb, pnb) = max(beams.items(), key=lambda kv: np.logaddexp(*kv[1]))
-        text, tokens = self._text(prefix)
-        return Hypothesis(text, float(np.logaddexp(pb, pnb)), tokens)
+        return self._hypothesis(prefix, float(np.logaddexp(pb, pnb)),
+                                ctc_viterbi_token_scores(logp.numpy(), prefix, self.blank))
 
     def decode(self, wavs: Sequence[np.ndarray], batch_size: int = 8,
                beam: int = 1) -> list[Hypothesis]:
@@ -138,7 +207,12 @@ class CTCDecoder:
 
 def decode_data_dir(decoder: CTCDecoder, data_dir: Path, out_dir: Path, batch_size: int = 8,
                     beam: int = 1) -> Path:
-    """Decode a dumped data dir into out_dir/text (Kaldi style) and out_dir/score."""
+    """Decode a dumped data dir into Kaldi-style tables in out_dir, one line an utterance:
+
+    text: the hypothesis; score: its log-probability; token: its tokens (char mode writes
+    `<space>` for a word break); token_score: one log-probability per token (see
+    ctc_viterbi_token_scores), for confidence filtering of pseudo-labels and the like.
+    """
     import kaldiio
 
     data_dir, out_dir = Path(data_dir), Path(out_dir)
@@ -155,6 +229,11 @@ def decode_data_dir(decoder: CTCDecoder, data_dir: Path, out_dir: Path, batch_si
                                           for i in order), encoding="utf-8")
     (out_dir / "score").write_text("".join(f"{utts[i]} {hyps[i].score:.4f}\n" for i in order),
                                    encoding="utf-8")
+    (out_dir / "token").write_text("".join(" ".join([utts[i], *hyps[i].tokens]) + "\n"
+                                           for i in order), encoding="utf-8")
+    (out_dir / "token_score").write_text(
+        "".join(" ".join([utts[i], *(f"{s:.4f}" for s in hyps[i].token_scores)]) + "\n"
+                for i in order), encoding="utf-8")
     return out_dir / "text"
 
 
