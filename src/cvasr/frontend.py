@@ -11,10 +11,13 @@ This frontend reads the lengths to the host once and computes every mask from th
 side of the shapes, then runs the model's own modules in the order s3prl's
 `Wav2Vec2Model.forward(features_only=True)` and `TransformerEncoder.forward` run them, asking for
 the last layer only (what s3prl's hook on the encoder returns as the last hidden state), with no
-hooks and no data-dependent Python branches. That one function (`encode`) is also what
-`compile_upstream` compiles as a whole (`compile_encoder`). The numbers are those of espnet2's
-`S3prlFrontend` with `multilayer_feature: false` (tests/test_frontend.py compares the two); the
-modules and state_dict keys are the same, so checkpoints move freely between the two.
+hooks and no data-dependent Python branches: `conv_features` (the convolutional feature
+encoder) then `contextualise` (the transformer), which `compile_upstream` compiles as one graph
+(`compile_encoder`). The numbers are those of espnet2's `S3prlFrontend` with
+`multilayer_feature: false`, dropout masks included (tests/test_frontend.py and the demo
+loss-curve test in tests/test_training.py compare the two); the modules and state_dict keys are
+the same, so checkpoints move freely between the two. Any other use (multi-layer features, a
+selected layer, layer drop, conformer or non-wav2vec 2.0 upstreams) falls back to espnet2's path.
 
 `cache_conv_features: true` keeps the frozen convolutional feature encoder's output of every
 training clip on the GPU, keyed by utterance id (the model passes the batch's ids in): with the
@@ -22,9 +25,8 @@ encoder frozen and no waveform augmentation a clip's conv features are the same 
 on an H200 they were about a quarter of the step's GPU time (bench/NOTES.md). Valid frames of a
 clip depend only on its own samples, so cached and recomputed features agree wherever they are
 not masked. It is off unless asked for, never used while the encoder is trained, and stops
-growing at `cache_max_gb`. Any other
-use (multi-layer features, a selected layer, layer drop, conformer or non-wav2vec 2.0 upstreams)
-falls back to espnet2's own path.
+growing at `cache_max_gb`. Waveform augmentation that keeps utterance ids (espnet2's rir_scp or
+noise_scp) must not be combined with it; speed perturbation makes new ids and is fine.
 """
 
 from __future__ import annotations
@@ -155,7 +157,9 @@ class Wav2Vec2S3prlFrontend(S3prlFrontend):
         hits = [self._cache.get(u) for u in ids]
         if all(h is not None and h.size(1) == n for h, n in zip(hits, frames)):
             total = max(frames)
-            out = hits[0].new_zeros(len(ids), hits[0].size(0), total)
+            # (B, C, T) laid out as (B, T, C), as the encoder's last transpose leaves it: the
+            # transformer's transpose is then free, and a compiled graph sees one layout
+            out = hits[0].new_zeros(len(ids), total, hits[0].size(0)).transpose(1, 2)
             for b, h in enumerate(hits):  # padding frames stay zero: they are masked later
                 out[b, :, : h.size(1)] = h
             return out
