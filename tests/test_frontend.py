@@ -110,3 +110,16 @@ def test_encoder_compiles_as_one_graph_with_the_same_numbers(tiny_upstream: Path
             torch.testing.assert_close(got[b, :n], want[b, :n], rtol=1e-4, atol=1e-4)
         (got.sum() - want.sum()).backward()  # the compiled graph's backward runs too
     assert ours._contextualise is not ours.contextualise
+
+
+def test_conv_feature_cache_stops_growing_at_its_limit(tiny_upstream: Path) -> None:
+    _, ours = _pair(tiny_upstream)
+    for p in ours.upstream.upstream.model.feature_extractor.parameters():
+        p.requires_grad = False
+    ours.cache_conv_features = True
+    ours.cache_max_bytes = 1  # room for the first clip only: the check comes before each insert
+    ours.utt_ids = ["a", "b"]
+    with torch.no_grad():
+        ours(torch.randn(2, 8000) * 3000, torch.tensor([8000, 6000]))
+    assert list(ours._cache) == ["a"]
+    assert ours._cache_bytes == ours._cache["a"].numel() * ours._cache["a"].element_size()
