@@ -34,3 +34,34 @@ def test_train_throughput_smoke_run_writes_comparable_rows(tmp_path: Path) -> No
     assert [e["loss_ctc"] for e in rows["ours_7"]["epochs"]] == pytest.approx(
         [e["loss_ctc"] for e in rows["ours_6"]["epochs"]], rel=1e-5)
     assert "(b) + frozen conv features cached (= committed config)" in run.stdout
+
+
+def _load(name: str):
+    import importlib.util
+
+    spec = importlib.util.spec_from_file_location(name, REPO / "bench" / f"{name}.py")
+    module = importlib.util.module_from_spec(spec)
+    spec.loader.exec_module(module)
+    return module
+
+
+def test_allreduce_bus_bandwidth_is_nccl_tests_definition() -> None:
+    bus_bandwidth = _load("allreduce").bus_bandwidth
+    assert bus_bandwidth(10**9, 1.0, 2) == pytest.approx(1.0)   # 2 ranks: each byte crosses once
+    assert bus_bandwidth(10**9, 2.0, 4) == pytest.approx(0.75)  # 2 (n-1)/n of the data, per second
+
+
+@pytest.mark.slow
+def test_allreduce_smoke_run_on_two_cpu_ranks(tmp_path: Path) -> None:
+    out = tmp_path / "allreduce.json"
+    run = subprocess.run(
+        [sys.executable, "-m", "torch.distributed.run", "--nproc-per-node", "2",
+         str(REPO / "bench" / "allreduce.py"), "--device", "cpu", "--sizes-m", "0.5",
+         "--iters", "2", "--out", str(out)],
+        capture_output=True, text=True, timeout=300)
+    assert run.returncode == 0, run.stderr[-2000:]
+    result = json.loads(out.read_text())
+    assert result["world_size"] == 2 and result["backend"] == "gloo"
+    assert [(r["elements_m"], r["dtype"]) for r in result["rows"]] == [
+        (0.5, "float32"), (0.5, "bfloat16")]
+    assert all(r["seconds"] > 0 and r["bus_gb_per_s"] > 0 for r in result["rows"])
