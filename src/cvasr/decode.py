@@ -22,14 +22,22 @@ import torch
 MODEL_FILES = ("valid.cer_ctc.ave.pth", "valid.cer_ctc.best.pth", "latest.pth")
 
 
+def ctc_runs(ids: Sequence[int], blank: int = 0) -> list[tuple[int, int, int]]:
+    """The tokens a CTC path emits, as (label, first frame, end frame) of each one's run:
+    repeats merged, then blanks (and negative padding ids) dropped."""
+    runs: list[tuple[int, int, int]] = []
+    start = 0
+    for t in range(1, len(ids) + 1):
+        if t == len(ids) or ids[t] != ids[start]:
+            if ids[start] != blank and ids[start] >= 0:
+                runs.append((ids[start], start, t))
+            start = t
+    return runs
+
+
 def collapse_ctc(ids: Sequence[int], blank: int = 0) -> list[int]:
     """A CTC path's labelling: repeats merged, then blanks (and negative padding ids) dropped."""
-    out, previous = [], None
-    for i in ids:
-        if i != previous and i != blank and i >= 0:
-            out.append(i)
-        previous = i
-    return out
+    return [label for label, _, _ in ctc_runs(ids, blank)]
 
 
 def join_tokens(tokens: Sequence[str]) -> str:
@@ -82,23 +90,6 @@ def ctc_viterbi_token_scores(logp: np.ndarray, ids: Sequence[int], blank: int = 
             scores[state // 2] += logp[t, states[state]]
         state -= int(step[t, state])
     return scores.tolist()
-
-
-def greedy_token_scores(best: np.ndarray, path: Sequence[int], blank: int = 0) -> list[float]:
-    """ctc_viterbi_token_scores of a greedy labelling, read off its own path in one pass.
-
-    The greedy path is the best alignment of the labelling it collapses to, so each token's
-    score is the sum of `best` (the path's per-frame log-probabilities) over its run of frames.
-    """
-    scores: list[float] = []
-    previous = blank
-    for logp, label in zip(np.asarray(best, dtype=np.float64).tolist(), path):
-        if label != blank:
-            if label != previous:
-                scores.append(0.0)
-            scores[-1] += logp
-        previous = label
-    return scores
 
 
 @dataclass
@@ -158,9 +149,12 @@ class CTCDecoder:
 
     def greedy(self, logp: torch.Tensor) -> Hypothesis:
         best, ids = logp.max(dim=-1)
-        path = ids.tolist()
-        return self._hypothesis(collapse_ctc(path, self.blank), float(best.sum()),
-                                greedy_token_scores(best.numpy(), path, self.blank))
+        runs = ctc_runs(ids.tolist(), self.blank)
+        # the greedy path is the best alignment of the labelling it collapses to, so each token's
+        # score (as ctc_viterbi_token_scores defines it) is read off the path: its run's frames
+        frame_logp = best.double().numpy()
+        return self._hypothesis([label for label, _, _ in runs], float(best.sum()),
+                                [float(frame_logp[a:b].sum()) for _, a, b in runs])
 
     def beam_search(self, logp: torch.Tensor, beam: int = 10) -> Hypothesis:
         """CTC prefix beam search: prefixes scored by summing over all their alignments."""
