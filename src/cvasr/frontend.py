@@ -95,17 +95,6 @@ class Wav2Vec2S3prlFrontend(S3prlFrontend):
                                             fullgraph=fullgraph)
         return True
 
-    def frame_lengths(self, samples: list[int]) -> list[int]:
-        """Frames the feature encoder makes of each length (s3prl's conv length formula)."""
-        model = self.upstream.upstream.model
-        layers = eval(model.cfg.conv_feature_layers)  # noqa: S307 - s3prl stores it as code
-        out = []
-        for n in samples:
-            for _, kernel, stride in layers:
-                n = (n - kernel) // stride + 1
-            out.append(n)
-        return out
-
     def encode(self, wavs: torch.Tensor, sample_lens: torch.Tensor,
                frame_lens: torch.Tensor, frames: list[int] | None = None) -> torch.Tensor:
         """Padded waveforms, their lengths in samples and in frames -> last hidden state.
@@ -228,7 +217,9 @@ class Wav2Vec2S3prlFrontend(S3prlFrontend):
         wavs = input[:, :longest]
         if wavs.size(1) < longest:
             wavs = F.pad(wavs, (0, longest - wavs.size(1)))
-        frames = self.frame_lengths(padded_lengths)
+        # s3prl's own conv length formula, on the host: the lengths are already here
+        frames = self.upstream.upstream.model._get_feat_extract_output_lengths(
+            torch.tensor(padded_lengths)).tolist()
         # s3prl marks the last valid frame at index length - 1: a clip too short for one frame
         # (length 0) wraps to the last frame and so keeps every frame unmasked
         frames = [n if n > 0 else max(frames) for n in frames]
