@@ -368,6 +368,45 @@ def profile_epoch(out: Path, args, train_one_epoch, iter_factory, reporter) -> N
     with torch_profile(activities=activities, schedule=schedule(wait=2, warmup=2, active=3),
                        on_trace_ready=export) as prof, reporter.observe("train") as sub:
         train_one_epoch(stepping(iter_factory.build_iter(epoch + 1), prof), sub)
+    if args.device == "cuda":
+        reporter.set_epoch(epoch + 2)
+        with reporter.observe("train") as sub:
+            sync_report(out.with_suffix(".syncs.txt"),
+                        lambda steps: train_one_epoch(steps, sub), iter_factory.build_iter(epoch + 2))
+
+
+def sync_report(out: Path, train_steps, iterator, steps: int = 8) -> None:
+    """Where the training step makes the CPU wait for the GPU: torch's sync debug mode on for
+    `steps` steps, each warning's Python call site (outside torch) counted, per step."""
+    import collections
+    import itertools
+    import traceback
+    import warnings
+
+    import torch
+
+    sites: collections.Counter[str] = collections.Counter()
+
+    def record(message, category, filename, lineno, file=None, line=None) -> None:
+        frames = [f for f in traceback.extract_stack()[:-1]
+                  if f"{os.sep}torch{os.sep}" not in f.filename and "warnings" not in f.filename]
+        where = " <- ".join(f"{'/'.join(Path(f.filename).parts[-2:])}:{f.lineno} {f.name}"
+                            for f in reversed(frames[-4:]))
+        sites[f"{str(message).splitlines()[0][:60]} | {where}"] += 1
+
+    with warnings.catch_warnings():
+        warnings.simplefilter("always")
+        warnings.showwarning = record
+        torch.cuda.set_sync_debug_mode("warn")
+        try:
+            train_steps(itertools.islice(iterator, steps))
+            torch.cuda.synchronize()
+        finally:
+            torch.cuda.set_sync_debug_mode("default")
+    lines = [f"host-device syncs per training step (over {steps} steps), by call site"]
+    lines += [f"{n / steps:7.2f}  {site}" for site, n in sites.most_common()]
+    out.write_text("\n".join(lines) + "\n")
+    print("\n".join(lines[:25]), flush=True)
 
 
 # ---------------------------------------------------------------- report
@@ -411,6 +450,8 @@ def main() -> int:
     parser.add_argument("--profile", type=Path, default=None,
                         help="profile one more epoch of the last of our runs: op tables to this "
                              "file, a Chrome trace of 3 steps next to it")
+    parser.add_argument("--profile-row", default=None,
+                        help="which of our rows --profile profiles (default: the last)")
     parser.add_argument("--try", dest="tries", action="append", default=[], metavar="LABEL=OPTS",
                         help="an extra row after STEPS: espnet2 options over the committed config "
                              "(exploration; the speedup is always the committed config's)")
@@ -484,7 +525,8 @@ def main() -> int:
     for j, spec in enumerate(args.tries, 1):
         label, _, opts = spec.partition("=")
         rows.append((f"try_{j}", label, opts.split()))
-    for k, (name, label, extra) in enumerate(rows):
+    profiled = args.profile_row or (rows[-1][0] if rows else None)
+    for name, label, extra in rows:
         def timed(r: dict, name=name, label=label) -> None:
             steps = math.ceil(args.clips / r["batch_size"]) / r["accum_grad"]
             runs[name] = summarise(r, audio_per_epoch, args.warmup_epochs, flops, peak, steps)
@@ -494,7 +536,7 @@ def main() -> int:
 
         try:
             run_espnet2(paths, resolved, extra, args, on_timed=timed,
-                        profile=args.profile if k == len(rows) - 1 else None)
+                        profile=args.profile if name == profiled else None)
         except Exception as err:  # noqa: BLE001
             failed[name] = f"{type(err).__name__}: {err}"
             print(f"{name} FAILED: {failed[name]}", flush=True)
