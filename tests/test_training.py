@@ -178,20 +178,24 @@ def test_xlsr_config_trains_with_frozen_feature_encoder(prepared: dict[str, Path
 def test_xlsr_speedups_leave_the_demo_loss_curve_unchanged(prepared: dict[str, Path],
                                                           tiny_upstream: Path) -> None:
     """The training-speed changes of bench/NOTES.md change no number that is learned: espnet2's
-    own s3prl frontend, ours, and ours reading the frozen conv features from its cache train to
+    own s3prl frontend and training loop, our frontend, ours reading the frozen conv features
+    from its cache, and that with the sync-free training loop (the committed config) train to
     the same per-epoch losses and validation CER on the demo corpus (CPU: deterministic)."""
     work = prepared["work"]
     resolved = work / "xlsr_curve.yaml"
     resolve_config(XLSR_CONFIG, str(tiny_upstream), work / "dl", resolved)
     conf = yaml.safe_load(resolved.read_text())
-    espnet2_own = dict(conf, frontend="s3prl")
+    assert conf["frontend_conf"]["cache_conv_features"] is True and conf["sync_free_step"] is True
+    espnet2_loop = dict(conf, sync_free_step=False)
+    espnet2_own = dict(espnet2_loop, frontend="s3prl")
     espnet2_own["frontend_conf"] = {k: v for k, v in conf["frontend_conf"].items()
                                     if k != "cache_conv_features"}
-    uncached = dict(conf, frontend_conf={**conf["frontend_conf"], "cache_conv_features": False})
-    assert conf["frontend_conf"]["cache_conv_features"] is True
+    uncached = dict(espnet2_loop,
+                    frontend_conf={**conf["frontend_conf"], "cache_conv_features": False})
     collect_stats(prepared["dump"], prepared["tokens"], resolved, work / "stats_curve")
     curves = {}
-    for name, variant in (("espnet2", espnet2_own), ("ours", uncached), ("cached", conf)):
+    for name, variant in (("espnet2", espnet2_own), ("ours", uncached), ("cached", espnet2_loop),
+                          ("sync_free", conf)):
         config = work / f"xlsr_{name}.yaml"
         config.write_text(yaml.safe_dump(variant))
         exp = work / f"exp_curve_{name}"
@@ -202,6 +206,7 @@ def test_xlsr_speedups_leave_the_demo_loss_curve_unchanged(prepared: dict[str, P
     assert len(curves["espnet2"]) == 2 * 3
     assert curves["ours"] == pytest.approx(curves["espnet2"], rel=1e-4)
     assert curves["cached"] == pytest.approx(curves["ours"], rel=1e-4)
+    assert curves["sync_free"] == pytest.approx(curves["cached"], rel=1e-6)
 
 
 def test_bad_configs_fail_with_one_clear_line(tmp_path: Path, tiny_upstream: Path,

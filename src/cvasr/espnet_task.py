@@ -37,6 +37,7 @@ from espnet2.train.trainer import Trainer, TrainerOptions
 from espnet2.utils.build_dataclass import build_dataclass
 from espnet2.utils.types import str2bool
 
+from cvasr import sync_free_step
 from cvasr.decode import collapse_ctc, join_tokens
 from cvasr.frontend import Wav2Vec2S3prlFrontend
 from cvasr.regional_compile import compile_encoder_layers
@@ -71,6 +72,17 @@ class CTCWerASRModel(ESPnetASRModel):
     """
 
     _last_wer_ctc: Optional[float] = None
+
+    @property
+    def takes_host_lengths(self) -> bool:
+        """Whether forward() may get its `*_lengths` tensors on the host with the data on the GPU
+        (`sync_free_step`): so for the path checked to read them there without a sync, our
+        wav2vec 2.0 frontend, no normalisation, the identity encoder and CTC alone."""
+        return (isinstance(self.frontend, Wav2Vec2S3prlFrontend) and self.frontend._fast_path()
+                and isinstance(self.encoder, IdentityEncoder) and self.normalize is None
+                and self.preencoder is None and self.postencoder is None
+                and self.ctc_weight == 1.0 and self.interctc_weight == 0.0
+                and not self.use_transducer_decoder)
 
     def _extract_feats(self, speech: torch.Tensor, speech_lengths: torch.Tensor):
         if not torch.is_floating_point(speech):
@@ -132,6 +144,7 @@ class CvasrTrainerOptions(TrainerOptions):
     compile_upstream: bool = False
     compile_mode: str = "default"
     compile_scope: str = "encoder"
+    sync_free_step: bool = False
 
 
 class SafeCheckpointTrainer(Trainer):
@@ -149,6 +162,11 @@ class SafeCheckpointTrainer(Trainer):
         parser.add_argument("--compile_scope", default="encoder", choices=("encoder", "layers"),
                             help="what --compile_upstream compiles: the wav2vec2_s3prl encoder "
                                  "as one graph, or each transformer layer")
+
+        parser.add_argument("--sync_free_step", type=str2bool, default=False,
+                            help="train with a loop that issues each step without waiting for "
+                                 "the GPU (cvasr.sync_free_step); one process only, else "
+                                 "espnet2's loop runs")
 
     @classmethod
     def build_options(cls, args: argparse.Namespace) -> CvasrTrainerOptions:
@@ -175,6 +193,25 @@ class SafeCheckpointTrainer(Trainer):
             raise ValueError(f"compile_mode {mode!r} needs frontend: wav2vec2_s3prl on its "
                              "fast path; the per-layer compile only runs mode 'default'")
         compile_encoder_layers(model)
+
+    @classmethod
+    def train_one_epoch(cls, model, iterator, optimizers, schedulers, scaler, reporter,
+                        summary_writer, options, distributed_option) -> bool:
+        """espnet2's loop, or with `sync_free_step` the same step without host syncs."""
+        if getattr(options, "sync_free_step", False):
+            from espnet2.train.trainer import autocast_args
+
+            dtype = autocast_args.get("dtype")
+            why = sync_free_step.unsupported_reason(options, distributed_option.distributed, dtype)
+            if why is None:
+                return sync_free_step.train_one_epoch(
+                    model, iterator, optimizers, schedulers, reporter, options,
+                    summary_writer=summary_writer, autocast_dtype=dtype)
+            logging.warning(f"sync_free_step: espnet2's training loop runs instead, since {why}")
+        return super().train_one_epoch(
+            model=model, iterator=iterator, optimizers=optimizers, schedulers=schedulers,
+            scaler=scaler, reporter=reporter, summary_writer=summary_writer, options=options,
+            distributed_option=distributed_option)
 
     @classmethod
     def run(cls, *args: Any, **kwargs: Any) -> None:

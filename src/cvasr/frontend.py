@@ -43,6 +43,15 @@ MIN_SAMPLES = 800
 STRIDE = 320
 
 
+def _to_device_async(values: list[int], device: torch.device) -> torch.Tensor:
+    """A host list as a tensor on `device`; to a GPU from pinned memory, so the CPU does not wait
+    (`torch.tensor(values, device=...)` blocks until the GPU's queue is empty)."""
+    host = torch.tensor(values)
+    if device.type != "cuda":
+        return host.to(device)
+    return host.pin_memory().to(device, non_blocking=True)
+
+
 class Wav2Vec2S3prlFrontend(S3prlFrontend):
     """S3prlFrontend whose last-layer path for s3prl's wav2vec 2.0 experts needs one host sync."""
 
@@ -205,10 +214,10 @@ class Wav2Vec2S3prlFrontend(S3prlFrontend):
     def forward(self, input: torch.Tensor,
                 input_lengths: torch.Tensor) -> Tuple[torch.Tensor, torch.Tensor]:
         if not self._fast_path():
-            return super().forward(input, input_lengths)
+            return super().forward(input, input_lengths.to(input.device))
         if input.dim() == 3:
             input = input.squeeze(-1)
-        lengths = input_lengths.tolist()  # the one host sync
+        lengths = input_lengths.tolist()  # the one host sync (none for lengths on the host)
         longest = max(lengths)
         padded_lengths = list(lengths)
         if longest < MIN_SAMPLES:  # as S3PRLUpstream does: every clip grows by the same amount
@@ -223,8 +232,8 @@ class Wav2Vec2S3prlFrontend(S3prlFrontend):
         # s3prl marks the last valid frame at index length - 1: a clip too short for one frame
         # (length 0) wraps to the last frame and so keeps every frame unmasked
         frames = [n if n > 0 else max(frames) for n in frames]
-        sample_lens = torch.tensor(padded_lengths, device=input.device)
-        frame_lens = torch.tensor(frames, device=input.device)
+        sample_lens = _to_device_async(padded_lengths, input.device)
+        frame_lens = _to_device_async(frames, input.device)
         feats = self.encode(wavs, sample_lens, frame_lens, frames)
         expected = -(-longest // STRIDE)  # len(range(0, longest, STRIDE)), as S3PRLUpstream
         feats = self.upstream._match_length(feats, expected)

@@ -1,0 +1,216 @@
+"""`sync_free_step: true`: espnet2's training loop for one process, issued without waiting for the GPU.
+
+Why: espnet2's `Trainer.train_one_epoch` stops the CPU until the GPU is idle several times a
+step: a blocking copy of the batch, the GradScaler's found-inf check, `isfinite(grad_norm)` in an
+`if`, an `.item()` for every statistic it reports, and the model's own reads of length tensors
+that the copy put on the GPU. After each stop the GPU waits while the CPU prepares the next work
+(optimizer, next batch, forward pass): with XLS-R on an H200, the GPU was idle for a third of the
+step (bench/NOTES.md). This loop runs the same step with none of those stops:
+
+- bf16 autocast without a GradScaler: bf16 has fp32's exponent range, so the scaler's powers of
+  two change no number (espnet2 still creates and checkpoints it; it is not used);
+- a non-finite gradient norm skips the update on the GPU: fused optimizers take a `found_inf`
+  tensor, as GradScaler hands it to them; any other optimizer is checked on the host, as espnet2
+  does;
+- statistics stay on the GPU and reach espnet2's reporter once per log interval, in one
+  transfer, with the same names, weights and order (logs, plots, best-model choice unchanged);
+- the batch is copied with `non_blocking` from the DataLoader's pinned memory, and for models
+  that say they take them (`takes_host_lengths`), the `*_lengths` tensors stay on the host, so
+  the model reads lengths without a sync.
+
+One difference from espnet2, logged when it happens: a skipped (non-finite) update still advances
+the learning-rate schedule, since holding it back needs the host to know. Everything else is
+espnet2's step: the same autocast, loss divided by accum_grad, gradient clipping, optimizer and
+scheduler calls, in the same order. Where the loop cannot do what espnet2's would (several
+processes or GPUs, fp16 autocast, gradient noise, models choosing an optimizer per batch),
+`unsupported_reason` says why and the trainer runs espnet2's loop.
+"""
+
+from __future__ import annotations
+
+import logging
+import time
+from typing import Any, Iterable, Optional, Sequence
+
+import torch
+from espnet2.schedulers.abs_scheduler import AbsBatchStepScheduler
+from espnet2.train.reporter import SubReporter
+
+
+def unsupported_reason(options: Any, distributed: bool, autocast_dtype: Optional[torch.dtype]
+                       ) -> Optional[str]:
+    """Why this loop cannot replace espnet2's for these options, or None."""
+    if distributed or getattr(options, "ngpu", 0) > 1:
+        return "it runs one process on at most one GPU"
+    if getattr(options, "use_amp", False) and autocast_dtype is not torch.bfloat16:
+        return "fp16 autocast needs espnet2's GradScaler"
+    if getattr(options, "grad_noise", False):
+        return "grad_noise is not implemented in it"
+    if getattr(options, "no_forward_run", False):
+        return "no_forward_run is espnet2's own debugging loop"
+    return None
+
+
+class DeferredReports:
+    """Reporter registrations held back and replayed in order, GPU values read in one transfer."""
+
+    def __init__(self, reporter: SubReporter) -> None:
+        self.reporter = reporter
+        self.steps: list[list[tuple[dict[str, Any], Any]]] = [[]]
+
+    def register(self, stats: dict[str, Any], weight: Any = None) -> None:
+        self.steps[-1].append((stats, weight))
+
+    def next(self) -> None:
+        """Close the step (espnet2's `reporter.next()`)."""
+        self.steps.append([])
+
+    def flush(self) -> None:
+        """Hand every closed step to the reporter: one device-to-host copy for all of them."""
+        closed, self.steps = self.steps[:-1], self.steps[-1:]
+        tensors = [v for step in closed for stats, weight in step
+                   for v in (*stats.values(), weight) if isinstance(v, torch.Tensor)]
+        values: dict[int, float] = {}
+        by_device: dict[torch.device, list[torch.Tensor]] = {}
+        for t in tensors:
+            if t.numel() != 1:
+                raise ValueError(f"a reported statistic must be one number, got shape {tuple(t.shape)}")
+            by_device.setdefault(t.device, []).append(t)
+        for group in by_device.values():
+            host = torch.cat([t.detach().reshape(1).double() for t in group]).tolist()
+            values.update({id(t): v for t, v in zip(group, host)})
+
+        def plain(v: Any) -> Any:
+            return values[id(v)] if isinstance(v, torch.Tensor) else v
+
+        for step in closed:
+            for stats, weight in step:
+                self.reporter.register({k: plain(v) for k, v in stats.items()}, plain(weight))
+            self.reporter.next()
+
+
+def _to_device(batch: dict[str, Any], device: str, keep_lengths_on_host: bool) -> dict[str, Any]:
+    """The batch on the device, copied without blocking (the DataLoader pins it on GPU runs)."""
+    out = {}
+    for key, value in batch.items():
+        if isinstance(value, torch.Tensor) and not (keep_lengths_on_host
+                                                    and key.endswith("_lengths")):
+            value = value.to(device, non_blocking=True)
+        out[key] = value
+    return out
+
+
+def train_one_epoch(model: torch.nn.Module, iterator: Iterable,
+                    optimizers: Sequence[torch.optim.Optimizer], schedulers: Sequence[Any],
+                    reporter: SubReporter, options: Any, summary_writer: Any = None,
+                    autocast_dtype: Optional[torch.dtype] = None) -> bool:
+    """espnet2's `Trainer.train_one_epoch` for one process without host syncs; returns whether
+    every update of the epoch was skipped (espnet2 then stops training)."""
+    device = "cuda" if options.ngpu > 0 else "cpu"
+    accum_grad, grad_clip = options.accum_grad, options.grad_clip
+    log_interval = options.log_interval
+    if log_interval is None:
+        try:
+            log_interval = max(len(iterator) // 20, 10)
+        except TypeError:
+            log_interval = 100
+    host_lengths = bool(getattr(model, "takes_host_lengths", False))
+    amp = dict(device_type="cuda", enabled=bool(options.use_amp) and device == "cuda")
+    if autocast_dtype is not None:
+        amp["dtype"] = autocast_dtype
+
+    model.train()
+    reports = DeferredReports(reporter)
+    skipped = torch.zeros((), device=device)  # updates skipped for a non-finite gradient norm
+    skipped_logged, updates = 0, 0
+
+    def flush() -> None:
+        nonlocal skipped_logged
+        reports.flush()
+        count = int(skipped.item())
+        if count > skipped_logged:
+            logging.warning(f"{count - skipped_logged} update(s) skipped: non-finite gradient "
+                            "norm (with a fused optimizer the learning-rate schedule still "
+                            "advanced)")
+            skipped_logged = count
+
+    start_time = time.perf_counter()
+    fetch_start = time.perf_counter()
+    for iiter, (utt_id, batch) in enumerate(iterator, 1):
+        reports.register({"iter_time": time.perf_counter() - fetch_start})
+        batch["utt_id"] = utt_id
+        batch = _to_device(batch, device, host_lengths)
+        with torch.autocast(**amp):
+            forward_start = time.perf_counter()
+            retval = model(**batch)
+            if isinstance(retval, dict):
+                if retval.get("optim_idx") is not None:
+                    raise RuntimeError("sync_free_step: the model picks an optimizer per batch "
+                                       "(optim_idx); train with --sync_free_step false")
+                loss, stats, weight = retval["loss"], retval["stats"], retval["weight"]
+            else:
+                loss, stats, weight = retval
+            retval = None
+            reports.register({"forward_time": time.perf_counter() - forward_start})
+            stats = {k: v for k, v in stats.items() if v is not None}
+            # in place, as espnet2 does: the model's detached stats share the loss's storage,
+            # so espnet2 reports them divided by accum_grad too; the logs stay comparable
+            loss /= accum_grad
+        reports.register(stats, weight)
+
+        backward_start = time.perf_counter()
+        loss.backward()
+        del loss
+        reports.register({"backward_time": time.perf_counter() - backward_start})
+
+        if iiter % accum_grad == 0:
+            grad_norm = torch.nn.utils.clip_grad_norm_(
+                model.parameters(), max_norm=grad_clip, norm_type=options.grad_clip_type)
+            if not isinstance(grad_norm, torch.Tensor):
+                grad_norm = torch.tensor(grad_norm)
+            finite = torch.isfinite(grad_norm)
+            found_inf = (~finite).float()
+            nan = torch.full_like(grad_norm, float("nan"))
+            # as espnet2: a skipped step reports no grad_norm/clip (NaN, left out of averages)
+            reports.register({
+                "grad_norm": torch.where(finite, grad_norm, nan),
+                "clip": torch.where(finite, (grad_norm > grad_clip).float() * 100, nan),
+                "loss_scale": 1.0,
+            })
+            optim_start = time.perf_counter()
+            for optimizer, scheduler in zip(optimizers, schedulers):
+                if getattr(optimizer, "_step_supports_amp_scaling", False):
+                    optimizer.found_inf = found_inf  # the fused kernel skips the update on it
+                    try:
+                        optimizer.step()
+                    finally:
+                        del optimizer.found_inf
+                elif bool(finite):  # other optimizers: decided on the host, as espnet2 does
+                    optimizer.step()
+                else:
+                    continue  # as espnet2: no update, no scheduler step
+                if isinstance(scheduler, AbsBatchStepScheduler):
+                    scheduler.step()
+            reports.register({"optim_step_time": time.perf_counter() - optim_start})
+            for optimizer in optimizers:
+                optimizer.zero_grad()
+            skipped += found_inf
+            updates += 1
+            reports.register({
+                **{f"optim{i}_lr{j}": group["lr"] for i, optimizer in enumerate(optimizers)
+                   for j, group in enumerate(optimizer.param_groups) if "lr" in group},
+                "train_time": time.perf_counter() - start_time,
+            })
+            start_time = time.perf_counter()
+
+        reports.next()
+        if iiter % log_interval == 0:
+            flush()
+            logging.info(reporter.log_message(-log_interval))
+            if summary_writer is not None:
+                reporter.tensorboard_add_scalar(summary_writer, -log_interval)
+            if getattr(options, "use_wandb", False):
+                reporter.wandb_log()
+        fetch_start = time.perf_counter()
+    flush()
+    return updates == 0 or skipped_logged == updates

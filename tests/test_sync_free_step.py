@@ -1,0 +1,176 @@
+"""cvasr.sync_free_step against espnet2's own Trainer.train_one_epoch: same updates, same reports."""
+
+from __future__ import annotations
+
+import copy
+import logging
+import math
+from pathlib import Path
+
+import pytest
+import torch
+from espnet2.schedulers.piecewise_linear_warmup_lr import PiecewiseLinearWarmupLR
+from espnet2.train.distributed_utils import DistributedOption
+from espnet2.train.reporter import Reporter
+from espnet2.train.trainer import Trainer
+
+from cvasr import sync_free_step
+from cvasr.espnet_task import CvasrASRTask, SafeCheckpointTrainer
+
+
+class Toy(torch.nn.Module):
+    """A model with espnet2's interface: (loss, stats, weight) from a padded batch."""
+
+    def __init__(self) -> None:
+        super().__init__()
+        torch.manual_seed(0)
+        self.proj = torch.nn.Linear(3, 2)
+
+    def forward(self, x, x_lengths, y, y_lengths, utt_id=None):
+        mask = (torch.arange(x.size(1))[None, :] < x_lengths[:, None]).float()
+        pred = self.proj(x).sum(-1)
+        loss = (((pred - y) ** 2) * mask).sum() / mask.sum()
+        stats = {"loss": loss.detach(), "acc": None, "peak": pred.abs().max().detach()}
+        return loss, stats, torch.tensor(x.size(0))
+
+
+def batches(n: int = 7, poison: int | None = None) -> list:
+    gen = torch.Generator().manual_seed(1)
+    out = []
+    for i in range(n):
+        x = torch.randn(4, 5, 3, generator=gen)
+        if i == poison:
+            x[0, 0, 0] = float("inf")
+        lengths = torch.tensor([5, 4, 3, 2])
+        out.append(([f"u{i}-{k}" for k in range(4)],
+                    {"x": x, "x_lengths": lengths, "y": torch.randn(4, 5, generator=gen),
+                     "y_lengths": lengths}))
+    return out
+
+
+def options(tmp_path: Path, *extra: str):
+    tokens = tmp_path / "tokens.txt"
+    tokens.write_text("<blank>\na\n")
+    args = CvasrASRTask.get_parser().parse_args(
+        ["--output_dir", str(tmp_path), "--token_list", str(tokens), "--grad_clip", "1.0",
+         "--log_interval", "3", *extra])
+    return SafeCheckpointTrainer.build_options(args)
+
+
+def train(loop: str, opts, data, fused: bool, accum: int = 1, warmup: bool = True):
+    model = Toy()
+    optimizer = torch.optim.Adam(model.parameters(), lr=0.1, fused=fused)
+    scheduler = PiecewiseLinearWarmupLR(optimizer, warmup_steps_list=[0, 3, 10],
+                                        warmup_lr_list=[0.0, 0.1, 0.0] if warmup else [0.1] * 3)
+    opts = copy.copy(opts)
+    opts.accum_grad = accum
+    reporter = Reporter()
+    reporter.set_epoch(1)
+    with reporter.observe("train") as sub:
+        if loop == "espnet2":
+            invalid = Trainer.train_one_epoch(
+                model=model, iterator=data, optimizers=[optimizer], schedulers=[scheduler],
+                scaler=None, reporter=sub, summary_writer=None, options=opts,
+                distributed_option=DistributedOption())
+        else:
+            invalid = sync_free_step.train_one_epoch(model, data, [optimizer], [scheduler], sub,
+                                                     opts)
+    return model, optimizer, scheduler, reporter, invalid
+
+
+def reported(reporter: Reporter, key: str) -> float:
+    return reporter.get_value("train", key)
+
+
+@pytest.mark.parametrize("fused", [False, True])
+@pytest.mark.parametrize("accum", [1, 2])
+def test_same_parameters_and_statistics_as_espnet2s_loop(tmp_path: Path, fused: bool,
+                                                         accum: int) -> None:
+    opts = options(tmp_path)
+    ref = train("espnet2", opts, batches(), fused, accum)
+    ours = train("ours", opts, batches(), fused, accum)
+    assert torch.equal(ref[0].proj.weight, ours[0].proj.weight)
+    assert torch.equal(ref[0].proj.bias, ours[0].proj.bias)
+    assert ref[2].get_last_lr() == ours[2].get_last_lr()
+    for key in ("loss", "peak", "grad_norm", "clip", "optim0_lr0"):
+        assert reported(ours[3], key) == pytest.approx(reported(ref[3], key), rel=1e-6), key
+    assert set(ours[3].stats[1]["train"]) == set(ref[3].stats[1]["train"])
+    assert ours[4] is False and ref[4] is False
+
+
+def test_reports_reach_espnet2s_reporter_in_the_same_order(tmp_path: Path) -> None:
+    opts = options(tmp_path)
+    ref, ours = train("espnet2", opts, batches(), False)[3], train("ours", opts, batches(), False)[3]
+    timing = {"iter_time", "forward_time", "backward_time", "optim_step_time", "train_time"}
+    keys = [k for k in ref.stats[1]["train"] if k not in timing]
+    assert [k for k in ours.stats[1]["train"] if k not in timing] == keys
+    assert ours.stats[1]["train"]["total_count"] == ref.stats[1]["train"]["total_count"] == 7
+
+
+def test_a_non_finite_gradient_skips_the_update(tmp_path: Path,
+                                                caplog: pytest.LogCaptureFixture) -> None:
+    """Fused Adam skips on the GPU-side flag (the schedule advances); plain Adam as espnet2."""
+    opts = options(tmp_path)
+    clean = batches(3)
+    poisoned = batches(3, poison=1)
+    for fused in (True, False):
+        two_steps = train("ours", opts, clean[:1] + clean[2:], fused, warmup=False)
+        with caplog.at_level(logging.WARNING):
+            model, optimizer, scheduler, reporter, invalid = train("ours", opts, poisoned, fused,
+                                                                   warmup=False)
+        assert "1 update(s) skipped: non-finite gradient norm" in caplog.text
+        caplog.clear()
+        # the skipped batch changed nothing: the same weights as training on the other two
+        assert torch.equal(model.proj.weight, two_steps[0].proj.weight)
+        state = optimizer.state[model.proj.weight]
+        assert int(state["step"]) == 2
+        assert scheduler.last_epoch == (3 if fused else 2)
+        # the skipped step's grad_norm is left out of the epoch's mean, as espnet2 does
+        assert math.isfinite(reported(reporter, "grad_norm"))
+        assert invalid is False
+
+
+def test_all_updates_skipped_is_reported(tmp_path: Path) -> None:
+    data = [batches(1, poison=0)[0] for _ in range(2)]
+    assert train("ours", options(tmp_path), data, True)[4] is True
+
+
+def test_deferred_reports_replay_registrations_exactly() -> None:
+    direct, deferred = Reporter(), Reporter()
+    steps = [({"loss": torch.tensor(1.5), "acc": 0.25}, torch.tensor([4])),
+             ({"loss": torch.tensor([2.5]), "acc": 0.5}, torch.tensor([2]))]
+    for reporter in (direct, deferred):
+        reporter.set_epoch(1)
+    with direct.observe("train") as sub:
+        for stats, weight in steps:
+            sub.register(stats, weight)
+            sub.register({"train_time": 0.1})
+            sub.next()
+        direct_message = sub.log_message()
+    with deferred.observe("train") as sub:
+        reports = sync_free_step.DeferredReports(sub)
+        for stats, weight in steps:
+            reports.register(stats, weight)
+            reports.register({"train_time": 0.1})
+            reports.next()
+        assert sub.count == 0  # nothing read yet
+        reports.flush()
+        assert sub.log_message() == direct_message
+    assert deferred.get_value("train", "loss") == direct.get_value("train", "loss") == pytest.approx(
+        (1.5 * 4 + 2.5 * 2) / 6)
+    with pytest.raises(ValueError, match="must be one number"):
+        reports = sync_free_step.DeferredReports(Reporter().observe("x").__enter__())
+        reports.register({"bad": torch.zeros(3)})
+        reports.next()
+        reports.flush()
+
+
+def test_unsupported_setups_fall_back_with_the_reason(tmp_path: Path) -> None:
+    opts = options(tmp_path)
+    assert sync_free_step.unsupported_reason(opts, False, None) is None
+    assert "one process" in sync_free_step.unsupported_reason(opts, True, None)
+    amp = options(tmp_path, "--use_amp", "true")
+    assert "fp16" in sync_free_step.unsupported_reason(amp, False, None)
+    assert sync_free_step.unsupported_reason(amp, False, torch.bfloat16) is None
+    noisy = options(tmp_path, "--grad_noise", "true")
+    assert "grad_noise" in sync_free_step.unsupported_reason(noisy, False, None)
