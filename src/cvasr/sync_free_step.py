@@ -3,9 +3,10 @@
 Why: espnet2's `Trainer.train_one_epoch` stops the CPU until the GPU is idle several times a
 step: a blocking copy of the batch, the GradScaler's found-inf check, `isfinite(grad_norm)` in an
 `if`, an `.item()` for every statistic it reports, and the model's own reads of length tensors
-that the copy put on the GPU. After each stop the GPU waits while the CPU prepares the next work
-(optimizer, next batch, forward pass): with XLS-R on an H200, the GPU was idle for a third of the
-step (bench/NOTES.md). This loop runs the same step with none of those stops:
+that the copy put on the GPU: 66 stops a step for XLS-R. After each one the GPU waits while the
+CPU prepares the next work. This loop runs the same step with none of those stops (13 left a
+step, inside torch's CTC and espnet2's SpecAug); on an H200 it gave +4% (bench/NOTES.md: the step
+is bound by eager kernel issue more than by the stops):
 
 - bf16 autocast without a GradScaler: bf16 has fp32's exponent range, so the scaler's powers of
   two change no number (espnet2 still creates and checkpoints it; it is not used);
