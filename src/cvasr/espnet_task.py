@@ -33,7 +33,7 @@ from espnet2.asr.encoder.abs_encoder import AbsEncoder
 from espnet2.asr.espnet_model import ESPnetASRModel
 from espnet2.tasks.asr import ASRTask, encoder_choices, frontend_choices, model_choices
 from espnet2.torch_utils.device_funcs import force_gatherable
-from espnet2.train.trainer import Trainer, TrainerOptions
+from espnet2.train.trainer import Trainer, TrainerOptions, autocast_args
 from espnet2.utils.build_dataclass import build_dataclass
 from espnet2.utils.types import str2bool
 
@@ -199,8 +199,6 @@ class SafeCheckpointTrainer(Trainer):
                         summary_writer, options, distributed_option) -> bool:
         """espnet2's loop, or with `sync_free_step` the same step without host syncs."""
         if getattr(options, "sync_free_step", False):
-            from espnet2.train.trainer import autocast_args
-
             dtype = autocast_args.get("dtype")
             why = sync_free_step.unsupported_reason(options, distributed_option.distributed, dtype)
             if why is None:

@@ -35,6 +35,7 @@ from typing import Any, Iterable, Optional, Sequence
 
 import torch
 from espnet2.schedulers.abs_scheduler import AbsBatchStepScheduler
+from espnet2.torch_utils.device_funcs import to_device
 from espnet2.train.reporter import SubReporter
 
 
@@ -91,14 +92,10 @@ class DeferredReports:
 
 
 def _to_device(batch: dict[str, Any], device: str, keep_lengths_on_host: bool) -> dict[str, Any]:
-    """The batch on the device, copied without blocking (the DataLoader pins it on GPU runs)."""
-    out = {}
-    for key, value in batch.items():
-        if isinstance(value, torch.Tensor) and not (keep_lengths_on_host
-                                                    and key.endswith("_lengths")):
-            value = value.to(device, non_blocking=True)
-        out[key] = value
-    return out
+    """espnet2's `to_device` without blocking (the DataLoader pins batches on GPU runs), the
+    `*_lengths` left on the host where asked."""
+    return {key: value if keep_lengths_on_host and key.endswith("_lengths")
+            else to_device(value, device, non_blocking=True) for key, value in batch.items()}
 
 
 def train_one_epoch(model: torch.nn.Module, iterator: Iterable,
