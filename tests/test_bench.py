@@ -19,7 +19,7 @@ def test_train_throughput_smoke_run_writes_comparable_rows(tmp_path: Path) -> No
         [sys.executable, str(REPO / "bench" / "train_throughput.py"), "--arch", "tiny",
          "--device", "cpu", "--clips", "12", "--epochs", "2", "--num-workers", "0",
          "--only", "ours_6", "ours_7", "ours_8",
-         "--try", "no fused Adam=--optim_conf fused=false",
+         "--try", "no fused Adam, batches of 5=--optim_conf fused=false --batch_size 5",
          "--work", str(tmp_path / "work"), "--out", str(out)],
         capture_output=True, text=True, timeout=600)
     assert run.returncode == 0, run.stderr[-2000:]
@@ -37,6 +37,8 @@ def test_train_throughput_smoke_run_writes_comparable_rows(tmp_path: Path) -> No
         assert [e["loss_ctc"] for e in rows[row]["epochs"]] == pytest.approx(
             [e["loss_ctc"] for e in rows["ours_6"]["epochs"]], rel=1e-5)
     assert "(b) + training step without host syncs (= committed config)" in run.stdout
+    # steps are counted from espnet2's sorted sampler: 12 // 5 batches, not ceil(12 / 5)
+    assert rows["try_1"]["steps_per_epoch"] == 2 and rows["ours_8"]["steps_per_epoch"] == 1
 
 
 def _load(name: str):
