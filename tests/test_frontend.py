@@ -109,7 +109,7 @@ def test_encoder_compiles_as_one_graph_with_the_same_numbers(tiny_upstream: Path
         for b, n in enumerate(want_lens.tolist()):
             torch.testing.assert_close(got[b, :n], want[b, :n], rtol=1e-4, atol=1e-4)
         (got.sum() - want.sum()).backward()  # the compiled graph's backward runs too
-    assert ours._contextualise is not ours.contextualise
+    assert ours._compiled_contextualise is not None
 
 
 def test_conv_feature_cache_stops_growing_at_its_limit(tiny_upstream: Path) -> None:

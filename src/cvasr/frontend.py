@@ -31,6 +31,7 @@ noise_scp) must not be combined with it; speed perturbation makes new ids and is
 
 from __future__ import annotations
 
+import math
 from typing import Tuple
 
 import torch
@@ -41,6 +42,8 @@ from espnet2.asr.frontend.s3prl import S3prlFrontend
 MIN_SAMPLES = 800
 #: wav2vec 2.0's feature encoder turns 320 samples into one frame.
 STRIDE = 320
+#: the compiled transformer gets its frames padded to a multiple of this (inductor's alignment)
+ALIGN_FRAMES = 8
 
 
 def _to_device_async(values: list[int], device: torch.device) -> torch.Tensor:
@@ -58,7 +61,7 @@ class Wav2Vec2S3prlFrontend(S3prlFrontend):
     def __init__(self, *args, cache_conv_features: bool = False, cache_max_gb: float = 4.0,
                  **kwargs) -> None:
         super().__init__(*args, **kwargs)
-        self._contextualise = self.contextualise  # compiled by compile_encoder()
+        self._compiled_contextualise = None  # set by compile_encoder()
         self.cache_conv_features = cache_conv_features
         self.cache_max_bytes = int(cache_max_gb * 2**30)
         self._cache: dict[str, torch.Tensor] = {}
@@ -100,8 +103,8 @@ class Wav2Vec2S3prlFrontend(S3prlFrontend):
         """
         if not self._fast_path():
             return False
-        self._contextualise = torch.compile(self.contextualise, mode=mode, backend=backend,
-                                            fullgraph=fullgraph)
+        self._compiled_contextualise = torch.compile(self.contextualise, mode=mode,
+                                                     backend=backend, fullgraph=fullgraph)
         return True
 
     def encode(self, wavs: torch.Tensor, sample_lens: torch.Tensor,
@@ -115,13 +118,24 @@ class Wav2Vec2S3prlFrontend(S3prlFrontend):
             features = self.cached_conv_features(wavs, sample_lens, frames)
         else:
             features = self.conv_features(wavs, sample_lens)
-        if self._contextualise is not self.contextualise:
-            # compiled: one graph for all lengths, one per batch size (few: batches are sorted;
-            # inductor in torch 2.11 fails on a symbolic batch size, as on a symbolic sample count)
-            torch._dynamo.maybe_mark_dynamic(features, 2)
-            torch._dynamo.mark_static(features, 0)
-            torch._dynamo.mark_static(frame_lens, 0)
-        return self._contextualise(features, frame_lens)
+        if self._compiled_contextualise is None:
+            return self.contextualise(features, frame_lens)
+        # compiled: one graph for all lengths, one per batch size (few: batches are sorted;
+        # inductor in torch 2.11 fails on a symbolic batch size, as on a symbolic sample count).
+        # The graph specialises on what the length is a multiple of: on 2 (s3prl pads to it
+        # inside) and on 8 (inductor's alignment checks), a compile each way. So the frames are
+        # padded here to a multiple of 8: every batch takes the same branches. The frames added
+        # are zero, beyond every clip's length: masked as padding, as s3prl's are.
+        frames = features.size(2)
+        multiple = math.lcm(self.upstream.upstream.model.encoder.required_seq_len_multiple,
+                            ALIGN_FRAMES)
+        pad = -frames % multiple
+        if pad:  # padded as (B, T, C), the layout the conv encoder and the cache leave
+            features = F.pad(features.transpose(1, 2), (0, 0, 0, pad)).transpose(1, 2)
+        torch._dynamo.maybe_mark_dynamic(features, 2)
+        torch._dynamo.mark_static(features, 0)
+        torch._dynamo.mark_static(frame_lens, 0)
+        return self._compiled_contextualise(features, frame_lens)[:, :frames]
 
     def conv_features(self, wavs: torch.Tensor, sample_lens: torch.Tensor) -> torch.Tensor:
         """The (normalised) waveforms through the convolutional feature encoder: (B, C, T)."""
