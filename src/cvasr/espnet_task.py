@@ -15,6 +15,8 @@ espnet2 does the training; this module adds only what it lacks for this recipe:
   `compile_upstream: true` (with `compile_mode`), which compiles the upstream for training: the
   whole encoder of `wav2vec2_s3prl` as one graph, else the transformer layers
   (`cvasr.regional_compile`); decoding builds the model uncompiled.
+- `persistent_workers: true`: the DataLoader workers live for the whole run instead of being
+  started again every epoch (`cvasr.persistent_loader`).
 """
 
 from __future__ import annotations
@@ -32,12 +34,14 @@ import torch
 from espnet2.asr.encoder.abs_encoder import AbsEncoder
 from espnet2.asr.espnet_model import ESPnetASRModel
 from espnet2.tasks.asr import ASRTask, encoder_choices, frontend_choices, model_choices
+from espnet2.iterators.sequence_iter_factory import SequenceIterFactory
 from espnet2.torch_utils.device_funcs import force_gatherable
 from espnet2.train.trainer import Trainer, TrainerOptions, autocast_args
 from espnet2.utils.build_dataclass import build_dataclass
 from espnet2.utils.types import str2bool
 
 from cvasr import sync_free_step
+from cvasr.persistent_loader import PersistentSequenceIterFactory
 from cvasr.decode import collapse_ctc, join_tokens
 from cvasr.frontend import Wav2Vec2S3prlFrontend
 from cvasr.regional_compile import compile_encoder_layers
@@ -256,6 +260,21 @@ register()
 
 class CvasrASRTask(ASRTask):
     trainer = SafeCheckpointTrainer
+
+    @classmethod
+    def add_task_arguments(cls, parser: argparse.ArgumentParser) -> None:
+        super().add_task_arguments(parser)
+        parser.add_argument("--persistent_workers", type=str2bool, default=False,
+                            help="keep the DataLoader workers from one epoch to the next instead "
+                                 "of starting new ones every epoch (cvasr.persistent_loader)")
+
+    @classmethod
+    def build_sequence_iter_factory(cls, args: argparse.Namespace, iter_options, mode: str):
+        factory = super().build_sequence_iter_factory(args, iter_options, mode)
+        if (getattr(args, "persistent_workers", False) and args.num_workers > 0
+                and type(factory) is SequenceIterFactory):
+            return PersistentSequenceIterFactory.from_factory(factory)
+        return factory
 
 
 def main(cmd: list[str] | None = None) -> None:
