@@ -140,6 +140,7 @@ def main() -> int:
         runs = [
             ("ours", "greedy", 1, lambda b: ours.decode(b, batch_size=1, beam=1)),
             ("ours", "greedy", args.batch_size, lambda b: ours.decode(b, batch_size=len(b), beam=1)),
+            ("ours", f"beam {args.beam}", 1, lambda b: ours.decode(b, batch_size=1, beam=args.beam)),
             ("ours", f"beam {args.beam}", args.batch_size,
              lambda b: ours.decode(b, batch_size=len(b), beam=args.beam)),
             ("seed", "greedy", 1, seed),

@@ -26,6 +26,7 @@ import argparse
 import dataclasses
 import gc
 import json
+import lzma
 import os
 import platform
 import subprocess
@@ -41,7 +42,7 @@ RATE = 16000
 LETTERS = [chr(c) for c in range(0x0995, 0x09B9)] + ["া", "ি", "ী", "ু", "ে", "ো"]
 
 #: options the committed config turned on in a later row: off in the rows before it
-LATER = ["--compile_upstream", "false", "--sync_free_step", "false"]
+LATER = ["--compile_upstream", "false", "--sync_free_step", "false", "--persistent_workers", "false"]
 #: (name, espnet2 options over the committed config). Row 1 is the seed's settings on espnet2;
 #: each next row adds one change; the last row is the committed config unchanged.
 STEPS: list[tuple[str, list[str]]] = [
@@ -58,9 +59,10 @@ STEPS: list[tuple[str, list[str]]] = [
     ("+ fused Adam", [*LATER, "--frontend", "s3prl"]),
     ("+ frontend without host syncs", [*LATER, "--frontend_conf", "cache_conv_features=false"]),
     ("+ frozen conv features cached", LATER),
-    ("+ training step without host syncs (= committed config)", []),
+    ("+ training step without host syncs", LATER[:2] + LATER[4:]),
+    ("+ the transformer compiled as one graph", LATER[4:]),
+    ("+ DataLoader workers kept across epochs (= committed config)", []),
 ]
-#: measured, not committed (bench/NOTES.md): --try "encoder compiled=--compile_upstream true"
 
 
 # ---------------------------------------------------------------- the clips
@@ -269,7 +271,7 @@ def run_espnet2(paths: dict[str, Path], resolved: Path, extra: list[str], args,
             "--train_shape_file", str(paths["stats"] / "train" / "text_shape.char"),
             "--valid_shape_file", str(paths["stats"] / "valid" / "speech_shape"),
             "--valid_shape_file", str(paths["stats"] / "valid" / "text_shape.char"),
-            "--num_workers", str(args.num_workers), *extra]
+            *extra, *([] if args.num_workers is None else ["--num_workers", str(args.num_workers)])]
     if args.device == "cpu":
         argv += ["--use_amp", "false", "--optim_conf", "fused=false", "--cudnn_benchmark", "false"]
     parser = CvasrASRTask.get_parser()
@@ -425,6 +427,21 @@ def summarise(result: dict, audio_per_epoch: float, warmup: int, flops: float,
     return result
 
 
+def save_compile_cache(path: Path) -> None:
+    """torch.compile's caches of this process so far, xz-compressed, to `path` (atomically)."""
+    import torch
+
+    artifacts = torch.compiler.save_cache_artifacts()
+    if artifacts is None:
+        return
+    path.parent.mkdir(parents=True, exist_ok=True)
+    partial = path.with_name(path.name + ".partial")
+    partial.write_bytes(lzma.compress(artifacts[0], preset=1))
+    partial.replace(path)
+    print(f"compile cache saved to {path} ({len(artifacts[0]) / 2**20:.1f} MiB, "
+          f"{path.stat().st_size / 2**20:.1f} MiB xz)", flush=True)
+
+
 def _version(package: str) -> str | None:
     from importlib.metadata import PackageNotFoundError, version
 
@@ -447,7 +464,8 @@ def main() -> int:
     parser.add_argument("--clips", type=int, default=508, help="CV 7.0 Assamese has 508 train clips")
     parser.add_argument("--epochs", type=int, default=4)
     parser.add_argument("--warmup-epochs", type=int, default=1)
-    parser.add_argument("--num-workers", type=int, default=4)
+    parser.add_argument("--num-workers", type=int, default=None,
+                        help="DataLoader workers of every row of ours (default: as the config and rows say)")
     parser.add_argument("--only", nargs="*", default=None,
                         help="run only these: seed_random seed_grouped ours_1 ... ours_N")
     parser.add_argument("--profile", type=Path, default=None,
@@ -458,6 +476,10 @@ def main() -> int:
     parser.add_argument("--try", dest="tries", action="append", default=[], metavar="LABEL=OPTS",
                         help="an extra row after STEPS: espnet2 options over the committed config "
                              "(exploration; the speedup is always the committed config's)")
+    parser.add_argument("--compile-cache", type=Path, default=None, metavar="FILE",
+                        help="torch.compile's caches (torch.compiler.save_cache_artifacts, xz): "
+                             "loaded from FILE if it exists, saved to it at the end, so that a "
+                             "later run on a fresh machine skips inductor's code generation")
     parser.add_argument("--work", type=Path, default=Path("/tmp/cvasr-bench-throughput"))
     parser.add_argument("--out", type=Path,
                         default=REPO / "bench" / "results" / "train_throughput.json")
@@ -487,6 +509,10 @@ def main() -> int:
     gpu = torch.cuda.get_device_name(0) if args.device == "cuda" else platform.processor() or "cpu"
     peak = peak_flops(gpu) if args.device == "cuda" else None
 
+    if args.compile_cache is not None and args.compile_cache.is_file():
+        blob = lzma.decompress(args.compile_cache.read_bytes())
+        loaded = torch.compiler.load_cache_artifacts(blob)
+        print(f"compile cache {args.compile_cache} loaded: {loaded}", flush=True)
     runs: dict[str, dict] = {}
     failed: dict[str, str] = {}
     meta = {"benchmark": "train_throughput", "gpu": gpu, "device": args.device,
@@ -544,6 +570,8 @@ def main() -> int:
             failed[name] = f"{type(err).__name__}: {err}"
             print(f"{name} FAILED: {failed[name]}", flush=True)
             save()
+        if args.compile_cache is not None:  # after every row: a later time-out keeps it
+            save_compile_cache(args.compile_cache)
         gc.collect()
         torch.cuda.empty_cache() if args.device == "cuda" else None
 

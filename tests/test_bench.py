@@ -17,26 +17,27 @@ def test_train_throughput_smoke_run_writes_comparable_rows(tmp_path: Path) -> No
     out = tmp_path / "throughput.json"
     run = subprocess.run(
         [sys.executable, str(REPO / "bench" / "train_throughput.py"), "--arch", "tiny",
-         "--device", "cpu", "--clips", "12", "--epochs", "2", "--num-workers", "0",
-         "--only", "ours_6", "ours_7", "ours_8",
+         "--device", "cpu", "--clips", "12", "--epochs", "2", "--num-workers", "2",
+         "--only", "ours_6", "ours_7", "ours_8", "ours_10",
          "--try", "no fused Adam, batches of 5=--optim_conf fused=false --batch_size 5",
          "--work", str(tmp_path / "work"), "--out", str(out)],
         capture_output=True, text=True, timeout=600)
     assert run.returncode == 0, run.stderr[-2000:]
     result = json.loads(out.read_text())
     assert result["failed"] == {}
-    assert list(result["runs"]) == ["ours_6", "ours_7", "ours_8", "try_1"]
+    assert list(result["runs"]) == ["ours_6", "ours_7", "ours_8", "ours_10", "try_1"]
     assert result["speedup_vs_seed_stack"] is None  # no seed rows were run
     rows = result["runs"]
     for row in rows.values():
         assert len(row["epochs"]) == 2 and row["audio_seconds_per_s"] > 0
         assert {"loss_ctc", "forward_time", "backward_time", "iter_time"} <= set(row["epochs"][0])
-    # the conv-feature cache (row 7) and the sync-free loop (row 8) change no number that is
-    # learned (row 6 is without either)
-    for row in ("ours_7", "ours_8"):
+    # the conv-feature cache (row 7), the sync-free loop (row 8) and workers kept across epochs
+    # (row 10; the compile of row 9 is GPU-only) change no number that is learned (row 6 is
+    # without any of them)
+    for row in ("ours_7", "ours_8", "ours_10"):
         assert [e["loss_ctc"] for e in rows[row]["epochs"]] == pytest.approx(
             [e["loss_ctc"] for e in rows["ours_6"]["epochs"]], rel=1e-5)
-    assert "(b) + training step without host syncs (= committed config)" in run.stdout
+    assert "(b) + DataLoader workers kept across epochs (= committed config)" in run.stdout
     # steps are counted from espnet2's sorted sampler: 12 // 5 batches, not ceil(12 / 5)
     assert rows["try_1"]["steps_per_epoch"] == 2 and rows["ours_8"]["steps_per_epoch"] == 1
 
