@@ -18,6 +18,10 @@ timed. Prints a table and saves JSON (GPU name, torch version, git revision, eve
 
     python bench/train_throughput.py                        # GPU, the real shapes
     python bench/train_throughput.py --arch tiny --device cpu --clips 24 --epochs 2   # smoke run
+
+On a fresh machine the transformer's compile takes minutes; `--compile-cache FILE` loads
+torch.compile's caches from FILE and saves them there after every row (carry the file to the
+next machine). bench/NOTES.md has the command of every run kept.
 """
 
 from __future__ import annotations
@@ -42,7 +46,8 @@ RATE = 16000
 LETTERS = [chr(c) for c in range(0x0995, 0x09B9)] + ["া", "ি", "ী", "ু", "ে", "ো"]
 
 #: options the committed config turned on in a later row: off in the rows before it
-LATER = ["--compile_upstream", "false", "--sync_free_step", "false", "--persistent_workers", "false"]
+LATER = ["--compile_upstream", "false", "--sync_free_step", "false",
+         "--persistent_workers", "false"]
 #: (name, espnet2 options over the committed config). Row 1 is the seed's settings on espnet2;
 #: each next row adds one change; the last row is the committed config unchanged.
 STEPS: list[tuple[str, list[str]]] = [
@@ -380,6 +385,10 @@ def profile_epoch(out: Path, args, train_one_epoch, iter_factory, reporter) -> N
                         lambda steps: train_one_epoch(steps, sub), iter_factory.build_iter(epoch + 2))
 
 
+#: how torch's sync debug mode words each sync it reports
+SYNC_WARNING = "called a synchronizing CUDA operation"
+
+
 def sync_report(out: Path, train_steps, iterator, steps: int = 8) -> None:
     """Where the training step makes the CPU wait for the GPU: torch's sync debug mode on for
     `steps` steps, each warning's Python call site (outside torch) counted, per step."""
@@ -393,6 +402,8 @@ def sync_report(out: Path, train_steps, iterator, steps: int = 8) -> None:
     sites: collections.Counter[str] = collections.Counter()
 
     def record(message, category, filename, lineno, file=None, line=None) -> None:
+        if SYNC_WARNING not in str(message):  # other warnings of the step are no syncs
+            return
         frames = [f for f in traceback.extract_stack()[:-1]
                   if f"{os.sep}torch{os.sep}" not in f.filename and "warnings" not in f.filename]
         where = " <- ".join(f"{'/'.join(Path(f.filename).parts[-2:])}:{f.lineno} {f.name}"

@@ -1,4 +1,4 @@
-"""Persistent DataLoader workers give espnet2's batches, in espnet2's order, with its worker seeds."""
+"""Persistent DataLoader workers give espnet2's batches in its order, with its worker seeds."""
 
 from __future__ import annotations
 

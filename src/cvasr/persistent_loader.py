@@ -97,8 +97,8 @@ class PersistentSequenceIterFactory(SequenceIterFactory):
     @classmethod
     def from_factory(cls, factory: SequenceIterFactory) -> "PersistentSequenceIterFactory":
         """The same iterator as `factory` (dataset, batches, seed, workers, collate, pinning)."""
-        return cls(factory.dataset, factory.sampler, num_iters_per_epoch=factory.num_iters_per_epoch,
-                   seed=factory.seed, shuffle=factory.shuffle,
+        return cls(factory.dataset, factory.sampler,
+                   num_iters_per_epoch=factory.num_iters_per_epoch, seed=factory.seed, shuffle=factory.shuffle,
                    shuffle_within_batch=factory.shuffle_within_batch,
                    num_workers=factory.num_workers, collate_fn=factory.collate_fn,
                    pin_memory=factory.pin_memory)
