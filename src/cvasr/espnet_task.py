@@ -33,17 +33,17 @@ import numpy as np
 import torch
 from espnet2.asr.encoder.abs_encoder import AbsEncoder
 from espnet2.asr.espnet_model import ESPnetASRModel
-from espnet2.tasks.asr import ASRTask, encoder_choices, frontend_choices, model_choices
 from espnet2.iterators.sequence_iter_factory import SequenceIterFactory
+from espnet2.tasks.asr import ASRTask, encoder_choices, frontend_choices, model_choices
 from espnet2.torch_utils.device_funcs import force_gatherable
 from espnet2.train.trainer import Trainer, TrainerOptions, autocast_args
 from espnet2.utils.build_dataclass import build_dataclass
 from espnet2.utils.types import str2bool
 
 from cvasr import sync_free_step
-from cvasr.persistent_loader import PersistentSequenceIterFactory
 from cvasr.decode import collapse_ctc, join_tokens
 from cvasr.frontend import Wav2Vec2S3prlFrontend
+from cvasr.persistent_loader import PersistentSequenceIterFactory
 from cvasr.regional_compile import compile_encoder_layers
 
 RNG_KEY = "cvasr_rng_states"

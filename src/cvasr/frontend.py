@@ -126,16 +126,16 @@ class Wav2Vec2S3prlFrontend(S3prlFrontend):
         # inside) and on 8 (inductor's alignment checks), a compile each way. So the frames are
         # padded here to a multiple of 8: every batch takes the same branches. The frames added
         # are zero, beyond every clip's length: masked as padding, as s3prl's are.
-        frames = features.size(2)
+        length = features.size(2)
         multiple = math.lcm(self.upstream.upstream.model.encoder.required_seq_len_multiple,
                             ALIGN_FRAMES)
-        pad = -frames % multiple
+        pad = -length % multiple
         if pad:  # padded as (B, T, C), the layout the conv encoder and the cache leave
             features = F.pad(features.transpose(1, 2), (0, 0, 0, pad)).transpose(1, 2)
         torch._dynamo.maybe_mark_dynamic(features, 2)
         torch._dynamo.mark_static(features, 0)
         torch._dynamo.mark_static(frame_lens, 0)
-        return self._compiled_contextualise(features, frame_lens)[:, :frames]
+        return self._compiled_contextualise(features, frame_lens)[:, :length]
 
     def conv_features(self, wavs: torch.Tensor, sample_lens: torch.Tensor) -> torch.Tensor:
         """The (normalised) waveforms through the convolutional feature encoder: (B, C, T)."""
