@@ -2,12 +2,13 @@
 """Stage 4 on GPUs: the full-shape XLS-R 300M (random init) + CTC on the demo corpus, 1 and N GPUs.
 
 Runs the recipe's own stage 1-4 code (data prep, dump, token list, espnet2 collect-stats, espnet2
-training with conf/train_xlsr300m_ctc.yaml: bf16 autocast, frozen feature encoder, 16 clips x 2
-accumulation) for a few epochs on each GPU count, then reads espnet2's per-epoch results:
+training with conf/train_xlsr300m_ctc.yaml, and espnet2 options given after `--` over it) for a
+few epochs on each GPU count, then reads espnet2's per-epoch results:
 iterations per second, optimizer steps per second, audio-seconds per second (all GPUs together)
 and peak GPU memory. The first epoch (warm-up, cuDNN autotuning) is reported but not averaged.
 
     python bench/train_gpu.py --release path/to/demo_corpus --gpus 1 2 --epochs 4
+    python bench/train_gpu.py --release path/to/demo_corpus -- --compile_upstream false
 """
 
 from __future__ import annotations
@@ -64,13 +65,21 @@ def main() -> int:
     parser.add_argument("--epochs", type=int, default=4)
     parser.add_argument("--nj", type=int, default=8)
     parser.add_argument("--out", type=Path, default=REPO / "bench" / "results" / "train_gpu.json")
+    parser.add_argument("--accum-grad", type=int, default=None,
+                        help="with --summarize: the run's accum_grad (default: the config's)")
+    parser.add_argument("extra", nargs="*", metavar="ESPNET2_OPTION",
+                        help="after --: espnet2 options over the config, for every GPU count")
     args = parser.parse_args()
+    import yaml
+
+    accum = args.accum_grad or int(yaml.safe_load(CONFIG.read_text()).get("accum_grad", 1))
 
     if args.summarize:
         lines = args.summarize.read_text(encoding="utf-8").splitlines()
         runs = {n: [ln for ln in lines if ln.startswith(f"[vm:0/{n}]" if n > 1 else "[vm]")]
                 for n in args.gpus}
-        results = {f"{n}gpu": summarise(epoch_rows(r), n, args.audio_seconds) for n, r in runs.items()}
+        results = {f"{n}gpu": summarise(epoch_rows(r), n, args.audio_seconds, accum)
+                   for n, r in runs.items()}
         report(results, args, args.gpu_name, "", f"from {args.summarize.name}")
         return 0
     if args.release is None:
@@ -102,17 +111,20 @@ def main() -> int:
     for n in args.gpus:
         exp = work / f"exp_{n}gpu"
         train(work / "dump", tokens, work / "stats", resolved, exp, ngpu=n,
-              extra_args=["--max_epoch", str(args.epochs), "--num_workers", "4",
-                          "--keep_nbest_models", "1"])
+              extra_args=["--max_epoch", str(args.epochs), "--keep_nbest_models", "1",
+                          *args.extra])
         lines = (exp / "train.log").read_text(encoding="utf-8").splitlines()
         rank0 = [ln for ln in lines if ln.startswith(f"[vm:0/{n}]" if n > 1 else "[vm]")] or lines
-        results[f"{n}gpu"] = summarise(epoch_rows(rank0), n, audio_per_epoch)
+        results[f"{n}gpu"] = summarise(epoch_rows(rank0), n, audio_per_epoch,
+                                       int(args.extra[args.extra.index("--accum_grad") + 1])
+                                       if "--accum_grad" in args.extra else accum)
     report(results, args, torch.cuda.get_device_name(0), torch.__version__,
            f"{len(samples)} demo clips")
     return 0
 
 
-def summarise(rows: list[dict[str, float]], n: int, audio_per_epoch: float) -> dict:
+def summarise(rows: list[dict[str, float]], n: int, audio_per_epoch: float,
+              accum_grad: int) -> dict:
     """Throughput over the epochs after the first; iterations are per process, so x n GPUs."""
     timed = rows[1:] or rows
     seconds = sum(r["train_seconds"] for r in timed)
@@ -120,8 +132,9 @@ def summarise(rows: list[dict[str, float]], n: int, audio_per_epoch: float) -> d
     return {
         "gpus": n, "epochs": rows, "audio_seconds_per_epoch": round(audio_per_epoch, 1),
         "iterations_per_s_per_process": round(iterations / seconds, 2),
-        # espnet2 splits each 16-clip batch over the GPUs; 2 batches make an optimizer step
-        "optimizer_steps_per_s": round(iterations / 2 / seconds, 2),
+        # espnet2 splits each batch over the GPUs; accum_grad batches make an optimizer step
+        "optimizer_steps_per_s": round(iterations / accum_grad / seconds, 2),
+        "accum_grad": accum_grad,
         "audio_seconds_per_s": round(audio_per_epoch * len(timed) / seconds, 1),
         "peak_mem_gb": max(r["peak_mem_gb"] for r in rows),
     }
@@ -129,8 +142,10 @@ def summarise(rows: list[dict[str, float]], n: int, audio_per_epoch: float) -> d
 
 def report(results: dict, args: argparse.Namespace, gpu: str, torch_version: str,
            source: str) -> None:
-    print(f"XLS-R 300M shape (random init) + CTC, espnet2 stage 4, {source}, batches of 16 clips "
-          f"x accum 2, bf16 autocast, {gpu}; epoch 1 excluded")
+    options = ("the options of that run" if args.summarize
+               else " ".join(args.extra) or "as committed")
+    print(f"XLS-R 300M shape (random init) + CTC, espnet2 stage 4, {source}, "
+          f"{CONFIG.name} ({options}), {gpu}; epoch 1 excluded")
     print(f"| {'GPUs':>4} | {'epochs timed':>12} | {'steps/s':>7} | {'audio-s/s':>9} | "
           f"{'peak GiB':>8} | {'scaling':>7} |")
     print("|------|--------------|---------|-----------|----------|---------|")
@@ -146,6 +161,7 @@ def report(results: dict, args: argparse.Namespace, gpu: str, torch_version: str
     args.out.write_text(json.dumps({
         "benchmark": "train_gpu", "gpu": gpu, "torch": torch_version, "source": source,
         "python": platform.python_version(), "git_revision": rev, "config": str(CONFIG.name),
+        "options": args.extra,
         "results": results}, indent=2) + "\n")
     print(f"saved {args.out}")
 
