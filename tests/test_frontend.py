@@ -98,9 +98,14 @@ def test_conv_features_are_not_cached_while_the_encoder_trains(tiny_upstream: Pa
 def test_encoder_compiles_as_one_graph_with_the_same_numbers(tiny_upstream: Path) -> None:
     # aot_eager: dynamo's capture and AOT autograd without code generation, which is what a CPU
     # test can check (the GPU runs inductor on the same graph; bench/train_throughput.py)
+    from torch._dynamo.utils import counters
+
     ref, ours = _pair(tiny_upstream)
     assert ours.compile_encoder(mode=None, backend="aot_eager", fullgraph=True)  # no graph break
-    for lengths in ([16000, 12345, 9000], [12000, 11000, 5000], [7000, 7000, 7000]):
+    torch._dynamo.reset()
+    counters.clear()
+    # 49, 50 and 21 frames: an odd and an even length share the graph (frames padded to 8)
+    for lengths in ([16000, 12345, 9000], [16320, 11000, 5000], [7000, 7000, 7000]):
         batch = torch.randn(len(lengths), max(lengths)) * 3000
         lens = torch.tensor(lengths)
         want, want_lens = ref(batch, lens)
@@ -110,6 +115,7 @@ def test_encoder_compiles_as_one_graph_with_the_same_numbers(tiny_upstream: Path
             torch.testing.assert_close(got[b, :n], want[b, :n], rtol=1e-4, atol=1e-4)
         (got.sum() - want.sum()).backward()  # the compiled graph's backward runs too
     assert ours._compiled_contextualise is not None
+    assert counters["stats"]["unique_graphs"] == 1
 
 
 def test_conv_feature_cache_stops_growing_at_its_limit(tiny_upstream: Path) -> None:
