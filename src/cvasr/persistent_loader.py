@@ -71,13 +71,15 @@ class _PersistentLoader:
     def __init__(self, loader: DataLoader, batches: _EpochBatches) -> None:
         self.loader = loader
         self.batches = batches
+        self._iterated = False
 
     def __len__(self) -> int:
         return len(self.loader)
 
     def __iter__(self):
-        if self.loader._iterator is None:  # first epoch: the DataLoader draws the base seed
+        if not self._iterated:  # first epoch: the DataLoader draws the base seed itself
             self.batches.base_seed = None
+            self._iterated = True
         else:  # what a new DataLoader iterator would draw from the global torch RNG
             self.batches.base_seed = int(torch.empty((), dtype=torch.int64).random_().item())
         return iter(self.loader)
@@ -86,11 +88,10 @@ class _PersistentLoader:
 class PersistentSequenceIterFactory(SequenceIterFactory):
     """SequenceIterFactory whose DataLoader workers live for the whole training run."""
 
-    def __init__(self, *args, prefetch_factor: int | None = None, **kwargs) -> None:
+    def __init__(self, *args, **kwargs) -> None:
         super().__init__(*args, **kwargs)
         if self.num_workers < 1:
             raise ValueError("persistent DataLoader workers need num_workers >= 1")
-        self.prefetch_factor = prefetch_factor
         self._batches = _EpochBatches()
         self._loader: _PersistentLoader | None = None
 
@@ -98,8 +99,8 @@ class PersistentSequenceIterFactory(SequenceIterFactory):
     def from_factory(cls, factory: SequenceIterFactory) -> "PersistentSequenceIterFactory":
         """The same iterator as `factory` (dataset, batches, seed, workers, collate, pinning)."""
         return cls(factory.dataset, factory.sampler,
-                   num_iters_per_epoch=factory.num_iters_per_epoch, seed=factory.seed, shuffle=factory.shuffle,
-                   shuffle_within_batch=factory.shuffle_within_batch,
+                   num_iters_per_epoch=factory.num_iters_per_epoch, seed=factory.seed,
+                   shuffle=factory.shuffle, shuffle_within_batch=factory.shuffle_within_batch,
                    num_workers=factory.num_workers, collate_fn=factory.collate_fn,
                    pin_memory=factory.pin_memory)
 
@@ -110,8 +111,6 @@ class PersistentSequenceIterFactory(SequenceIterFactory):
         self._batches.batches = list(batches)
         if self._loader is None:
             kwargs = {} if self.collate_fn is None else {"collate_fn": self.collate_fn}
-            if self.prefetch_factor is not None:
-                kwargs["prefetch_factor"] = self.prefetch_factor
             self._loader = _PersistentLoader(DataLoader(
                 _EpochSeededDataset(self.dataset, self.seed), batch_sampler=self._batches,
                 num_workers=self.num_workers, pin_memory=self.pin_memory,
