@@ -72,9 +72,8 @@ def main() -> int:
     args = parser.parse_args()
     import yaml
 
-    accum = args.accum_grad or int(yaml.safe_load(CONFIG.read_text()).get("accum_grad", 1))
-
     if args.summarize:
+        accum = args.accum_grad or int(yaml.safe_load(CONFIG.read_text()).get("accum_grad", 1))
         lines = args.summarize.read_text(encoding="utf-8").splitlines()
         runs = {n: [ln for ln in lines if ln.startswith(f"[vm:0/{n}]" if n > 1 else "[vm]")]
                 for n in args.gpus}
@@ -115,9 +114,8 @@ def main() -> int:
                           *args.extra])
         lines = (exp / "train.log").read_text(encoding="utf-8").splitlines()
         rank0 = [ln for ln in lines if ln.startswith(f"[vm:0/{n}]" if n > 1 else "[vm]")] or lines
-        results[f"{n}gpu"] = summarise(epoch_rows(rank0), n, audio_per_epoch,
-                                       int(args.extra[args.extra.index("--accum_grad") + 1])
-                                       if "--accum_grad" in args.extra else accum)
+        ran = yaml.safe_load((exp / "config.yaml").read_text())  # espnet2's, options applied
+        results[f"{n}gpu"] = summarise(epoch_rows(rank0), n, audio_per_epoch, ran["accum_grad"])
     report(results, args, torch.cuda.get_device_name(0), torch.__version__,
            f"{len(samples)} demo clips")
     return 0
