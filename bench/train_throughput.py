@@ -476,7 +476,8 @@ def main() -> int:
     parser.add_argument("--epochs", type=int, default=4)
     parser.add_argument("--warmup-epochs", type=int, default=1)
     parser.add_argument("--num-workers", type=int, default=None,
-                        help="DataLoader workers of every row of ours (default: as the config and rows say)")
+                        help="DataLoader workers of every row of ours "
+                             "(default: as the config and rows say)")
     parser.add_argument("--only", nargs="*", default=None,
                         help="run only these: seed_random seed_grouped ours_1 ... ours_N")
     parser.add_argument("--profile", type=Path, default=None,
@@ -489,8 +490,8 @@ def main() -> int:
                              "(exploration; the speedup is always the committed config's)")
     parser.add_argument("--compile-cache", type=Path, default=None, metavar="FILE",
                         help="torch.compile's caches (torch.compiler.save_cache_artifacts, xz): "
-                             "loaded from FILE if it exists, saved to it at the end, so that a "
-                             "later run on a fresh machine skips inductor's code generation")
+                             "loaded from FILE if it exists, saved to it after every row, so "
+                             "that a later run on a fresh machine skips inductor's code generation")
     parser.add_argument("--work", type=Path, default=Path("/tmp/cvasr-bench-throughput"))
     parser.add_argument("--out", type=Path,
                         default=REPO / "bench" / "results" / "train_throughput.json")
