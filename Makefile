@@ -8,7 +8,7 @@ DEMO_STOP_STAGE ?= 5
 
 .PHONY: setup system-deps demo test bench clean-demo
 
-setup: system-deps $(STAMP)
+setup: system-deps $(STAMP) $(VENV)/bin/lmplz
 
 system-deps:
 	@bash tools/install_system_deps.sh
@@ -19,6 +19,10 @@ $(STAMP): pyproject.toml requirements/constraints.txt
 	@test -x $(VENV)/bin/python || $(PYTHON) -m venv $(VENV)
 	$(VENV)/bin/python -m pip install --disable-pip-version-check -q -c requirements/constraints.txt -e '.[test]'
 	@touch $@
+
+# KenLM's LM estimator, built once from PyPI's source package (stage 3's word n-gram LM)
+$(VENV)/bin/lmplz: tools/install_kenlm.sh | $(STAMP)
+	@bash tools/install_kenlm.sh $(VENV)/bin $(VENV)/bin/python
 
 demo: setup
 	cd $(DEMO_DIR) && ./run.sh --demo true --stage 0 --stop-stage $(DEMO_STOP_STAGE)

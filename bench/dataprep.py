@@ -33,7 +33,7 @@ CV7_AS_SIZES = {"train": 508, "dev": 116, "test": 281}
 
 def build_release(demo: Path, out: Path) -> int:
     """A release with CV 7.0 'as' split sizes from the demo corpus's clips; returns clip count."""
-    from cvasr.commonvoice import CV7_HEADER, read_tsv
+    from cvasr.corpora.commonvoice import CV7_HEADER, read_tsv
 
     if out.exists():
         shutil.rmtree(out)
@@ -57,8 +57,8 @@ def build_release(demo: Path, out: Path) -> int:
 
 
 def run_ours(release: Path, work: Path, nj: int) -> dict[str, float]:
-    from cvasr.dataprep import prepare_data
-    from cvasr.dump import DumpConfig, dump
+    from cvasr.data.prepare import prepare_data
+    from cvasr.data.dump import DumpConfig, dump
 
     shutil.rmtree(work, ignore_errors=True)
     t0 = time.perf_counter()
@@ -84,7 +84,7 @@ def _espnet_dump_chunk(job: tuple[list[tuple[str, str]], str]) -> int:
 
 
 def run_baseline(release: Path, work: Path, nj: int) -> dict[str, float]:
-    from cvasr.commonvoice import read_tsv
+    from cvasr.corpora.commonvoice import read_tsv
 
     shutil.rmtree(work, ignore_errors=True)
     work.mkdir(parents=True)
@@ -136,7 +136,7 @@ def espnet2_read_speed(dump_dir: Path, work: Path, repeats: int) -> dict[str, fl
 
 
 def audio_seconds(release: Path) -> float:
-    from cvasr.commonvoice import read_tsv
+    from cvasr.corpora.commonvoice import read_tsv
 
     return sum(sf.info(release / "clips" / r["path"]).duration
                for split in CV7_AS_SIZES for r in read_tsv(release / f"{split}.tsv").rows)
@@ -152,7 +152,7 @@ def main() -> int:
     if shutil.which("ffmpeg") is None:
         sys.exit("ffmpeg is needed for the baseline: run make setup")
 
-    from cvasr.demo_corpus import write_demo_corpus
+    from cvasr.corpora.demo import write_demo_corpus
 
     demo = args.work / "demo_full"
     write_demo_corpus(demo, seed=0, size="full", nj=args.nj, show_progress=False)

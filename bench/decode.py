@@ -33,9 +33,9 @@ def make_exp_dir(work: Path, arch: str, tokens: list[str]) -> Path:
     import torch
     from espnet2.utils.yaml_no_alias_safe_dump import yaml_no_alias_safe_dump
 
-    from cvasr.espnet_task import CvasrASRTask
-    from cvasr.training import resolve_config
-    from cvasr.upstream import write_random_upstream
+    from cvasr.training.task import CvasrASRTask
+    from cvasr.training.stages import resolve_config
+    from cvasr.models.upstream import write_random_upstream
 
     exp = work / f"exp_{arch}"
     if (exp / "valid.cer_ctc.ave.pth").is_file():
@@ -83,7 +83,7 @@ def seed_decoder(arch: str, vocab: int, device: str):
     import torch
     from transformers import Wav2Vec2ForCTC
 
-    from cvasr.upstream import ARCHS
+    from cvasr.models.upstream import ARCHS
 
     torch.manual_seed(0)
     model = Wav2Vec2ForCTC._from_config(hf_config(ARCHS[arch], vocab), attn_implementation="sdpa")
@@ -121,7 +121,8 @@ def main() -> int:
 
     import torch
 
-    from cvasr.decode import CTCDecoder
+    from cvasr.decoding.decoder import CTCDecoder
+    from cvasr.decoding.options import DecodingOptions
 
     args.work.mkdir(parents=True, exist_ok=True)
     letters = set("".join(t for _, _, t in synth_clips(50))) - {" "}
@@ -138,11 +139,13 @@ def main() -> int:
         ours = CTCDecoder(exp, device=device)
         seed = seed_decoder(args.arch, len(tokens), device)
         runs = [
-            ("ours", "greedy", 1, lambda b: ours.decode(b, batch_size=1, beam=1)),
-            ("ours", "greedy", args.batch_size, lambda b: ours.decode(b, batch_size=len(b), beam=1)),
-            ("ours", f"beam {args.beam}", 1, lambda b: ours.decode(b, batch_size=1, beam=args.beam)),
+            ("ours", "greedy", 1, lambda b: ours.decode(b, DecodingOptions(batch_size=1))),
+            ("ours", "greedy", args.batch_size,
+             lambda b: ours.decode(b, DecodingOptions(batch_size=len(b)))),
+            ("ours", f"beam {args.beam}", 1,
+             lambda b: ours.decode(b, DecodingOptions(batch_size=1, beam_size=args.beam))),
             ("ours", f"beam {args.beam}", args.batch_size,
-             lambda b: ours.decode(b, batch_size=len(b), beam=args.beam)),
+             lambda b: ours.decode(b, DecodingOptions(batch_size=len(b), beam_size=args.beam))),
             ("seed", "greedy", 1, seed),
             ("seed", "greedy", args.batch_size, seed),
         ]

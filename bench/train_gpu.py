@@ -86,12 +86,12 @@ def main() -> int:
 
     import torch
 
-    from cvasr.datadir import read_table
-    from cvasr.dataprep import prepare_data
-    from cvasr.dump import DumpConfig, dump
-    from cvasr.tokens import make_token_list
-    from cvasr.training import collect_stats, resolve_config, train
-    from cvasr.upstream import write_random_upstream
+    from cvasr.data.kaldi import read_table
+    from cvasr.data.prepare import prepare_data
+    from cvasr.data.dump import DumpConfig, dump
+    from cvasr.text.tokens import make_token_list
+    from cvasr.training.stages import collect_stats, resolve_config, train
+    from cvasr.models.upstream import write_random_upstream
 
     work = args.work
     prepare_data(args.release, work / "data", nj=args.nj, show_progress=False)

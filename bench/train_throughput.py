@@ -98,11 +98,12 @@ def synth_clips(n: int, seed: int = 0) -> list[tuple[str, np.ndarray, str]]:
 def prepare(clips, work: Path, config: Path) -> dict[str, Path]:
     import soundfile as sf
 
-    from cvasr.datadir import write_spk2utt, write_table
-    from cvasr.dump import DumpConfig, dump_split
-    from cvasr.prep_report import PrepReport, SplitReport
-    from cvasr.tokens import make_token_list
-    from cvasr.training import collect_stats
+    from cvasr.data.datadir import write_spk2utt
+    from cvasr.data.kaldi import write_table
+    from cvasr.data.dump import DumpConfig, dump_split
+    from cvasr.data.report import PrepReport, SplitReport
+    from cvasr.text.tokens import make_token_list
+    from cvasr.training.stages import collect_stats
 
     data, dump_dir = work / "data", work / "dump"
     report = PrepReport()
@@ -129,7 +130,7 @@ def prepare(clips, work: Path, config: Path) -> dict[str, Path]:
 # ---------------------------------------------------------------- FLOPs
 def flops_per_audio_second(cfg: dict, mean_frames: float) -> float:
     """Forward+backward FLOPs of one audio-second: frozen conv encoder forward only, the rest x3."""
-    conv = eval(cfg["conv_feature_layers"])  # noqa: S307 - our own constant from cvasr.upstream
+    conv = eval(cfg["conv_feature_layers"])  # noqa: S307 - our own constant from cvasr.models.upstream
     rate, c_in, conv_flops = float(RATE), 1, 0.0
     for c_out, k, s in conv:
         rate /= s
@@ -259,8 +260,8 @@ def run_espnet2(paths: dict[str, Path], resolved: Path, extra: list[str], args,
     from espnet2.train.trainer import GradScaler
     from espnet2.utils.build_dataclass import build_dataclass
 
-    from cvasr.espnet_task import CvasrASRTask
-    from cvasr.training import _data_args, _token_args
+    from cvasr.training.task import CvasrASRTask
+    from cvasr.training.stages import _data_args, _token_args
 
     if "s3prl" in extra:  # espnet2's own frontend does not take our frontend's options
         import yaml
@@ -499,9 +500,9 @@ def main() -> int:
 
     import torch
 
-    from cvasr.tokens import read_token_list
-    from cvasr.training import resolve_config
-    from cvasr.upstream import ARCHS, write_random_upstream
+    from cvasr.text.tokens import read_token_list
+    from cvasr.training.stages import resolve_config
+    from cvasr.models.upstream import ARCHS, write_random_upstream
 
     if args.device == "cuda" and not torch.cuda.is_available():
         parser.error("no CUDA device: use --device cpu (with --arch tiny) for a smoke run")

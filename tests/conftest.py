@@ -12,7 +12,7 @@ RECIPE = REPO / "egs" / "as_cv7"
 
 @pytest.fixture(scope="session")
 def small_release(tmp_path_factory: pytest.TempPathFactory) -> Path:
-    from cvasr.demo_corpus import write_demo_corpus
+    from cvasr.corpora.demo import write_demo_corpus
 
     out = tmp_path_factory.mktemp("cv") / "as"
     write_demo_corpus(out, seed=0, size="small", show_progress=False)
@@ -21,7 +21,7 @@ def small_release(tmp_path_factory: pytest.TempPathFactory) -> Path:
 
 @pytest.fixture(scope="session")
 def tiny_upstream(tmp_path_factory: pytest.TempPathFactory) -> Path:
-    from cvasr.upstream import write_random_upstream
+    from cvasr.models.upstream import write_random_upstream
 
     path = tmp_path_factory.mktemp("upstream") / "tiny.pt"
     write_random_upstream("tiny", path)

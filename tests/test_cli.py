@@ -12,7 +12,8 @@ from cvasr.cli import build_parser, main
 
 SUBCOMMANDS = ["demo-corpus", "make-upstream", "check-release", "extract-release",
                "check-upstream", "fetch-upstream", "prepare-data", "dump", "validate-data-dir",
-               "make-tokens", "collect-stats", "train", "decode", "transcribe", "results", "score"]
+               "make-tokens", "collect-stats", "train", "decode", "transcribe", "results", "score",
+               "defaults", "tune-lm", "make-lm"]
 
 
 def test_help_lists_every_subcommand() -> None:
@@ -77,3 +78,17 @@ def test_decode_nj_sets_cpu_threads(tmp_path: Path, capsys: pytest.CaptureFixtur
         torch.set_num_threads(before)
     assert main([*line, "--nj", "0"]) == 1
     assert capsys.readouterr().err.strip() == "cvasr decode: error: --nj must be at least 1, got 0"
+
+
+def test_defaults_are_the_packages(capsys: pytest.CaptureFixture[str]) -> None:
+    from cvasr import defaults
+    from cvasr.data.dump import DumpConfig
+
+    assert main(["defaults"]) == 0
+    lines = dict(line.split("=") for line in capsys.readouterr().out.splitlines())
+    assert lines == {"max_drop": "0.05", "min_duration": "0.1", "max_duration": "20",
+                     "token_type": "char", "nbpe": "150", "lm_order": "4"}
+    assert DumpConfig().max_drop == defaults.MAX_DROP
+    dump_args = build_parser().parse_args(["dump", "--data-dir", "d", "--dump-dir", "o"])
+    assert (dump_args.min_duration, dump_args.max_duration) == (defaults.MIN_DURATION,
+                                                                defaults.MAX_DURATION)

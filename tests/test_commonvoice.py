@@ -9,8 +9,8 @@ from pathlib import Path
 
 import pytest
 
-from cvasr.commonvoice import (DOWNLOAD_HINT, ReleaseError, check_release, extract_release,
-                               find_release_root, read_tsv)
+from cvasr.corpora.commonvoice import (ReleaseError, check_release, download_hint, extract_release,
+                                       find_release_root, read_tsv, release_version)
 
 HEADER = "client_id\tpath\tsentence\tup_votes\tdown_votes\tage\tgender\taccent\tlocale\tsegment"
 
@@ -30,9 +30,10 @@ def test_missing_files_are_named_with_the_download_hint(tmp_path: Path, small_re
     (release / "dev.tsv").unlink()
     shutil.rmtree(release / "clips")
     with pytest.raises(ReleaseError) as err:
-        check_release(release)
+        check_release(release, lang="as")
     assert "missing clips/, dev.tsv" in str(err.value)
-    assert DOWNLOAD_HINT in str(err.value)
+    assert download_hint("as") in str(err.value)
+    assert "cv-corpus-7.0-2021-07-21-as.tar.gz" in str(err.value)
     with pytest.raises(ReleaseError, match="does not exist"):
         check_release(tmp_path / "nowhere")
 
@@ -95,8 +96,9 @@ def test_extract_release_finds_the_language_folder(tmp_path: Path, small_release
 
 def test_hostile_or_broken_tarballs_are_refused(tmp_path: Path) -> None:
     evil = _tarball(tmp_path / "evil.tar.gz", {"../escaped.txt": b"x", "as/train.tsv": b"y"})
-    with pytest.raises(ReleaseError, match="cannot extract"):
+    with pytest.raises(ReleaseError, match="refusing to extract .*evil.tar.gz: unsafe archive") as err:
         extract_release(evil, tmp_path / "out", "as")
+    assert "download complete" not in str(err.value)
     assert not (tmp_path / "escaped.txt").exists()
     truncated = tmp_path / "truncated.tar.gz"
     truncated.write_bytes(_tarball(tmp_path / "ok.tar.gz", {"as/x": b"z" * 5000}).read_bytes()[:60])
@@ -104,3 +106,47 @@ def test_hostile_or_broken_tarballs_are_refused(tmp_path: Path) -> None:
         extract_release(truncated, tmp_path / "out2", "as")
     with pytest.raises(ReleaseError, match="does not exist"):
         extract_release(tmp_path / "none.tar.gz", tmp_path / "out3", "as")
+
+
+@pytest.mark.parametrize("path, version", [
+    ("cv-corpus-7.0-2021-07-21/as", "7.0"),
+    ("/data/cv-corpus-5.1-2020-06-22/cy", "5.1"),
+    ("/data/cv-corpus-17.0-2024-03-15/bn", "17.0"),
+    ("/data/cv-corpus-19.0-delta-2024-09-13/pt-BR", "19.0-delta"),
+    ("/downloads/cv-corpus-8.0-2022-01-19-as", "8.0"),
+    ("/data/my_release/as", None),
+    ("/data/cv-corpus-latest/as", None),
+])
+def test_release_version_from_the_folder_names(path: str, version: str | None) -> None:
+    assert release_version(Path(path)) == version
+
+
+def test_version_picks_the_published_sizes_to_compare(tmp_path: Path, small_release: Path) -> None:
+    for name, known in (("cv-corpus-7.0-2021-07-21", True), ("cv-corpus-17.0-2024-03-15", False)):
+        root = tmp_path / name / "as"
+        shutil.copytree(small_release, root)
+        check = check_release(root, lang="as")
+        text = check.format(lang="as")
+        assert text.splitlines()[0].endswith(f"(Common Voice {name.split('-')[2]}, 'as')")
+        assert ("published CV 7.0 'as' sizes" in text) is known
+        assert ("note: this release differs from the published sizes: train 24 (published 508)"
+                in text) is known
+
+
+def test_download_hint_names_the_users_language(tmp_path: Path) -> None:
+    with pytest.raises(ReleaseError) as err:
+        check_release(tmp_path / "cv-corpus-17.0-2024-03-15" / "cy", lang="cy")
+    message = str(err.value)
+    assert "'Common Voice Corpus 17.0', language 'cy'" in message
+    assert "-as.tar.gz" not in message and "Assamese" not in message
+    assert "language 'bn'" in download_hint("bn")
+
+
+def test_a_different_tarball_of_the_same_name_is_extracted_again(tmp_path: Path) -> None:
+    first = _tarball(tmp_path / "cv.tar.gz", {"as/train.tsv": b"one", "as/clips/a.mp3": b"a"})
+    root = extract_release(first, tmp_path / "out", "as")
+    assert (root / "train.tsv").read_bytes() == b"one"
+    again = _tarball(tmp_path / "cv.tar.gz", {"as/train.tsv": b"second", "as/clips/a.mp3": b"a"})
+    assert again == first
+    assert extract_release(again, tmp_path / "out", "as") == root
+    assert (root / "train.tsv").read_bytes() == b"second"

@@ -7,7 +7,8 @@ from pathlib import Path
 import pytest
 
 from cvasr.cli import main
-from cvasr.datadir import Utterance, read_table, validate_data_dir, write_data_dir
+from cvasr.data.datadir import Utterance, validate_data_dir, write_data_dir
+from cvasr.data.kaldi import read_table
 
 
 @pytest.fixture

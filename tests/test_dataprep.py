@@ -14,12 +14,13 @@ import numpy as np
 import pytest
 import soundfile as sf
 
-from cvasr.commonvoice import CV7_HEADER, read_tsv
-from cvasr.datadir import read_table, speaker_id, utterance_id, validate_data_dir
-from cvasr.dataprep import prepare_data
-from cvasr.demo_lexicon import precompose_nukta as canonical
-from cvasr.dump import DumpConfig, dump
-from cvasr.prep_report import TooManyDropped
+from cvasr.corpora.commonvoice import CV7_HEADER, read_tsv
+from cvasr.data.datadir import speaker_id, utterance_id, validate_data_dir
+from cvasr.data.kaldi import read_table
+from cvasr.data.prepare import prepare_data
+from cvasr.corpora.demo_lexicon import precompose_nukta as canonical
+from cvasr.data.dump import DumpConfig, dump
+from cvasr.data.report import TooManyDropped
 
 SPK_A, SPK_B, SPK_DEV, SPK_TEST = "a" * 128, "b" * 128, "d" * 128, "e" * 128
 HOSTILE = "a b;$(touch pwned)|`x`'.mp3"
@@ -124,7 +125,8 @@ def test_stage1_keeps_the_good_clips_and_reports_every_bad_one(defects_release: 
         {"clip": "short_train.wav", "stage": "1", "source": "train.tsv:12",
          "note": "not 48 kHz mono: 16000 Hz, 1 channel(s); stage 2 converts it"}]
     assert report["splits"]["dev"] == {"listed": 2, "kept": 2, "dropped": [], "notes": []}
-    assert report["info"]["normalizer"] == "as-1"
+    assert (report["info"]["normalizer"], report["info"]["normalizer_version"]) == ("assamese",
+                                                                                "as-1")
 
 
 def test_stage1_data_dirs_hold_exactly_the_survivors(defects_release: Path, tmp_path: Path) -> None:

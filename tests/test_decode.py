@@ -11,16 +11,19 @@ import numpy as np
 import pytest
 import torch
 
-from cvasr.decode import CTCDecoder, ctc_viterbi_token_scores
+from cvasr.decoding.ctc import ctc_viterbi_token_scores
+from cvasr.decoding.decoder import CTCDecoder, Hypothesis, Search, Tokens
+from cvasr.decoding.options import DecodingOptions
 
 TOKENS = ["<blank>", "<unk>", "<space>", "ক", "খ", "<sos/eos>"]
 
 
-def decoder() -> CTCDecoder:
-    """A decoder without a model: only the search over given posteriors is under test."""
-    d = object.__new__(CTCDecoder)
-    d.token_list, d.blank, d.sentencepiece = TOKENS, 0, None
-    return d
+def greedy(logp: torch.Tensor | np.ndarray) -> Hypothesis:
+    return Search(Tokens(TOKENS), DecodingOptions(beam_size=1))(np.asarray(logp))
+
+
+def beam_search(logp: torch.Tensor | np.ndarray, beam: int) -> Hypothesis:
+    return Search(Tokens(TOKENS), DecodingOptions(beam_size=beam))(np.asarray(logp))
 
 
 def collapse(path: tuple[int, ...]) -> tuple[int, ...]:
@@ -107,7 +110,7 @@ def test_greedy_token_scores_are_the_greedy_path_without_its_blanks(seed: int) -
     logp = random_logp(rng, frames=400, vocab=len(TOKENS))
     logp[rng.random(400) < 0.3, 0] = 0.0  # plenty of blank frames
     logp = torch.from_numpy(logp - np.logaddexp.reduce(logp, axis=1, keepdims=True)).float()
-    hyp = decoder().greedy(logp)
+    hyp = greedy(logp)
     best, path = logp.max(dim=-1)
     blank_frames = float(best[path == 0].sum())
     assert 127 < len(hyp.token_scores) == len(hyp.tokens)
@@ -123,7 +126,7 @@ def test_greedy_collapses_repeats_and_blanks() -> None:
     logp = torch.full((len(ids), len(TOKENS)), -10.0)
     for t, i in enumerate(ids):
         logp[t, i] = -0.01
-    hyp = decoder().greedy(logp)
+    hyp = greedy(logp)
     assert hyp.tokens == ["ক", "ক", "<space>", "খ"]
     assert hyp.text == "কক খ"
     assert hyp.score == pytest.approx(-0.08)
@@ -136,7 +139,7 @@ def test_prefix_beam_search_finds_the_most_probable_labelling(seed: int) -> None
     logits = rng.normal(size=(5, vocab)) * 2
     logp = logits - np.logaddexp.reduce(logits, axis=1, keepdims=True)
     best, best_lp = brute_force(logp)
-    hyp = decoder().beam_search(torch.from_numpy(logp).float(), beam=64)
+    hyp = beam_search(torch.from_numpy(logp).float(), beam=64)
     assert tuple(TOKENS.index(t) for t in hyp.tokens) == best
     assert hyp.score == pytest.approx(best_lp, abs=1e-4)
     assert hyp.token_scores == pytest.approx(brute_force_token_scores(logp, best), abs=1e-5)
@@ -147,14 +150,13 @@ def test_beam_beats_greedy_where_paths_add_up() -> None:
     # (ক-, -ক, কক) worth 0.24 + 0.24 + 0.16 = 0.64.
     p = np.array([[0.6, 0.0, 0.0, 0.4], [0.6, 0.0, 0.0, 0.4]]) + 1e-12
     logp = torch.from_numpy(np.log(p / p.sum(axis=1, keepdims=True))).float()
-    d = decoder()
-    assert d.greedy(logp).text == ""
-    hyp = d.beam_search(logp, beam=4)
+    assert greedy(logp).text == ""
+    hyp = beam_search(logp, beam=4)
     assert hyp.text == "ক" and math.exp(hyp.score) == pytest.approx(0.64, abs=1e-6)
 
 
 def test_collapse_and_join() -> None:
-    from cvasr.decode import collapse_ctc, join_tokens
+    from cvasr.decoding.ctc import collapse_ctc, join_tokens
 
     assert collapse_ctc([3, 3, 0, 3, 4, 4, -1, -1]) == [3, 3, 4]
     assert join_tokens(["ক", "ক", "<space>", "খ"]) == "কক খ"
@@ -164,8 +166,8 @@ def test_collapse_and_join() -> None:
 def test_decode_data_dir_writes_token_and_token_score_tables(tmp_path: Path) -> None:
     import kaldiio
 
-    from cvasr.datadir import read_table
-    from cvasr.decode import decode_data_dir
+    from cvasr.data.kaldi import read_table
+    from cvasr.decoding.decoder import decode_data_dir
 
     # Each "waveform" is its own frame-wise labels; the stand-in model makes them near certain.
     frames = {"u2": [3, 3, 0, 2, 2, 4, 0, 3], "u1": [0, 0, 0], "u3": [4, 0, 4, 4]}
@@ -183,10 +185,11 @@ def test_decode_data_dir_writes_token_and_token_score_tables(tmp_path: Path) -> 
             out.append(logp)
         return out
 
-    d = decoder()
+    d = object.__new__(CTCDecoder)  # a decoder whose "model" is log_probs above
+    d.tokens = Tokens(TOKENS)
     d.log_probs = log_probs  # type: ignore[method-assign]
     out = tmp_path / "decode"
-    decode_data_dir(d, data, out, batch_size=2)
+    decode_data_dir(d, data, out, DecodingOptions(batch_size=2), save_logp=True)
     lines = {name: (out / name).read_text(encoding="utf-8").splitlines()
              for name in ("text", "score", "token", "token_score")}
     assert [line.split(" ")[0] for line in lines["token"]] == ["u1", "u2", "u3"]
@@ -200,3 +203,9 @@ def test_decode_data_dir_writes_token_and_token_score_tables(tmp_path: Path) -> 
                          "u3": pytest.approx([math.log(0.99), 2 * math.log(0.99)], abs=1e-4)}
     assert all(len(t.split(" ")) == len(s.split(" "))
                for t, s in zip(lines["token"], lines["token_score"]))
+    # the kept log-posteriors decode to the same text without the model
+    from cvasr.decoding.decoder import decode_log_probs
+
+    again = decode_log_probs(Tokens(TOKENS), out / "logp.scp", tmp_path / "again",
+                             DecodingOptions(beam_size=4))
+    assert read_table(again) == read_table(out / "text")

@@ -11,9 +11,9 @@ from pathlib import Path
 import pytest
 import soundfile as sf
 
-from cvasr.commonvoice import CV7_HEADER, SPLIT_FILES
-from cvasr.demo_corpus import SIZES, plan_release, write_demo_corpus
-from cvasr.demo_lexicon import make_sentences, precompose_nukta, vocabulary
+from cvasr.corpora.commonvoice import CV7_HEADER, SPLIT_FILES
+from cvasr.corpora.demo import SIZES, plan_release, write_demo_corpus
+from cvasr.corpora.demo_lexicon import make_sentences, precompose_nukta, vocabulary
 
 
 def read_rows(path: Path) -> list[dict[str, str]]:
@@ -125,7 +125,7 @@ _SPELLED = ("'akar", "ik,ar", "uk,ar", "'ekar", "b'indu", "(bn)")
 
 
 def test_espeak_reads_every_word_rather_than_spelling_it() -> None:
-    from cvasr.demo_corpus import _SPOKEN_RESPELLING
+    from cvasr.corpora.demo import _SPOKEN_RESPELLING
 
     words = sorted(vocabulary())
     spelled = []

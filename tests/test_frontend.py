@@ -8,7 +8,7 @@ import pytest
 import torch
 from espnet2.asr.frontend.s3prl import S3prlFrontend
 
-from cvasr.frontend import Wav2Vec2S3prlFrontend
+from cvasr.models.frontend import Wav2Vec2S3prlFrontend
 
 
 def _pair(upstream: Path) -> tuple[S3prlFrontend, Wav2Vec2S3prlFrontend]:

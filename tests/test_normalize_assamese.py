@@ -8,13 +8,8 @@ from __future__ import annotations
 
 import pytest
 
-from cvasr.normalize import (
-    generic_normalize,
-    get_normalizer,
-    known_languages,
-    normalizer_version,
-)
-from cvasr.normalize.assamese import NORMALIZER_VERSION, normalize
+from cvasr.text.assamese import NORMALIZER_VERSION, normalize
+from cvasr.text.normalize import get_normalizer, known_languages
 
 YA = "\u09df"  # YYA, one code point (canonical)
 RRA = "\u09dc"  # RRA, one code point (canonical)
@@ -208,47 +203,16 @@ def test_nukta_forms_agree(typed: str, canonical: str) -> None:
 
 def test_version_is_recorded() -> None:
     assert isinstance(NORMALIZER_VERSION, str) and NORMALIZER_VERSION
-    assert normalizer_version("as") == NORMALIZER_VERSION
+    assert get_normalizer("as").version == NORMALIZER_VERSION
 
 
 # --- Registry ------------------------------------------------------------------
 
 
 def test_registry_assamese() -> None:
-    assert get_normalizer("as") is normalize
-    assert get_normalizer("as")("কিতাপ,কলম।") == "কিতাপ কলম"
+    normalizer = get_normalizer("as")
+    assert normalizer.apply is normalize and normalizer.dedicated
+    assert (normalizer.name, normalizer.lang) == ("assamese", "as")
+    assert normalizer("কিতাপ,কলম।") == "কিতাপ কলম"
     assert "as" in known_languages()
-
-
-def test_registry_assamese_with_fallback_is_still_assamese() -> None:
-    assert get_normalizer("as", fallback=True) is normalize
-
-
-@pytest.mark.parametrize("code", ["xx", "bn", "", "assamese"])
-def test_registry_unknown_code_raises(code: str) -> None:
-    with pytest.raises(ValueError) as excinfo:
-        get_normalizer(code)
-    message = str(excinfo.value)
-    assert repr(code) in message
-    assert "as" in message
-
-
-def test_registry_fallback_is_generic() -> None:
-    normalizer = get_normalizer("xx", fallback=True)
-    assert normalizer is generic_normalize
-    assert normalizer_version("xx", fallback=True) != NORMALIZER_VERSION
-
-
-@pytest.mark.parametrize(
-    ("text", "expected"),
-    [
-        ("Hello, World!  ¿Qué?", "hello world qué"),
-        ("Cafe\u0301\tau lait…", "caf\u00e9 au lait"),
-        ("", ""),
-        ("।?!", ""),
-    ],
-    ids=["latin", "nfc-and-whitespace", "empty", "only-punctuation"],
-)
-def test_generic_normalize(text: str, expected: str) -> None:
-    assert generic_normalize(text) == expected
-    assert generic_normalize(expected) == expected
+    assert normalizer.describe() == "text normaliser for 'as': assamese (as-1)"

@@ -9,7 +9,7 @@ import pytest
 import torch
 from espnet2.iterators.sequence_iter_factory import SequenceIterFactory
 
-from cvasr.persistent_loader import PersistentSequenceIterFactory
+from cvasr.speedups.persistent_loader import PersistentSequenceIterFactory
 
 
 class RandomDraws(torch.utils.data.Dataset):

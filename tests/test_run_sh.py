@@ -56,7 +56,7 @@ def test_stage0_records_and_skips(cv_args: list[str], small_release: Path, tmp_p
     first = run(*cv_args, "--stage", "0", "--stop-stage", "0")
     assert "stage 0 (corpus_and_upstream): done" in first.stdout
     assert "next: stage 1 (data_prep)" in first.stdout
-    assert (work / "exp" / "stage0" / "release_dir").read_text().strip() == str(small_release)
+    assert (work / "data" / "local" / "release_dir").read_text().strip() == str(small_release)
     assert (work / "exp" / "stage_records" / "stage0.done").is_file()
     stage_log = (work / "exp" / "logs" / "stage0_corpus_and_upstream.log").read_text()
     assert "train.tsv" in stage_log and "2 layers x 128" in stage_log
@@ -98,13 +98,13 @@ def test_missing_release_files_fail_stage0_with_the_download_hint(tmp_path: Path
 
 @pytest.mark.slow
 def test_demo_stages_0_to_2_and_resume(tmp_path: Path) -> None:
-    from cvasr.datadir import validate_data_dir
+    from cvasr.data.datadir import validate_data_dir
 
     work = tmp_path / "demo"
     proc = run("--demo", "true", "--demo_size", "small", "--work_dir", work, "--stop-stage", "2")
     for n, name in ((0, "corpus_and_upstream"), (1, "data_prep"), (2, "dump")):
         assert f"stage {n} ({name}): done" in proc.stdout
-    release = Path((work / "exp" / "stage0" / "release_dir").read_text().strip())
+    release = Path((work / "data" / "local" / "release_dir").read_text().strip())
     assert len(list((release / "clips").iterdir())) == 46
     upstream = Path((work / "exp" / "stage0" / "upstream").read_text().strip())
     assert upstream.is_file() and upstream.name == "wav2vec2_tiny_random.pt"
@@ -117,17 +117,101 @@ def test_demo_stages_0_to_2_and_resume(tmp_path: Path) -> None:
     again = run("--demo", "true", "--demo_size", "small", "--work_dir", work, "--stop-stage", "2")
     assert again.stdout.count("already done with these inputs, skipping") == 3
 
-    # Stages 3-5 with one quick epoch end in RESULTS.md.
+    # Stages 3-5 with one quick epoch end in RESULTS.md, CTC alone and with the word LM.
     final = run("--demo", "true", "--demo_size", "small", "--work_dir", work, "--stage", "3",
                 "--train_args", "--max_epoch 1 --batch_size 8")
     assert "stage 5 (decode_and_score): done" in final.stdout
+    assert "word 4-gram LM: 24 lines (24 train)" in final.stdout
+    assert "chose lm_weight" in final.stdout
     results = (work / "RESULTS.md").read_text(encoding="utf-8")
     assert "|dataset|Snt|Wrd|Corr|Sub|Del|Ins|Err|S.Err|" in results
-    assert "|[decode_ctc/test](exp/asr_train_demo_ctc_char/decode_ctc/test/score_cer/result.txt)|6|" in results
-    assert "beam_size=10, batch_size=8" in results
+    for name in ("decode_ctc/dev", "decode_ctc_lm/dev", "decode_ctc/test", "decode_ctc_lm/test"):
+        assert f"|[{name}](exp/asr_train_demo_ctc_char/{name}/score_cer/result.txt)|" in results
+    assert "- decode_ctc: CTC prefix beam 10, batch 8" in results
+    assert "- decode_ctc_lm: CTC prefix beam 50 with the word LM data/lm (weight" in results
+    assert str(work) not in results  # paths relative to the work dir
+    exp = work / "exp" / "asr_train_demo_ctc_char"
+    assert "lm: ../../data/lm" in (exp / "decoding.yaml").read_text()
+
+    # --use_lm false: stage 3 again without the LM, no retraining, stage 5 CTC alone
+    no_lm = run("--demo", "true", "--demo_size", "small", "--work_dir", work, "--stage", "3",
+                "--use_lm", "false", "--train_args", "--max_epoch 1 --batch_size 8")
+    assert "stage 4 (train): already done with these inputs" in no_lm.stdout
+    assert "word 4-gram LM" not in no_lm.stdout and "tune" not in no_lm.stdout
+    results = (work / "RESULTS.md").read_text(encoding="utf-8")
+    assert "decode_ctc/test" in results and "decode_ctc_lm" not in results
+    assert "lm: null" in (exp / "decoding.yaml").read_text()
 
     # A changed stage-1 input re-runs stage 1, and stage 2 after it, which follows stage 1.
     changed = run("--demo", "true", "--demo_size", "small", "--work_dir", work, "--stage", "1",
                   "--stop-stage", "2", "--max_drop", "0.2")
     assert "stage 1 (data_prep): inputs changed" in changed.stdout
     assert "stage 2 (dump): inputs changed" in changed.stdout
+
+
+def test_stage0_and_1_run_local_data_sh(cv_args: list[str], tmp_path: Path) -> None:
+    """asr.sh's stages 0-1 are local/data.sh's, with the corpus options handed on unchanged."""
+    work = tmp_path / "work"
+    run(*cv_args, "--stage", "0", "--stop-stage", "1", "--nj", "1")
+    log0 = (work / "exp" / "logs" / "stage0_corpus_and_upstream.log").read_text()
+    assert "release: " in log0 and "upstream: " in log0
+    log1 = (work / "exp" / "logs" / "stage1_data_prep.log").read_text()
+    assert "text normaliser for 'as': assamese (as-1)" in log1
+    assert sorted(p.name for p in (work / "data").iterdir()) == [
+        "dev", "local", "prep_report.json", "test", "train"]
+
+
+def _recipe_with_own_local(tmp_path: Path) -> Path:
+    """A recipe dir for another corpus: TEMPLATE's stages, a local/data.sh of its own."""
+    template = RECIPE.parent / "TEMPLATE"
+    recipe = tmp_path / "egs" / "other"
+    (recipe / "local").mkdir(parents=True)
+    for name in ("asr.sh", "path.sh", "utils"):
+        (recipe / name).symlink_to(template / name)
+    (recipe / "conf").symlink_to(RECIPE / "conf")
+    # path.sh finds the package two levels up from the recipe dir
+    (tmp_path / ".venv").symlink_to(RECIPE.parents[1] / ".venv")
+    (tmp_path / "src").symlink_to(RECIPE.parents[1] / "src")
+    (recipe / "run.sh").write_text('#!/usr/bin/env bash\nexec "$(dirname "$0")/asr.sh" --lang xx "$@"\n')
+    (recipe / "local" / "data.sh").write_text(
+        '#!/usr/bin/env bash\n'
+        '# another corpus: records how it was called, accepts one option of its own\n'
+        'set -euo pipefail\n'
+        'for a in "$@"; do printf "%s\\n" "$a"; done > "$(dirname "$0")/called.$$"\n'
+        'case " $* " in *" --validate_only true "*) exit 0 ;; esac\n'
+        'case " $* " in *" --corpus_flavour sweet "*) ;; *) echo "bad corpus option" >&2; exit 2 ;; esac\n'
+        'args=" $* "; stage=${args#* --stage }; echo "corpus ready, stage ${stage%% *}"\n')
+    for script in ("run.sh", "local/data.sh"):
+        (recipe / script).chmod(0o755)
+    return recipe
+
+
+def test_another_corpus_swaps_local_and_keeps_the_stages(tmp_path: Path,
+                                                         tiny_upstream: Path) -> None:
+    recipe = _recipe_with_own_local(tmp_path)
+    proc = subprocess.run([str(recipe / "run.sh"), "--corpus_flavour", "sweet", "--upstream_ckpt",
+                           str(tiny_upstream), "--stop-stage", "1", "--nj", "1"],
+                          capture_output=True, text=True, timeout=300)
+    assert proc.returncode == 0, proc.stdout + proc.stderr
+    assert "corpus ready, stage 0" in proc.stdout and "corpus ready, stage 1" in proc.stdout
+    assert "stage 1 (data_prep): done" in proc.stdout
+    calls = [p.read_text().split("\n") for p in (recipe / "local").glob("called.*")]
+    stage_calls = [c for c in calls if "--stage" in c]
+    assert len(stage_calls) == 2
+    for call in stage_calls:
+        assert call[call.index("--lang") + 1] == "xx"
+        assert call[call.index("--corpus_flavour") + 1] == "sweet"
+        assert call[call.index("--work_dir") + 1] == str(recipe)
+    bad = subprocess.run([str(recipe / "run.sh"), "--corpus_flavour", "sour"], capture_output=True,
+                         text=True, timeout=300)
+    assert bad.returncode == 1 and "bad corpus option" in bad.stdout
+
+
+def test_generic_recipe_needs_a_language() -> None:
+    proc = subprocess.run([str(RECIPE.parent / "cv" / "run.sh"), "--stop-stage", "0"],
+                          capture_output=True, text=True, timeout=60)
+    assert proc.returncode == 2
+    assert "--lang is required" in proc.stderr
+    demo = subprocess.run([str(RECIPE.parent / "cv" / "run.sh"), "--lang", "bn", "--demo", "true"],
+                          capture_output=True, text=True, timeout=60)
+    assert demo.returncode == 2 and "the embedded demo corpus is Assamese" in demo.stderr

@@ -1,4 +1,4 @@
-"""Tests for cvasr.scoring: hand-computed cases, then oracle tests against NIST sclite."""
+"""Tests for cvasr.scoring.sclite: hand-computed cases, then oracle tests against NIST sclite."""
 
 from __future__ import annotations
 
@@ -9,8 +9,8 @@ from pathlib import Path
 
 import pytest
 
-from cvasr import scoring
-from cvasr.scoring import AlignOp, Counts, align, parse_sclite_counts, score
+from cvasr.scoring import sclite as scoring
+from cvasr.scoring.sclite import AlignOp, Counts, align, parse_sclite_counts, score
 
 HAVE_SCLITE = not (shutil.which("sclite") is None and not os.path.exists("/usr/lib/sctk/bin/sclite"))
 needs_sclite = pytest.mark.skipif(not HAVE_SCLITE, reason="NIST sclite not installed (Debian package sctk)")

@@ -1,4 +1,4 @@
-"""cvasr.sync_free_step against espnet2's own Trainer.train_one_epoch: same updates, same reports."""
+"""cvasr.speedups.sync_free_step against espnet2's own Trainer.train_one_epoch: same updates, same reports."""
 
 from __future__ import annotations
 
@@ -14,8 +14,8 @@ from espnet2.train.distributed_utils import DistributedOption
 from espnet2.train.reporter import Reporter
 from espnet2.train.trainer import Trainer
 
-from cvasr import sync_free_step
-from cvasr.espnet_task import CvasrASRTask, SafeCheckpointTrainer
+from cvasr.speedups import sync_free_step
+from cvasr.training.task import CvasrASRTask, SafeCheckpointTrainer
 
 
 class Toy(torch.nn.Module):

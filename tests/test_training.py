@@ -15,10 +15,10 @@ import torch
 import yaml
 
 from conftest import RECIPE
-from cvasr.dataprep import prepare_data
-from cvasr.dump import DumpConfig, dump
-from cvasr.tokens import make_token_list, read_token_list
-from cvasr.training import ConfigError, collect_stats, resolve_config, train
+from cvasr.data.prepare import prepare_data
+from cvasr.data.dump import DumpConfig, dump
+from cvasr.text.tokens import make_token_list, read_token_list
+from cvasr.training.stages import ConfigError, collect_stats, resolve_config, train
 
 DEMO_CONFIG = RECIPE / "conf" / "train_demo_ctc.yaml"
 XLSR_CONFIG = RECIPE / "conf" / "train_xlsr300m_ctc.yaml"
@@ -74,7 +74,7 @@ def epoch_results(log: Path) -> list[dict[str, float]]:
 
 
 def test_collect_stats_writes_shapes(demo_stats: Path, prepared: dict[str, Path]) -> None:
-    from cvasr.datadir import read_table
+    from cvasr.data.kaldi import read_table
 
     shapes = read_table(demo_stats / "train" / "speech_shape")
     assert shapes == read_table(prepared["dump"] / "train" / "utt2num_samples")
@@ -237,12 +237,14 @@ def test_decode_and_transcribe_with_the_trained_model(demo_exp: Path, prepared: 
     import soundfile as sf
 
     from cvasr.cli import main
-    from cvasr.datadir import read_table
-    from cvasr.decode import CTCDecoder, decode_data_dir, transcribe
+    from cvasr.data.kaldi import read_table
+    from cvasr.decoding.decoder import CTCDecoder, decode_data_dir, transcribe
+    from cvasr.decoding.options import DecodingOptions
 
     decoder = CTCDecoder(demo_exp)
     assert decoder.model_file.name == "valid.cer_ctc.ave.pth"
-    out = decode_data_dir(decoder, prepared["dump"] / "test", tmp_path / "greedy", batch_size=4)
+    out = decode_data_dir(decoder, prepared["dump"] / "test", tmp_path / "greedy",
+                          DecodingOptions(batch_size=4))
     hyps = read_table(out)
     assert set(hyps) == set(read_table(prepared["dump"] / "test" / "text"))
     assert set(read_table(tmp_path / "greedy" / "score")) == set(hyps)
@@ -251,7 +253,8 @@ def test_decode_and_transcribe_with_the_trained_model(demo_exp: Path, prepared: 
     assert set(tokens) == set(token_scores) == set(hyps)
     assert all(len(tokens[u].split()) == len(token_scores[u].split()) for u in hyps)
     # Batching and sorting do not change a hypothesis.
-    one_by_one = decode_data_dir(decoder, prepared["dump"] / "test", tmp_path / "b1", batch_size=1)
+    one_by_one = decode_data_dir(decoder, prepared["dump"] / "test", tmp_path / "b1",
+                                 DecodingOptions(batch_size=1))
     assert read_table(one_by_one) == hyps
 
     # A 44.1 kHz stereo wav of a test clip gives (nearly) the text the dumped clip gives.
@@ -269,3 +272,45 @@ def test_decode_and_transcribe_with_the_trained_model(demo_exp: Path, prepared: 
     # Resampling there and back is not bit-exact: allow a few characters to differ.
     assert editdistance.eval(text, hyps[utt]) <= max(2, len(hyps[utt]) // 5), (text, hyps[utt])
     assert main(["transcribe", "--model", str(demo_exp), str(wav)]) == 0
+
+
+@pytest.mark.slow
+def test_transcribe_decodes_as_stage5_recorded_with_and_without_the_lm(
+        demo_exp: Path, prepared: dict[str, Path], tmp_path: Path,
+        capsys: pytest.CaptureFixture[str]) -> None:
+    import kaldiio
+    import soundfile as sf
+
+    from cvasr.cli import main
+    from cvasr.data.kaldi import read_table
+    from cvasr.decoding.decoder import CTCDecoder, Search, data_dir_log_probs
+    from cvasr.decoding.options import DecodingOptions, write_record
+    from cvasr.lm.ngram import build_lm
+
+    dump = prepared["dump"]
+    lm = tmp_path / "lm"
+    build_lm(lm, [dump / "train" / "text"], [dump / "dev" / "text", dump / "test" / "text"],
+             order=3)
+    with_lm = DecodingOptions(beam_size=4, lm=str(lm), lm_weight=1.0, word_bonus=2.0)
+    decoder = CTCDecoder(demo_exp)
+    logps = data_dir_log_probs(decoder, dump / "test", batch_size=1)
+    lm_text = {u: Search(decoder.tokens, with_lm)(x).text for u, x in logps.items()}
+    beam_text = {u: Search(decoder.tokens, DecodingOptions(beam_size=4))(x).text
+                 for u, x in logps.items()}
+    differ = [u for u in logps if lm_text[u] != beam_text[u]]
+    assert differ, "the LM changes no test hypothesis: the test below would prove nothing"
+    utt = differ[0]
+    rate, samples = dict(kaldiio.load_scp(str(dump / "test" / "wav.scp")))[utt]
+    wav = tmp_path / "clip.wav"
+    sf.write(wav, samples, rate, subtype="PCM_16")  # the dumped samples exactly
+
+    write_record(demo_exp, with_lm)
+    try:
+        assert main(["transcribe", "--model", str(demo_exp), "--nj", "1", str(wav)]) == 0
+        assert capsys.readouterr().out == f"{wav}\t{lm_text[utt]}\n"
+        assert main(["transcribe", "--model", str(demo_exp), "--no-lm", "--nj", "1",
+                     str(wav)]) == 0
+        assert capsys.readouterr().out == f"{wav}\t{beam_text[utt]}\n"
+    finally:
+        (demo_exp / "decoding.yaml").unlink()
+    assert read_table(dump / "test" / "text")[utt]  # a real utterance with a reference

@@ -7,7 +7,7 @@ from pathlib import Path
 import pytest
 import torch
 
-from cvasr.upstream import ARCHS, inspect_upstream, write_random_upstream
+from cvasr.models.upstream import ARCHS, inspect_upstream, write_random_upstream
 
 ONE_SECOND = 16000
 FRAMES_PER_SECOND = 50  # s3prl pads the waveform so that a 320-sample hop gives len // 320 frames

@@ -3,8 +3,11 @@
 #   espeak-ng        the demo corpus's synthesiser (Assamese voice)
 #   sox, libsox-fmt-mp3, ffmpeg   audio tools (mp3 support; ffmpeg is the data-prep baseline)
 #   sctk             NIST sclite, the scoring oracle and `cvasr score --engine sclite`
+#   cmake, g++, libboost-{program-options,system,thread,test}-dev, zlib1g-dev
+#                    to build KenLM's lmplz and build_binary (tools/install_kenlm.sh)
 set -euo pipefail
-packages=(espeak-ng sox libsox-fmt-mp3 ffmpeg sctk)
+packages=(espeak-ng sox libsox-fmt-mp3 ffmpeg sctk cmake g++ libboost-program-options-dev
+          libboost-system-dev libboost-thread-dev libboost-test-dev zlib1g-dev)
 missing=()
 for p in "${packages[@]}"; do
     dpkg-query -W -f='${Status}' "$p" 2>/dev/null | grep -q "install ok installed" || missing+=("$p")

@@ -1,17 +1,1 @@
-# Environment for the recipe: the project's virtualenv, made by `make setup` at the repo root.
-# Sourced by run.sh; users may source it to call `cvasr` and espnet2 tools by hand.
-_cvasr_root=$(cd "$(dirname "${BASH_SOURCE[0]}")/../.." && pwd)
-if [ -z "${CVASR_PYTHON_ENV:-}" ]; then
-    CVASR_PYTHON_ENV=${_cvasr_root}/.venv
-fi
-if [ ! -x "${CVASR_PYTHON_ENV}/bin/cvasr" ]; then
-    echo "path.sh: ${CVASR_PYTHON_ENV}/bin/cvasr not found: run 'make setup' in ${_cvasr_root}" \
-         "(or set CVASR_PYTHON_ENV to a virtualenv where cvasr is installed)" >&2
-    return 1
-fi
-export PATH=${CVASR_PYTHON_ENV}/bin:${PATH}
-# sclite from Debian's sctk lives outside PATH.
-[ -d /usr/lib/sctk/bin ] && export PATH=${PATH}:/usr/lib/sctk/bin
-export PYTHONIOENCODING=UTF-8
-export LC_ALL=C.UTF-8
-unset _cvasr_root
+../TEMPLATE/path.sh

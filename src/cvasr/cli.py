@@ -7,13 +7,18 @@ import sys
 from pathlib import Path
 from typing import Callable
 
-from cvasr import __version__
+from cvasr import __version__, defaults
 
 Handler = Callable[[argparse.Namespace], int]
 
 
+def _defaults(args: argparse.Namespace) -> int:
+    sys.stdout.write(defaults.shell_lines())
+    return 0
+
+
 def _demo_corpus(args: argparse.Namespace) -> int:
-    from cvasr.demo_corpus import write_demo_corpus
+    from cvasr.corpora.demo import write_demo_corpus
 
     counts = write_demo_corpus(args.out, seed=args.seed, size=args.size, nj=args.nj,
                                show_progress=not args.quiet)
@@ -23,7 +28,7 @@ def _demo_corpus(args: argparse.Namespace) -> int:
 
 
 def _make_upstream(args: argparse.Namespace) -> int:
-    from cvasr.upstream import write_random_upstream
+    from cvasr.models.upstream import write_random_upstream
 
     n = write_random_upstream(args.arch, args.out, seed=args.seed)
     print(f"wrote random-init wav2vec 2.0 '{args.arch}' ({n / 1e6:.1f} M parameters) to {args.out}")
@@ -31,35 +36,35 @@ def _make_upstream(args: argparse.Namespace) -> int:
 
 
 def _check_release(args: argparse.Namespace) -> int:
-    from cvasr.commonvoice import check_release
+    from cvasr.corpora.commonvoice import check_release
 
-    print(check_release(args.root).format(lang=args.lang, version=args.version))
+    print(check_release(args.root, lang=args.lang).format(lang=args.lang, version=args.version))
     return 0
 
 
 def _extract_release(args: argparse.Namespace) -> int:
-    from cvasr.commonvoice import extract_release
+    from cvasr.corpora.commonvoice import extract_release
 
     print(extract_release(args.tarball, args.out, args.lang))
     return 0
 
 
 def _check_upstream(args: argparse.Namespace) -> int:
-    from cvasr.upstream import inspect_upstream
+    from cvasr.models.upstream import inspect_upstream
 
     print(inspect_upstream(args.path).describe())
     return 0
 
 
 def _fetch_upstream(args: argparse.Namespace) -> int:
-    from cvasr.upstream import fetch_pretrained
+    from cvasr.models.upstream import fetch_pretrained
 
     print(fetch_pretrained(args.name, args.download_dir))
     return 0
 
 
 def _prepare_data(args: argparse.Namespace) -> int:
-    from cvasr.dataprep import prepare_data
+    from cvasr.data.prepare import prepare_data
 
     report = prepare_data(args.release, args.data_dir, lang=args.lang, train_set=args.train_set,
                           exclude_eval_speakers=args.exclude_eval_speakers,
@@ -70,7 +75,7 @@ def _prepare_data(args: argparse.Namespace) -> int:
 
 
 def _dump(args: argparse.Namespace) -> int:
-    from cvasr.dump import DumpConfig, dump
+    from cvasr.data.dump import DumpConfig, dump
 
     config = DumpConfig(min_duration=args.min_duration, max_duration=args.max_duration,
                         max_drop=args.max_drop, nj=args.nj)
@@ -81,7 +86,7 @@ def _dump(args: argparse.Namespace) -> int:
 
 
 def _validate_data_dir(args: argparse.Namespace) -> int:
-    from cvasr.datadir import validate_data_dir
+    from cvasr.data.datadir import validate_data_dir
 
     problems = validate_data_dir(args.dir, check_files=not args.no_check_files)
     for problem in problems:
@@ -93,65 +98,136 @@ def _validate_data_dir(args: argparse.Namespace) -> int:
     return 0
 
 
-def _decode_options(args: argparse.Namespace) -> None:
-    """Fill --beam/--batch-size from --config (a decode YAML) where not given on the line; set
-    the CPU threads from --nj."""
+def _set_threads(args: argparse.Namespace) -> int:
+    """CPU threads from --nj (torch's intra-op threads, and the LM search's threads)."""
     import torch
-    import yaml
 
-    if args.nj is not None:
-        if args.nj < 1:
-            raise ValueError(f"--nj must be at least 1, got {args.nj}")
-        torch.set_num_threads(args.nj)
+    if args.nj is None:
+        return max(1, torch.get_num_threads())
+    if args.nj < 1:
+        raise ValueError(f"--nj must be at least 1, got {args.nj}")
+    torch.set_num_threads(args.nj)
+    return args.nj
 
-    conf = yaml.safe_load(args.config.read_text(encoding="utf-8")) if args.config else {}
-    unknown = set(conf or {}) - {"beam_size", "batch_size"}
-    if unknown:
-        raise ValueError(f"{args.config}: unknown key(s) {', '.join(sorted(unknown))}; "
-                         "a decode config has beam_size and batch_size")
-    if args.beam is None:
-        args.beam = int((conf or {}).get("beam_size", 1))
-    if getattr(args, "batch_size", 0) is None:
-        args.batch_size = int((conf or {}).get("batch_size", 8))
+
+def _decoding_options(args: argparse.Namespace):
+    """What to decode with: the experiment's recorded choice (stage 5's), then --config, then
+    the options given on the line."""
+    from cvasr.decoding.options import DecodingOptions, read_yaml, recorded
+
+    options = recorded(args.model) if args.model is not None else DecodingOptions()
+    if args.config is not None:
+        options = options.updated(read_yaml(args.config), str(args.config))
+    given = {"beam_size": args.beam, "batch_size": getattr(args, "batch_size", None),
+             "lm_weight": args.lm_weight, "word_bonus": args.word_bonus,
+             "lm_beam_size": args.lm_beam}
+    options = options.updated(given, "the command line")
+    if args.no_lm:
+        options = options.updated({"lm": None}, "the command line")
+    elif args.lm is not None:
+        options = options.updated({"lm": str(args.lm)}, "the command line")
+    options.check()
+    return options
 
 
 def _decode(args: argparse.Namespace) -> int:
-    from cvasr.decode import CTCDecoder, decode_data_dir
+    from cvasr.decoding.decoder import CTCDecoder, Tokens, decode_data_dir, decode_log_probs
+    from cvasr.decoding.options import write_record
 
-    _decode_options(args)
-    decoder = CTCDecoder(args.model, device=args.device)
-    text = decode_data_dir(decoder, args.data_dir, args.out, batch_size=args.batch_size,
-                           beam=args.beam)
-    print(f"decoded {args.data_dir} with {decoder.model_file} (beam {args.beam}): {text}")
+    threads = _set_threads(args)
+    options = _decoding_options(args)
+    if (args.data_dir is None) == (args.logp is None):
+        raise ValueError("give one of --data-dir (run the model) and --logp (search kept "
+                         "log-posteriors again)")
+    if args.logp is not None:
+        if args.save_logp:
+            raise ValueError("--save-logp needs --data-dir: --logp decodes kept ones")
+        text = decode_log_probs(Tokens.of_experiment(args.model), args.logp, args.out, options,
+                                threads)
+        source, model = args.logp, "kept log-posteriors"
+    else:
+        decoder = CTCDecoder(args.model, device=args.device)
+        text = decode_data_dir(decoder, args.data_dir, args.out, options, args.save_logp,
+                               threads)
+        source, model = args.data_dir, decoder.model_file
+    write_record(args.out, options)  # the decode dir says how it was decoded
+    if args.record:
+        write_record(args.model, options)
+    print(f"decoded {source} with {model} ({options.describe()}): {text}")
+    return 0
+
+
+def _tune_lm(args: argparse.Namespace) -> int:
+    from cvasr.data.kaldi import read_table
+    from cvasr.decoding.decoder import Search, Tokens, read_log_probs, write_decode_dir
+    from cvasr.decoding.options import write_record
+    from cvasr.decoding.tune import tune_lm, write_grid
+
+    threads = _set_threads(args)
+    if args.lm is None or args.no_lm:
+        raise ValueError("tune-lm needs --lm DIR")
+    options = _decoding_options(args)
+    tokens = Tokens.of_experiment(args.model)
+    logps = read_log_probs(args.logp)
+    refs = read_table(args.ref)
+    grid = len(options.lm_weights) * len(options.word_bonuses)
+    print(f"tuning the LM weight and word bonus on {args.ref}: {grid} settings, "
+          f"{len(logps)} utterances", file=sys.stderr, flush=True)
+
+    def report(point) -> None:
+        print(f"  lm_weight {point.lm_weight:<5g} word_bonus {point.word_bonus:<5g} "
+              f"WER {point.wer:6.2f}  CER {point.cer:6.2f}  ({point.seconds:.1f} s)",
+              file=sys.stderr, flush=True)
+
+    chosen, points = tune_lm(tokens, logps, refs, options, threads, on_point=report)
+    out = Path(args.out)
+    out.mkdir(parents=True, exist_ok=True)
+    write_grid(out / "tuning.tsv", points, chosen)
+    hyps = Search(tokens, chosen).many([logps[u] for u in sorted(logps)], threads)
+    text = write_decode_dir(out, dict(zip(sorted(logps), hyps)))
+    write_record(out, chosen)
+    record = write_record(args.model, chosen)
+    best = next(p for p in points if (p.lm_weight, p.word_bonus) == (chosen.lm_weight,
+                                                                     chosen.word_bonus))
+    print(f"chose lm_weight {chosen.lm_weight:g}, word_bonus {chosen.word_bonus:g} (dev WER "
+          f"{best.wer:.2f}, CER {best.cer:.2f}; grid in {out / 'tuning.tsv'}), recorded in "
+          f"{record}; decoded: {text}")
     return 0
 
 
 def _transcribe(args: argparse.Namespace) -> int:
-    from cvasr.decode import CTCDecoder, transcribe
+    from cvasr.decoding.decoder import CTCDecoder, transcribe
 
-    _decode_options(args)
+    threads = _set_threads(args)
+    options = _decoding_options(args)
     decoder = CTCDecoder(args.model, device=args.device)
-    for path, text in zip(args.files, transcribe(decoder, args.files, beam=args.beam)):
+    for path, text in zip(args.files, transcribe(decoder, args.files, options, threads)):
         print(f"{path}\t{text}")
     return 0
 
 
 def _results(args: argparse.Namespace) -> int:
-    import yaml
+    from cvasr.scoring.results import write_results
 
-    from cvasr.results import write_results
+    print(write_results(args.out, args.exp, args.decode_dirs, args.device))
+    return 0
 
-    conf = yaml.safe_load(args.decode_config.read_text(encoding="utf-8")) if args.decode_config else {}
-    options = ", ".join(f"{k}={v}" for k, v in (conf or {}).items()) or "greedy CTC"
-    if args.decode_config:
-        options += f" (`{args.decode_config}`)"
-    print(write_results(args.out, args.exp, args.decode_dirs, options, args.device))
+
+def _make_lm(args: argparse.Namespace) -> int:
+    from cvasr.lm.ngram import build_lm
+    from cvasr.text.normalize import get_normalizer
+
+    normalize = get_normalizer(args.lang)
+    report = build_lm(args.out, args.train_text, args.exclude_text, args.extra_text or [],
+                      order=args.order, normalize=normalize)
+    print(report.summary())
+    print(f"LM in {args.out}")
     return 0
 
 
 def _score(args: argparse.Namespace) -> int:
-    from cvasr.normalize import get_normalizer
-    from cvasr.scoring import score
+    from cvasr.text.normalize import get_normalizer
+    from cvasr.scoring.sclite import score
 
     normalize = get_normalizer(args.lang) if args.lang else None
     summary = score(args.ref, args.hyp, args.out, unit=args.unit, utt2spk=args.utt2spk,
@@ -161,7 +237,7 @@ def _score(args: argparse.Namespace) -> int:
 
 
 def _make_tokens(args: argparse.Namespace) -> int:
-    from cvasr.tokens import make_token_list, read_token_list
+    from cvasr.text.tokens import make_token_list, read_token_list
 
     path = make_token_list(args.text, args.out, token_type=args.token_type, nbpe=args.nbpe)
     print(f"token list {path}: {len(read_token_list(path))} tokens ({args.token_type})")
@@ -169,7 +245,7 @@ def _make_tokens(args: argparse.Namespace) -> int:
 
 
 def _collect_stats(args: argparse.Namespace) -> int:
-    from cvasr.training import collect_stats, resolve_config
+    from cvasr.training.stages import collect_stats, resolve_config
 
     resolved = args.out / "train_config.resolved.yaml"
     resolve_config(args.config, args.upstream, args.download_dir, resolved)
@@ -179,7 +255,7 @@ def _collect_stats(args: argparse.Namespace) -> int:
 
 
 def _train(args: argparse.Namespace) -> int:
-    from cvasr.training import resolve_config, train
+    from cvasr.training.stages import resolve_config, train
 
     resolved = args.exp_dir / "train_config.resolved.yaml"
     resolve_config(args.config, args.upstream, args.download_dir, resolved)
@@ -202,13 +278,17 @@ def build_parser() -> argparse.ArgumentParser:
         p.set_defaults(handler=handler)
         return p
 
+    add("defaults", _defaults,
+        "Print the recipe's option defaults as name=value lines (run.sh reads them from here).")
+
     p = add("demo-corpus", _demo_corpus,
             "Synthesise the embedded Assamese demo corpus (espeak-ng) in Common Voice 7.0 layout.")
     p.add_argument("--out", type=Path, required=True, help="release folder to write (clips/, *.tsv)")
     p.add_argument("--seed", type=int, default=0, help="same seed, same bytes (default 0)")
     p.add_argument("--size", choices=["small", "full"], default="full",
                    help="small: 46 clips for fast tests; full: 860 clips, 12 speakers (default)")
-    p.add_argument("--nj", type=int, default=2, help="parallel synthesis jobs (default 2)")
+    p.add_argument("--nj", type=int, default=defaults.NJ,
+                   help="parallel synthesis jobs (default %(default)s)")
     p.add_argument("--quiet", action="store_true", help="no progress bar")
 
     p = add("make-upstream", _make_upstream,
@@ -221,8 +301,11 @@ def build_parser() -> argparse.ArgumentParser:
     p = add("check-release", _check_release,
             "Check a Common Voice release folder: files, tsv headers, clip counts, missing audio.")
     p.add_argument("root", type=Path, help="folder holding clips/, train.tsv, dev.tsv, ...")
-    p.add_argument("--lang", default=None, help="language code, to show published sizes")
-    p.add_argument("--version", default=None, help="release version (e.g. 7.0), likewise")
+    p.add_argument("--lang", default=None,
+                   help="language code: published sizes where known, and the download hint")
+    p.add_argument("--version", default=None,
+                   help="release version (e.g. 7.0); default: read from the folder names "
+                        "(cv-corpus-<version>-<date>/<lang>)")
 
     p = add("extract-release", _extract_release,
             "Unpack a Common Voice tarball (once) and print the language folder it holds.")
@@ -241,9 +324,11 @@ def build_parser() -> argparse.ArgumentParser:
 
     def add_prep_limits(p: argparse.ArgumentParser) -> None:
         """Options stages 1 and 2 share."""
-        p.add_argument("--max-drop", type=float, default=0.05,
-                       help="fail if a split loses more than this share to bad input (default 0.05)")
-        p.add_argument("--nj", type=int, default=2, help="parallel worker processes (default 2)")
+        p.add_argument("--max-drop", type=float, default=defaults.MAX_DROP,
+                       help="fail if a split loses more than this share to bad input "
+                            "(default %(default)s)")
+        p.add_argument("--nj", type=int, default=defaults.NJ,
+                       help="parallel worker processes (default %(default)s)")
         p.add_argument("--quiet", action="store_true", help="no progress bar")
 
     p = add("prepare-data", _prepare_data,
@@ -263,8 +348,10 @@ def build_parser() -> argparse.ArgumentParser:
             "Kaldi ark under DUMP_DIR/{train,dev,test}; filter train/dev by duration and text.")
     p.add_argument("--data-dir", type=Path, required=True, help="stage 1's output, e.g. data")
     p.add_argument("--dump-dir", type=Path, required=True, help="output, e.g. dump")
-    p.add_argument("--min-duration", type=float, default=0.1, help="seconds (default 0.1)")
-    p.add_argument("--max-duration", type=float, default=20.0, help="seconds (default 20)")
+    p.add_argument("--min-duration", type=float, default=defaults.MIN_DURATION,
+                   help="seconds (default %(default)s)")
+    p.add_argument("--max-duration", type=float, default=defaults.MAX_DURATION,
+                   help="seconds (default %(default)s)")
     add_prep_limits(p)
 
     p = add("validate-data-dir", _validate_data_dir,
@@ -277,8 +364,9 @@ def build_parser() -> argparse.ArgumentParser:
             "(space as <space>) or sentencepiece unigram pieces.")
     p.add_argument("--text", type=Path, required=True, help="e.g. dump/train/text")
     p.add_argument("--out", type=Path, required=True, help="folder for tokens.txt (and bpe.model)")
-    p.add_argument("--token-type", choices=["char", "bpe"], default="char")
-    p.add_argument("--nbpe", type=int, default=150, help="sentencepiece vocabulary (bpe only)")
+    p.add_argument("--token-type", choices=["char", "bpe"], default=defaults.TOKEN_TYPE)
+    p.add_argument("--nbpe", type=int, default=defaults.NBPE,
+                   help="sentencepiece vocabulary (bpe only; default %(default)s)")
 
     def add_model_inputs(p: argparse.ArgumentParser) -> None:
         p.add_argument("--dump-dir", type=Path, required=True, help="stage 2's output")
@@ -307,36 +395,78 @@ def build_parser() -> argparse.ArgumentParser:
     def add_decoding(p: argparse.ArgumentParser) -> None:
         p.add_argument("--model", type=Path, required=True, help="stage 4's experiment dir")
         p.add_argument("--config", type=Path, default=None,
-                       help="decode YAML (beam_size, batch_size), e.g. conf/decode_ctc.yaml")
+                       help="decode YAML, e.g. conf/decode_ctc.yaml (over what stage 5 recorded "
+                            "in the experiment, EXP/decoding.yaml)")
         p.add_argument("--beam", type=int, default=None,
-                       help="1: greedy; more: prefix beam search (default: config, else 1)")
+                       help="without the LM: 1 greedy, more prefix beam search (default: "
+                            "recorded, else config, else 1)")
+        p.add_argument("--lm", type=Path, default=None,
+                       help="word n-gram LM dir (stage 3's data/lm); default: the one stage 5 "
+                            "recorded")
+        p.add_argument("--no-lm", action="store_true", help="CTC alone, even if an LM is recorded")
+        p.add_argument("--lm-weight", type=float, default=None, help="the LM's weight (alpha)")
+        p.add_argument("--word-bonus", type=float, default=None, help="added per word (beta)")
+        p.add_argument("--lm-beam", type=int, default=None, help="beams of the search with the LM")
         p.add_argument("--device", default=None, help="cpu or cuda (default: cuda if present)")
         p.add_argument("--nj", type=int, default=None,
-                       help="CPU threads of the model's forward pass (torch intra-op threads of "
-                            "this one process; default: torch's, one per physical core); on GPU "
-                            "it makes no difference")
+                       help="CPU threads of the model's forward pass and the LM search "
+                            "(default: torch's, one per physical core)")
 
     p = add("decode", _decode,
-            "Decode a dumped data dir with a trained model (batched, length-sorted CTC) into "
-            "Kaldi-style OUT/text, OUT/score, OUT/token and OUT/token_score (per-token "
-            "log-probabilities of the best alignment).")
+            "Decode a dumped data dir with a trained model (batched, length-sorted CTC; greedy, "
+            "prefix beam, or beam with the word LM) into Kaldi-style OUT/text, OUT/score, "
+            "OUT/token and OUT/token_score (per-token log-probabilities of the best alignment); "
+            "or search log-posteriors kept by an earlier decode again (--logp).")
     add_decoding(p)
-    p.add_argument("--data-dir", type=Path, required=True, help="e.g. dump/test")
+    p.add_argument("--data-dir", type=Path, default=None, help="e.g. dump/test")
+    p.add_argument("--logp", type=Path, default=None,
+                   help="an earlier decode's OUT/logp.scp: search it again without the model")
+    p.add_argument("--save-logp", action="store_true",
+                   help="also keep the log-posteriors (OUT/logp.ark, OUT/logp.scp)")
+    p.add_argument("--record", action="store_true",
+                   help="record these options as the experiment's decoding (EXP/decoding.yaml), "
+                        "which decode and transcribe start from")
     p.add_argument("--out", type=Path, required=True, help="decode folder")
-    p.add_argument("--batch-size", type=int, default=None, help="default: config, else 8")
+    p.add_argument("--batch-size", type=int, default=None,
+                   help=f"utterances a forward pass (default: config, else "
+                        f"{defaults.DECODE_BATCH_SIZE})")
+
+    p = add("tune-lm", _tune_lm,
+            "Stage 5: decode kept dev log-posteriors with the word LM at every LM weight x word "
+            "bonus of the decode config's grid, choose the lowest WER (then CER), write the grid "
+            "(OUT/tuning.tsv) and the dev decode with the choice to OUT, and record the choice "
+            "in the experiment (EXP/decoding.yaml).")
+    add_decoding(p)
+    p.add_argument("--logp", type=Path, required=True, help="the dev decode's OUT/logp.scp")
+    p.add_argument("--ref", type=Path, required=True, help="dev references, e.g. dump/dev/text")
+    p.add_argument("--out", type=Path, required=True, help="decode folder for dev with the LM")
 
     p = add("transcribe", _transcribe,
             "Print the text of audio files (mp3/wav/flac, any rate or channels), one line each: "
-            "the file, a tab, the text.")
+            "the file, a tab, the text; decoded as stage 5 chose (EXP/decoding.yaml: beam, LM).")
     add_decoding(p)
     p.add_argument("files", type=Path, nargs="+")
+
+    p = add("make-lm", _make_lm,
+            "Stage 3: the word n-gram LM (KenLM, modified Kneser-Ney; ARPA, binary, unigrams) from "
+            "the training transcripts and extra text, with every dev/test sentence removed.")
+    p.add_argument("--train-text", type=Path, nargs="+", required=True,
+                   help="Kaldi text files of the training transcripts, e.g. data/train/text")
+    p.add_argument("--exclude-text", type=Path, nargs="+", required=True,
+                   help="Kaldi text files whose sentences must not be in the LM (dev, test)")
+    p.add_argument("--extra-text", type=Path, nargs="*", default=None,
+                   help="plain text files, one sentence a line, raw or normalised")
+    p.add_argument("--lang", required=True, help="language code: normalises the extra text")
+    p.add_argument("--order", type=int, default=defaults.LM_ORDER,
+                   help="n-gram order (default %(default)s)")
+    p.add_argument("--out", type=Path, required=True, help="LM dir, e.g. data/lm")
 
     p = add("results", _results,
             "Write RESULTS.md (ESPnet's |dataset|Snt|Wrd|Corr|Sub|Del|Ins|Err|S.Err| tables for "
             "WER and CER) from decode dirs holding score_wer/ and score_cer/.")
     p.add_argument("--exp", type=Path, required=True, help="the experiment dir decoded")
-    p.add_argument("--decode-dirs", type=Path, nargs="+", required=True)
-    p.add_argument("--decode-config", type=Path, default=None, help="its options go in RESULTS.md")
+    p.add_argument("--decode-dirs", type=Path, nargs="+", required=True,
+                   help="decode dirs with score_wer/ and score_cer/ (and decoding.yaml)")
     p.add_argument("--device", default="cpu", help="shown in RESULTS.md")
     p.add_argument("--out", type=Path, required=True, help="e.g. RESULTS.md")
 
@@ -363,9 +493,9 @@ _USER_ERRORS: tuple[type[BaseException], ...] = (ValueError, FileNotFoundError, 
 
 
 def main(argv: list[str] | None = None) -> int:
-    from cvasr.commonvoice import ReleaseError
-    from cvasr.prep_report import TooManyDropped
-    from cvasr.training import ConfigError
+    from cvasr.corpora.commonvoice import ReleaseError
+    from cvasr.data.report import TooManyDropped
+    from cvasr.training.stages import ConfigError
 
     args = build_parser().parse_args(argv)
     if getattr(args, "espnet_args", None) and args.espnet_args[0] == "--":

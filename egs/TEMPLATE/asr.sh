@@ -1,0 +1,302 @@
+#!/usr/bin/env bash
+# The recipe's stages, shared by every recipe dir (egs/<recipe>/asr.sh links here, as ESPnet's
+# egs2/*/asr1/asr.sh link to TEMPLATE/asr1/asr.sh). A recipe dir holds:
+#   run.sh         its defaults (e.g. --lang as), then `exec asr.sh "$@"`
+#   local/data.sh  the corpus-specific part: the corpus in place (stage 0) and the Kaldi data dirs
+#                  data/{train,dev,test} (stage 1); options this script does not know go to it
+#   conf/          training and decoding YAML
+#   path.sh, utils/   links to TEMPLATE
+#
+# Each stage records its completion (and the inputs it ran with) under $work_dir/exp/stage_records;
+# a re-run skips finished stages whose inputs are unchanged. Logs: $work_dir/exp/logs/.
+set -euo pipefail
+
+recipe_dir=$(cd "$(dirname "${BASH_SOURCE[0]}")" && pwd)
+prog=${CVASR_ENTRY:-$0}
+
+# ---- options (defaults; those left empty come from `cvasr defaults`) --------------------------
+stage=0                 # first stage to run
+stop_stage=5            # last stage to run
+work_dir=${recipe_dir}  # where data/, dump/, exp/ and RESULTS.md go
+lang=                   # Common Voice language code (run.sh sets the recipe's)
+demo=false              # true: the corpus's demo data (local/data.sh) + tiny model, runs on CPU
+upstream_ckpt=          # local XLS-R checkpoint (s3prl or fairseq format); unset: s3prl downloads
+train_config=           # default: conf/train_xlsr300m_ctc.yaml (conf/train_demo_ctc.yaml with --demo)
+decode_config=          # default: conf/decode_ctc.yaml
+ngpu=1                  # GPUs for training (0: CPU)
+nj=$(nproc 2>/dev/null || echo 2)  # parallel jobs for CPU stages and decoding
+max_drop=               # share of a split that stages 1-2 may drop for bad input before failing
+min_duration=           # stage 2 keeps train/dev clips of min..max seconds (test: all)
+max_duration=
+token_type=             # char (the seed's choice) or bpe (sentencepiece unigram)
+nbpe=                   # sentencepiece vocabulary size for --token_type bpe
+train_args=             # extra espnet2 training options, e.g. "--max_epoch 20"
+use_lm=true             # stage 3 builds the word n-gram LM, stage 5 decodes with it too
+lm_order=               # its order
+lm_text=                # extra LM text (one sentence a line, raw or normalised)
+
+options=(stage stop_stage work_dir lang demo upstream_ckpt train_config decode_config ngpu nj
+         max_drop min_duration max_duration token_type nbpe train_args use_lm lm_order lm_text)
+
+. "${recipe_dir}/path.sh"
+# Defaults stated once, in the package (cvasr/defaults.py): max_drop, durations, token type, nbpe.
+while IFS='=' read -r _name _value; do
+    case "$_name" in
+        max_drop|min_duration|max_duration|token_type|nbpe|lm_order) printf -v "$_name" '%s' "$_value" ;;
+        *) echo "$prog: unexpected default '$_name' from cvasr defaults" >&2; exit 2 ;;
+    esac
+done < <(cvasr defaults)
+unset _name _value
+
+print_help() {
+    cat <<EOF
+Usage: $prog [--name value ...]   (--stop-stage and --stop_stage are the same)
+  --stage N --stop-stage M   run stages N..M of
+       0 corpus and upstream in place   1 corpus to Kaldi data dirs   2 audio dump
+       3 tokens, stats, word n-gram LM  4 training (espnet2)          5 decoding and scoring
+  --work_dir DIR       outputs: data/ dump/ exp/ RESULTS.md (default: ${recipe_dir})
+  --lang CODE          Common Voice language code${lang:+ (default: ${lang})}; picks the text normaliser
+  --demo true          the corpus's demo data and a tiny model, on CPU
+  --upstream_ckpt PATH local wav2vec 2.0 / XLS-R checkpoint; unset: s3prl downloads xls_r_300m
+  --train_config FILE  --decode_config FILE   YAML (defaults in conf/)
+  --ngpu N             GPUs for training (default ${ngpu})   --nj N  parallel CPU jobs (default ${nj})
+  --max_drop F         share of a split stages 1-2 may drop for bad input (default ${max_drop})
+  --min_duration S --max_duration S   train/dev length filter of stage 2 (default ${min_duration}-${max_duration})
+  --token_type char|bpe --nbpe N   token unit of stage 3 (default ${token_type}, ${nbpe} pieces for bpe)
+  --train_args "ARGS"  extra espnet2 training options, e.g. "--max_epoch 20"
+  --use_lm true|false  word n-gram LM in stage 3, decoding with it in stage 5 (default ${use_lm})
+  --lm_order N         its order (default ${lm_order})
+  --lm_text FILE       extra LM text, one sentence a line (dev/test sentences are removed)
+EOF
+    "${recipe_dir}/local/data.sh" --help | sed -n '/^Corpus options/,$p'
+}
+
+passthrough_unknown=true
+. "${recipe_dir}/utils/parse_options.sh"
+local_opts=("${passthrough_args[@]}")
+
+die() { echo "$prog: $*" >&2; exit 2; }
+is_uint() { [[ $1 =~ ^[0-9]+$ ]]; }
+is_seconds() { [[ $1 =~ ^[0-9]*\.?[0-9]+$ ]]; }
+
+is_uint "$stage" && (( stage <= 5 )) || die "--stage must be 0..5, got '$stage'"
+is_uint "$stop_stage" && (( stop_stage <= 5 )) || die "--stop-stage must be 0..5, got '$stop_stage'"
+(( stage <= stop_stage )) || die "--stage ($stage) is after --stop-stage ($stop_stage)"
+[[ $demo == true || $demo == false ]] || die "--demo must be true or false, got '$demo'"
+is_uint "$ngpu" || die "--ngpu must be a whole number, got '$ngpu'"
+is_uint "$nj" && (( nj >= 1 )) || die "--nj must be at least 1, got '$nj'"
+[[ $max_drop =~ ^(0(\.[0-9]+)?|1(\.0+)?|\.[0-9]+)$ ]] || die "--max_drop must be a number in [0, 1], got '$max_drop'"
+is_seconds "$min_duration" || die "--min_duration must be a number of seconds, got '$min_duration'"
+is_seconds "$max_duration" || die "--max_duration must be a number of seconds, got '$max_duration'"
+[[ $token_type == char || $token_type == bpe ]] || die "--token_type must be char or bpe, got '$token_type'"
+is_uint "$nbpe" && (( nbpe >= 2 )) || die "--nbpe must be a whole number >= 2, got '$nbpe'"
+[[ $use_lm == true || $use_lm == false ]] || die "--use_lm must be true or false, got '$use_lm'"
+is_uint "$lm_order" && (( lm_order >= 1 )) || die "--lm_order must be a whole number >= 1, got '$lm_order'"
+if [ -n "$lm_text" ]; then
+    [ -f "$lm_text" ] || die "--lm_text $lm_text does not exist"
+    lm_text=$(cd "$(dirname "$lm_text")" && pwd)/$(basename "$lm_text")
+fi
+[ -n "$lang" ] || die "--lang is required: the Common Voice language code of the release (e.g. bn, cy, as)"
+[[ $lang =~ ^[A-Za-z]{2,3}(-[A-Za-z0-9]+)?$ ]] || die "--lang must be a Common Voice language code, got '$lang'"
+if [ "$demo" = true ]; then
+    : "${train_config:=${recipe_dir}/conf/train_demo_ctc.yaml}"
+    ngpu=0
+else
+    : "${train_config:=${recipe_dir}/conf/train_xlsr300m_ctc.yaml}"
+fi
+: "${decode_config:=${recipe_dir}/conf/decode_ctc.yaml}"
+
+mkdir -p "$work_dir"
+work_dir=$(cd "$work_dir" && pwd)
+exp_dir=${work_dir}/exp
+log_dir=${exp_dir}/logs
+records_dir=${exp_dir}/stage_records
+stage0_dir=${exp_dir}/stage0
+
+# The corpus part: local/data.sh gets the options it shares with this script and the ones only
+# it knows (checked here, before any stage runs: a bad option stops with exit status 2).
+local_data() {
+    "${recipe_dir}/local/data.sh" --work_dir "$work_dir" --lang "$lang" --nj "$nj" \
+        --max_drop "$max_drop" --demo "$demo" "${local_opts[@]}" "$@"
+}
+local_data --validate_only true
+
+mkdir -p "$log_dir" "$records_dir"
+
+log() {
+    local line
+    line="$(date '+%Y-%m-%d %H:%M:%S') (run.sh) $*"
+    echo "$line"
+    echo "$line" >> "${log_dir}/run.log"
+}
+
+stage_names=(corpus_and_upstream data_prep dump tokens_and_stats train decode_and_score)
+
+# run_stage N SIGNATURE FUNCTION: run FUNCTION as stage N unless its record holds SIGNATURE.
+run_stage() {
+    local n=$1 signature=$2 fn=$3
+    local name=${stage_names[$n]}
+    (( n >= stage && n <= stop_stage )) || return 0
+    local record=${records_dir}/stage${n}.done
+    local stage_log=${log_dir}/stage${n}_${name}.log
+    if [ -f "$record" ] && [ "$(cat "$record")" = "$signature" ]; then
+        log "stage $n ($name): already done with these inputs, skipping (delete $record to force)"
+        return 0
+    fi
+    [ -f "$record" ] && log "stage $n ($name): inputs changed since it last ran, running it again"
+    rm -f "$record"
+    log "stage $n ($name): start (log: $stage_log)"
+    local status
+    set +e
+    ( set -e; "$fn" ) 2>&1 | tee -a "$stage_log"
+    status=${PIPESTATUS[0]}
+    set -e
+    if (( status != 0 )); then
+        log "stage $n ($name): FAILED (exit $status); see $stage_log"
+        exit 1
+    fi
+    printf '%s\n' "$signature" > "${record}.tmp"
+    mv "${record}.tmp" "$record"
+    log "stage $n ($name): done"
+}
+
+# ---- stage 0: corpus (local/data.sh) and pretrained upstream in place -------------------------
+stage0() {
+    local upstream
+    mkdir -p "$stage0_dir" "${work_dir}/downloads"
+    local_data --stage 0 --stop_stage 0
+
+    if [ -n "$upstream_ckpt" ]; then
+        cvasr check-upstream "$upstream_ckpt"
+        upstream=$(cd "$(dirname "$upstream_ckpt")" && pwd)/$(basename "$upstream_ckpt")
+    elif [ "$demo" = true ]; then
+        upstream=${work_dir}/downloads/upstream/wav2vec2_tiny_random.pt
+        [ -f "$upstream" ] || cvasr make-upstream --arch tiny --out "$upstream"
+        cvasr check-upstream "$upstream"
+    else
+        cvasr fetch-upstream --name xls_r_300m --download-dir "${work_dir}/downloads/s3prl"
+        upstream=s3prl:xls_r_300m
+    fi
+    printf '%s\n' "$upstream" > "${stage0_dir}/upstream"
+    echo "upstream: $upstream"
+}
+
+# ---- stage 1: the corpus to Kaldi data dirs (local/data.sh) ------------------------------------
+stage1() {
+    local_data --stage 1 --stop_stage 1
+}
+
+# ---- stage 2: audio dump (16 kHz Kaldi ark) and length filtering --------------------------------
+stage2() {
+    cvasr dump --data-dir "${work_dir}/data" --dump-dir "${work_dir}/dump" \
+        --min-duration "$min_duration" --max-duration "$max_duration" --max-drop "$max_drop" --nj "$nj"
+}
+
+# ---- stage 3: token list, shape statistics, word n-gram LM ---------------------------------------
+token_dir=${work_dir}/data/token_list/${token_type}
+lm_dir=${work_dir}/data/lm
+stats_dir=${exp_dir}/asr_stats_${token_type}
+upstream_spec() {
+    [ -f "${stage0_dir}/upstream" ] || { echo "no upstream recorded: run stage 0 first" >&2; return 1; }
+    cat "${stage0_dir}/upstream"
+}
+
+stage3() {
+    local extra=()
+    [ "$token_type" = bpe ] && extra+=(--nbpe "$nbpe")
+    cvasr make-tokens --text "${work_dir}/dump/train/text" --out "$token_dir" \
+        --token-type "$token_type" "${extra[@]}"
+    cvasr collect-stats --dump-dir "${work_dir}/dump" --token-list "${token_dir}/tokens.txt" \
+        --config "$train_config" --upstream "$(upstream_spec)" \
+        --download-dir "${work_dir}/downloads/s3prl" --out "$stats_dir"
+    if [ "$use_lm" = true ]; then
+        local lm_extra=()
+        [ -n "$lm_text" ] && lm_extra+=(--extra-text "$lm_text")
+        cvasr make-lm --train-text "${work_dir}/data/train/text" \
+            --exclude-text "${work_dir}/data/dev/text" "${work_dir}/data/test/text" \
+            --lang "$lang" --order "$lm_order" --out "$lm_dir" "${lm_extra[@]}"
+    fi
+}
+
+# ---- stage 4: training (espnet2; resumes from the experiment's checkpoint) ----------------------
+asr_exp=${exp_dir}/asr_$(basename "${train_config%.*}")_${token_type}
+
+stage4() {
+    local extra=() words=()
+    # Split on whitespace only: never evaluated, never globbed.
+    read -r -a words <<< "$train_args"
+    [ ${#words[@]} -gt 0 ] && extra=(-- "${words[@]}")
+    cvasr train --dump-dir "${work_dir}/dump" --token-list "${token_dir}/tokens.txt" \
+        --config "$train_config" --upstream "$(upstream_spec)" \
+        --download-dir "${work_dir}/downloads/s3prl" --stats-dir "$stats_dir" \
+        --exp-dir "$asr_exp" --ngpu "$ngpu" "${extra[@]}"
+}
+
+# ---- stage 5: decoding dev and test (CTC alone, then with the LM), scoring, RESULTS.md ---------
+score_decode() {  # score_decode DECODE_DIR SPLIT
+    local unit name
+    for unit in word char; do
+        name=wer
+        [ "$unit" = char ] && name=cer
+        echo -n "${2} ${name^^} ($(basename "$(dirname "$1")")): "
+        cvasr score --ref "${work_dir}/dump/${2}/text" --hyp "${1}/text" \
+            --utt2spk "${work_dir}/dump/${2}/utt2spk" --unit "$unit" --lang "$lang" \
+            --out "${1}/score_${name}"
+    done
+}
+
+stage5() {
+    local device=cpu split dirs=() tag lm_tag record=()
+    (( ngpu > 0 )) && device=cuda
+    tag=$(basename "${decode_config%.*}")
+    lm_tag=${tag}_lm
+    for split in dev test; do
+        # CTC alone; the log-posteriors are kept for the LM's decodes
+        record=()
+        [ "$split" = dev ] && [ "$use_lm" = false ] && record=(--record)
+        cvasr decode --model "$asr_exp" --config "$decode_config" --no-lm "${record[@]}" \
+            --data-dir "${work_dir}/dump/${split}" --out "${asr_exp}/${tag}/${split}" \
+            --save-logp --device "$device" --nj "$nj"
+        score_decode "${asr_exp}/${tag}/${split}" "$split"
+        dirs+=("${asr_exp}/${tag}/${split}")
+    done
+    if [ "$use_lm" = true ]; then
+        # the LM weight and word bonus tuned on dev (and recorded in the experiment), then test
+        # decoded once with them
+        cvasr tune-lm --model "$asr_exp" --config "$decode_config" --lm "$lm_dir" \
+            --logp "${asr_exp}/${tag}/dev/logp.scp" --ref "${work_dir}/dump/dev/text" \
+            --out "${asr_exp}/${lm_tag}/dev" --nj "$nj"
+        score_decode "${asr_exp}/${lm_tag}/dev" dev
+        cvasr decode --model "$asr_exp" --logp "${asr_exp}/${tag}/test/logp.scp" \
+            --out "${asr_exp}/${lm_tag}/test" --nj "$nj"
+        score_decode "${asr_exp}/${lm_tag}/test" test
+        dirs=("${asr_exp}/${tag}/dev" "${asr_exp}/${lm_tag}/dev" "${asr_exp}/${tag}/test"
+              "${asr_exp}/${lm_tag}/test")
+    fi
+    cvasr results --exp "$asr_exp" --decode-dirs "${dirs[@]}" --device "$device" \
+        --out "${work_dir}/RESULTS.md" > /dev/null
+    echo "RESULTS.md: ${work_dir}/RESULTS.md"
+}
+
+file_digest() { if [ -f "$1" ]; then sha1sum < "$1" | cut -c1-12; else echo none; fi; }
+record_of() { cat "${records_dir}/stage$1.done" 2>/dev/null || true; }
+
+run_stage 0 "demo=${demo} lang=${lang} corpus=${local_opts[*]} upstream_ckpt=${upstream_ckpt}" stage0
+run_stage 1 "demo=${demo} lang=${lang} corpus=${local_opts[*]} max_drop=${max_drop}" stage1
+run_stage 2 "data=$(record_of 1) min=${min_duration} max=${max_duration} max_drop=${max_drop}" stage2
+file_stamp() { if [ -f "$1" ]; then stat -c '%s-%Y' "$1"; else echo none; fi; }  # big files
+# stage 4 follows the token list and shape statistics, not the LM: a new LM never retrains
+stats_signature="dump=$(record_of 2) token_type=${token_type} nbpe=${nbpe} config=$(file_digest "$train_config") upstream=$(upstream_spec 2>/dev/null || true)"
+lm_signature="use_lm=${use_lm} lm_order=${lm_order} lm_text=${lm_text}:$(file_stamp "$lm_text")"
+run_stage 3 "${stats_signature} ${lm_signature}" stage3
+run_stage 4 "stats=${stats_signature} config=$(file_digest "$train_config") ngpu=${ngpu} train_args=${train_args}" stage4
+run_stage 5 "train=$(record_of 4) ${lm_signature} lm_built=$(record_of 3 | md5sum | cut -c1-8) decode=$(file_digest "$decode_config") lang=${lang}" stage5
+
+if (( stop_stage < 5 )); then
+    next=$((stop_stage + 1))
+    log "stages ${stage}-${stop_stage} finished; next: stage ${next} (${stage_names[$next]}):" \
+        "run again with --stage ${next} --stop-stage 5"
+    log "stages that follow: $(for n in $(seq "$next" 5); do printf '%s ' "${n}:${stage_names[$n]}"; done)"
+else
+    log "all stages finished"
+fi

@@ -1,0 +1,47 @@
+"""The recipe's option defaults, each stated once.
+
+The Python functions, the `cvasr` subcommands and the recipe's shell script all take them from
+here (the script through `cvasr defaults`), so a default changed here changes everywhere, and
+help texts print the value they really use.
+"""
+
+from __future__ import annotations
+
+#: share of a split's clips that stages 1-2 may drop for bad input before the stage fails
+MAX_DROP = 0.05
+#: stage 2's length filter for train and dev clips, seconds (test is never filtered)
+MIN_DURATION = 0.1
+MAX_DURATION = 20.0
+#: stage 3's token unit, and the sentencepiece vocabulary size for `bpe`
+TOKEN_TYPE = "char"
+NBPE = 150
+#: utterances a decoding batch (formed from length-sorted utterances)
+DECODE_BATCH_SIZE = 8
+#: parallel worker processes of the CPU stages when the caller gives none
+NJ = 2
+#: stage 3's word n-gram LM order
+LM_ORDER = 4
+#: stage 5's search with the word LM: beams, the LM weight and word bonus when none were tuned,
+#: the offset for words the LM has never seen, and the grid the weights are tuned on (dev)
+LM_BEAM_SIZE = 50
+LM_WEIGHT = 0.5
+WORD_BONUS = 1.0
+LM_UNK_OFFSET = -10.0
+LM_WEIGHTS = (0.25, 0.5, 0.75, 1.0, 1.5)
+WORD_BONUSES = (0.0, 1.0, 2.0, 4.0, 6.0, 8.0, 10.0)
+
+#: the defaults run.sh takes from `cvasr defaults`, by their option names there
+SHELL_DEFAULTS = {
+    "max_drop": MAX_DROP,
+    "min_duration": MIN_DURATION,
+    "max_duration": MAX_DURATION,
+    "token_type": TOKEN_TYPE,
+    "nbpe": NBPE,
+    "lm_order": LM_ORDER,
+}
+
+
+def shell_lines() -> str:
+    """`name=value` lines for run.sh (values are plain numbers and words: nothing to quote)."""
+    return "".join(f"{name}={value:g}\n" if isinstance(value, float) else f"{name}={value}\n"
+                   for name, value in SHELL_DEFAULTS.items())

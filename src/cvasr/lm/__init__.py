@@ -1,0 +1,1 @@
+"""Language models: the word n-gram LM stage 3 builds with KenLM for stage 5's beam search."""

@@ -1,0 +1,97 @@
+"""The espnet2 model pieces the recipe's configs name, registered with espnet2's ASR task.
+
+- `IdentityEncoder` (`encoder: identity`): XLS-R + a linear CTC head, as the seed model is, needs
+  no encoder between the s3prl frontend and espnet2's CTC layer.
+- `CTCWerASRModel` (`model: cvasr_ctc`): espnet2 reports CTC's CER on validation but not its
+  WER; this model reports both (`cer_ctc`, `wer_ctc`) every epoch, and takes the dump's integer
+  samples.
+"""
+
+from __future__ import annotations
+
+from typing import Any, Optional, Tuple
+
+import editdistance
+import torch
+from espnet2.asr.encoder.abs_encoder import AbsEncoder
+from espnet2.asr.espnet_model import ESPnetASRModel
+from espnet2.torch_utils.device_funcs import force_gatherable
+
+from cvasr.decoding.ctc import collapse_ctc, join_tokens
+from cvasr.models.frontend import Wav2Vec2S3prlFrontend
+
+
+class IdentityEncoder(AbsEncoder):
+    """Passes the frontend's features through unchanged (CTC sits directly on the upstream)."""
+
+    def __init__(self, input_size: int, dropout_rate: float = 0.0):
+        super().__init__()
+        self._output_size = input_size
+        self.dropout = torch.nn.Dropout(dropout_rate)
+
+    def output_size(self) -> int:
+        return self._output_size
+
+    def forward(self, xs_pad: torch.Tensor, ilens: torch.Tensor,
+                prev_states: torch.Tensor = None) -> Tuple[torch.Tensor, torch.Tensor, None]:
+        return self.dropout(xs_pad), ilens, None
+
+
+class CTCWerASRModel(ESPnetASRModel):
+    """ESPnetASRModel that also reports the greedy CTC word error rate on validation.
+
+    It also takes integer waveforms: espnet2's `kaldi_ark` loader hands the dump's 16-bit
+    samples over as integers, and the frontends want floats (in the int16 range; the frontends
+    used here normalise the scale away).
+    """
+
+    _last_wer_ctc: Optional[float] = None
+
+    @property
+    def takes_host_lengths(self) -> bool:
+        """Whether forward() may get its `*_lengths` tensors on the host with the data on the GPU
+        (`sync_free_step`): so for the path checked to read them there without a sync, our
+        wav2vec 2.0 frontend, no normalisation, the identity encoder and CTC alone."""
+        return (isinstance(self.frontend, Wav2Vec2S3prlFrontend) and self.frontend._fast_path()
+                and isinstance(self.encoder, IdentityEncoder) and self.normalize is None
+                and self.preencoder is None and self.postencoder is None
+                and self.ctc_weight == 1.0 and self.interctc_weight == 0.0
+                and not self.use_transducer_decoder)
+
+    def _extract_feats(self, speech: torch.Tensor, speech_lengths: torch.Tensor):
+        if not torch.is_floating_point(speech):
+            speech = speech.float()
+        return super()._extract_feats(speech, speech_lengths)
+
+    def _calc_ctc_loss(self, encoder_out, encoder_out_lens, ys_pad, ys_pad_lens):
+        loss_ctc, cer_ctc = super()._calc_ctc_loss(encoder_out, encoder_out_lens, ys_pad,
+                                                   ys_pad_lens)
+        self._last_wer_ctc = None
+        if not self.training:
+            best = self.ctc.argmax(encoder_out).cpu()
+            errors = words = 0
+            for b in range(best.size(0)):
+                hyp_ids = collapse_ctc(best[b, : encoder_out_lens[b]].tolist(), self.blank_id)
+                hyp = join_tokens([self.token_list[i] for i in hyp_ids]).split()
+                # The reference is a labelling already: no CTC collapsing of repeated tokens.
+                ref = join_tokens([self.token_list[i] for i in ys_pad[b, : ys_pad_lens[b]].tolist()
+                                   if i >= 0]).split()
+                errors += editdistance.eval(hyp, ref)
+                words += len(ref)
+            self._last_wer_ctc = errors / words if words else 0.0
+        return loss_ctc, cer_ctc
+
+    def forward(self, *args: Any, **kwargs: Any):
+        # espnet2's trainer passes the batch's utterance ids; the frontend may cache by them
+        cache_keyed = isinstance(self.frontend, Wav2Vec2S3prlFrontend)
+        if cache_keyed:
+            self.frontend.utt_ids = kwargs.get("utt_id")
+        try:
+            loss, stats, weight = super().forward(*args, **kwargs)
+        finally:
+            if cache_keyed:
+                self.frontend.utt_ids = None
+        if self._last_wer_ctc is not None:
+            # As espnet2 does for its own stats: a tensor, so DDP can average it across ranks.
+            stats["wer_ctc"] = force_gatherable(self._last_wer_ctc, loss.device)
+        return loss, stats, weight

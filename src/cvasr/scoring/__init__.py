@@ -1,0 +1,1 @@
+"""Scoring: sclite-compatible alignment and reports, and RESULTS.md."""

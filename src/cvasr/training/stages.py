@@ -1,0 +1,172 @@
+"""Stages 3-4: espnet2 shape statistics and training, driven by a YAML config.
+
+This module only assembles espnet2 command lines (run as `python -m cvasr.training.task`, espnet2's
+ASR task with the recipe's small extensions) and checks what espnet2 would otherwise report late
+or obscurely: unknown config keys, a missing upstream checkpoint, a token list that does not
+match the model being resumed. Each such problem is one `ConfigError` line naming the file.
+"""
+
+from __future__ import annotations
+
+import difflib
+import os
+import subprocess
+import sys
+import uuid
+from pathlib import Path
+from typing import Any, Sequence
+
+import yaml
+
+from cvasr.text.tokens import read_token_list
+
+#: s3prl upstream names that stand for "the wav2vec 2.0 model from stage 0".
+WAV2VEC2_PLACEHOLDERS = ("xls_r_300m", "wav2vec2_custom")
+#: espnet2 frontends whose frontend_conf names an s3prl upstream.
+S3PRL_FRONTENDS = ("s3prl", "wav2vec2_s3prl")
+SPEECH_TYPE = "kaldi_ark"  # stage 2 dumps into Kaldi arks
+
+
+class ConfigError(Exception):
+    """A config, upstream or token list problem, said in one line."""
+
+
+def _task_option_names() -> set[str]:
+    from cvasr.training.task import CvasrASRTask, register
+
+    register()
+    parser = CvasrASRTask.get_parser()
+    return {action.dest for action in parser._actions}
+
+
+def resolve_config(config: Path, upstream: str, download_dir: Path, out: Path) -> dict[str, Any]:
+    """Check `config` against espnet2's options, fill in the upstream, write it to `out`.
+
+    `upstream` is stage 0's record: a checkpoint path, or `s3prl:<name>` for s3prl's own.
+    """
+    config = Path(config)
+    if not config.is_file():
+        raise ConfigError(f"training config {config} does not exist")
+    try:
+        conf = yaml.safe_load(config.read_text(encoding="utf-8")) or {}
+    except yaml.YAMLError as err:
+        raise ConfigError(f"{config}: not valid YAML: {err}".replace("\n", " ")) from err
+    if not isinstance(conf, dict):
+        raise ConfigError(f"{config}: expected a mapping of options, got {type(conf).__name__}")
+    known = _task_option_names()
+    for key in conf:
+        if key not in known:
+            close = difflib.get_close_matches(str(key), known, n=1)
+            hint = f" (did you mean '{close[0]}'?)" if close else ""
+            raise ConfigError(f"{config}: unknown key '{key}'{hint}")
+    if conf.get("frontend") in S3PRL_FRONTENDS:
+        inner = conf.setdefault("frontend_conf", {}).setdefault("frontend_conf", {})
+        if inner.get("upstream") in WAV2VEC2_PLACEHOLDERS:
+            if upstream.startswith("s3prl:"):
+                inner.update(upstream=upstream.split(":", 1)[1])
+                inner.pop("path_or_url", None)
+                conf["frontend_conf"]["download_dir"] = str(download_dir)
+            else:
+                if not Path(upstream).is_file():
+                    raise ConfigError(f"upstream checkpoint {upstream} (recorded by stage 0) does "
+                                      "not exist: run stage 0 again or pass --upstream_ckpt")
+                inner.update(upstream="wav2vec2_custom", path_or_url=str(Path(upstream).resolve()))
+    out = Path(out)
+    out.parent.mkdir(parents=True, exist_ok=True)
+    out.write_text(yaml.safe_dump(conf, sort_keys=False, allow_unicode=True), encoding="utf-8")
+    return conf
+
+
+def _token_type(token_list: Path) -> str:
+    """Stage 3 writes bpe.model beside a BPE token list; without one the list is characters."""
+    return "bpe" if (Path(token_list).parent / "bpe.model").is_file() else "char"
+
+
+def _token_args(token_list: Path) -> list[str]:
+    bpemodel = Path(token_list).parent / "bpe.model"
+    token_type = _token_type(token_list)
+    return ["--token_type", token_type, "--token_list", str(token_list),
+            "--bpemodel", str(bpemodel) if token_type == "bpe" else "none",
+            "--non_linguistic_symbols", "none", "--cleaner", "none", "--g2p", "none",
+            "--use_preprocessor", "true"]
+
+
+def _data_args(dump_dir: Path, split: str, role: str) -> list[str]:
+    d = Path(dump_dir) / split
+    return [f"--{role}_data_path_and_name_and_type", f"{d / 'wav.scp'},speech,{SPEECH_TYPE}",
+            f"--{role}_data_path_and_name_and_type", f"{d / 'text'},text,text"]
+
+
+def _run(args: Sequence[str], log: Path) -> None:
+    """Run espnet2's task, its output both on our stdout and appended to `log`."""
+    cmd = [sys.executable, "-m", "cvasr.training.task", *args]
+    log.parent.mkdir(parents=True, exist_ok=True)
+    with open(log, "a", encoding="utf-8") as out:
+        out.write("# " + " ".join(cmd) + "\n")
+        out.flush()
+        env = {**os.environ, "PYTHONUNBUFFERED": "1"}
+        proc = subprocess.Popen(cmd, stdout=subprocess.PIPE, stderr=subprocess.STDOUT, text=True,
+                                bufsize=1, env=env)
+        assert proc.stdout is not None
+        for line in proc.stdout:  # line by line, so a killed run leaves its log complete
+            sys.stdout.write(line)
+            sys.stdout.flush()
+            out.write(line)
+            out.flush()
+        status = proc.wait()
+    if status != 0:
+        raise RuntimeError(f"espnet2 exited with status {status}; see {log}")
+
+
+def collect_stats(dump_dir: Path, token_list: Path, config: Path, out_dir: Path,
+                  train_split: str = "train", valid_split: str = "dev") -> None:
+    """espnet2's collect-stats (shapes only: the big frontend is not run over the data)."""
+    out_dir = Path(out_dir)
+    _run([*_token_args(token_list), "--collect_stats", "true", "--config", str(config),
+          *_data_args(dump_dir, train_split, "train"), *_data_args(dump_dir, valid_split, "valid"),
+          "--train_shape_file", str(Path(dump_dir) / train_split / "wav.scp"),
+          "--valid_shape_file", str(Path(dump_dir) / valid_split / "wav.scp"),
+          "--output_dir", str(out_dir), "--ngpu", "0", "--num_workers", "0"],
+         log=out_dir / "collect_stats.log")
+    vocab = len(read_token_list(token_list))
+    token_type = _token_type(token_list)
+    for role in ("train", "valid"):
+        shapes = (out_dir / role / "text_shape").read_text().splitlines()
+        (out_dir / role / f"text_shape.{token_type}").write_text(
+            "".join(f"{line},{vocab}\n" for line in shapes))
+
+
+def check_resume_compatible(exp_dir: Path, token_list: Path) -> None:
+    """Refuse to resume a run whose CTC layer was built for another token list."""
+    checkpoint = Path(exp_dir) / "checkpoint.pth"
+    if not checkpoint.is_file():
+        return
+    import torch
+
+    state = torch.load(checkpoint, map_location="cpu", weights_only=False, mmap=True)
+    weight = state.get("model", {}).get("ctc.ctc_lo.weight")
+    vocab = len(read_token_list(token_list))
+    if weight is not None and weight.shape[0] != vocab:
+        raise ConfigError(f"token list {token_list} has {vocab} tokens but the model in "
+                          f"{checkpoint} was trained with {weight.shape[0]}: use the token list "
+                          "of that run, or another experiment dir")
+
+
+def train(dump_dir: Path, token_list: Path, stats_dir: Path, config: Path, exp_dir: Path,
+          ngpu: int = 0, extra_args: Sequence[str] = (), train_split: str = "train",
+          valid_split: str = "dev") -> None:
+    """espnet2 training into exp_dir, resuming from exp_dir/checkpoint.pth when it exists."""
+    exp_dir, stats_dir = Path(exp_dir), Path(stats_dir)
+    check_resume_compatible(exp_dir, token_list)
+    token_type = _token_type(token_list)
+    args = [*_token_args(token_list), "--config", str(config), "--output_dir", str(exp_dir),
+            "--resume", "true", "--ngpu", str(ngpu),
+            *_data_args(dump_dir, train_split, "train"), *_data_args(dump_dir, valid_split, "valid"),
+            "--train_shape_file", str(stats_dir / "train" / "speech_shape"),
+            "--train_shape_file", str(stats_dir / "train" / f"text_shape.{token_type}"),
+            "--valid_shape_file", str(stats_dir / "valid" / "speech_shape"),
+            "--valid_shape_file", str(stats_dir / "valid" / f"text_shape.{token_type}")]
+    if ngpu > 1:
+        init = exp_dir / f".dist_init_{uuid.uuid4().hex}"
+        args += ["--multiprocessing_distributed", "true", "--dist_init_method", f"file://{init}"]
+    _run([*args, *extra_args], log=exp_dir / "train.log")
