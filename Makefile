@@ -17,7 +17,7 @@ system-deps:
 $(STAMP): pyproject.toml requirements/constraints.txt
 	@$(PYTHON) -c 'import sys; sys.exit(0 if sys.version_info >= (3, 11) else "cvasr needs Python >= 3.11; run make PYTHON=python3.11 setup")'
 	@test -x $(VENV)/bin/python || $(PYTHON) -m venv $(VENV)
-	$(VENV)/bin/python -m pip install --disable-pip-version-check -q -c requirements/constraints.txt -e '.[test]'
+	$(VENV)/bin/python -m pip install --disable-pip-version-check -q -c requirements/constraints.txt -e '.[test,export]'
 	@touch $@
 
 # KenLM's LM estimator, built once from PyPI's source package (stage 3's word n-gram LM)
