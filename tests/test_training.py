@@ -103,6 +103,8 @@ def test_demo_training_learns_and_logs(demo_exp: Path) -> None:
     for name in ("config.yaml", "checkpoint.pth", "valid.cer_ctc.best.pth", "images/loss.png",
                  "images/cer_ctc.png", "images/wer_ctc.png"):
         assert (exp / name).exists(), name
+    for name in ("acc", "cer", "wer", "loss_att"):  # the attention decoder's: NaN, no plot
+        assert not (exp / "images" / f"{name}.png").exists(), name
     assert list((exp / "tensorboard").rglob("events.out.tfevents.*"))
     state = torch.load(exp / "checkpoint.pth", weights_only=False)
     assert "cvasr_rng_states" in state and not list(exp.glob("*.partial"))
@@ -222,6 +224,7 @@ def test_bad_configs_fail_with_one_clear_line(tmp_path: Path, tiny_upstream: Pat
     with pytest.raises(ConfigError, match="missing.yaml does not exist"):
         resolve_config(tmp_path / "missing.yaml", str(tiny_upstream), tmp_path, tmp_path / "o.yaml")
 
+
     exp = tmp_path / "exp"
     exp.mkdir()
     torch.save({"model": {"ctc.ctc_lo.weight": torch.zeros(7, 4)}}, exp / "checkpoint.pth")
@@ -314,3 +317,27 @@ def test_transcribe_decodes_as_stage5_recorded_with_and_without_the_lm(
     finally:
         (demo_exp / "decoding.yaml").unlink()
     assert read_table(dump / "test" / "text")[utt]  # a real utterance with a reference
+
+
+def test_plots_only_the_curves_with_data(tmp_path: Path) -> None:
+    """A CTC-only model reports the attention decoder's statistics as None, which espnet2's
+    reporter keeps as NaN: no image for them, and an old empty one is removed."""
+    from espnet2.train.reporter import Reporter
+
+    from cvasr.training.plots import plot_curves
+
+    reporter = Reporter()
+    for epoch, loss in ((1, 90.0), (2, 48.0)):
+        reporter.set_epoch(epoch)
+        with reporter.observe("train") as sub:
+            sub.register({"loss_ctc": torch.tensor(loss), "acc": None})
+            sub.next()
+        with reporter.observe("valid") as sub:
+            sub.register({"loss_ctc": torch.tensor(loss - 10), "cer_ctc": 0.5, "acc": None},
+                         weight=4)
+            sub.next()
+    (tmp_path / "acc.png").write_bytes(b"an empty plot from an earlier run")
+    written = plot_curves(reporter, tmp_path)
+    assert [p.name for p in written] == ["cer_ctc.png", "loss_ctc.png"]
+    assert sorted(p.name for p in tmp_path.iterdir()) == ["cer_ctc.png", "loss_ctc.png"]
+    assert (tmp_path / "loss_ctc.png").read_bytes().startswith(b"\x89PNG")

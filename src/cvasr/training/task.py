@@ -15,6 +15,7 @@ espnet2 does the training; this module adds only what it lacks for this recipe:
   (`cvasr.speedups.regional_compile`); decoding builds the model uncompiled.
 - `persistent_workers: true`: the DataLoader workers live for the whole run instead of being
   started again every epoch (`cvasr.speedups.persistent_loader`).
+- images/*.png only for the curves that carry data (`cvasr.training.plots`).
 """
 
 from __future__ import annotations
@@ -30,6 +31,7 @@ import numpy as np
 import torch
 from espnet2.iterators.sequence_iter_factory import SequenceIterFactory
 from espnet2.tasks.asr import ASRTask, encoder_choices, frontend_choices, model_choices
+from espnet2.train.reporter import Reporter
 from espnet2.train.trainer import Trainer, TrainerOptions, autocast_args
 from espnet2.utils.build_dataclass import build_dataclass
 from espnet2.utils.types import str2bool
@@ -39,6 +41,7 @@ from cvasr.models.frontend import Wav2Vec2S3prlFrontend
 from cvasr.speedups import sync_free_step
 from cvasr.speedups.persistent_loader import PersistentSequenceIterFactory
 from cvasr.speedups.regional_compile import compile_encoder_layers
+from cvasr.training.plots import plot_curves
 
 RNG_KEY = "cvasr_rng_states"
 #: torch.compile modes --compile_mode accepts (no autotuning: compile time is paid every run)
@@ -149,10 +152,14 @@ class SafeCheckpointTrainer(Trainer):
 
         # Trainer.run saves with the module-level torch.save; route it through atomic_save.
         torch.save = atomic_save
+        # and plots with the reporter's matplotlib_plot: only the curves with data
+        original_plot = Reporter.matplotlib_plot
+        Reporter.matplotlib_plot = plot_curves
         try:
             super().run(*args, **kwargs)
         finally:
             torch.save = original_save
+            Reporter.matplotlib_plot = original_plot
 
     @staticmethod
     def resume(checkpoint, model, reporter, optimizers, schedulers, scaler, ngpu: int = 0,
