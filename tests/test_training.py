@@ -224,6 +224,33 @@ def test_bad_configs_fail_with_one_clear_line(tmp_path: Path, tiny_upstream: Pat
     with pytest.raises(ConfigError, match="missing.yaml does not exist"):
         resolve_config(tmp_path / "missing.yaml", str(tiny_upstream), tmp_path, tmp_path / "o.yaml")
 
+    # values of the wrong type are named at stage 3, not found by torch in stage 4
+    def problem(change) -> str:
+        conf = yaml.safe_load(DEMO_CONFIG.read_text())
+        change(conf)
+        bad.write_text(yaml.safe_dump(conf))
+        with pytest.raises(ConfigError) as err:
+            resolve_config(bad, str(tiny_upstream), tmp_path, tmp_path / "out.yaml")
+        return str(err.value)
+
+    assert problem(lambda c: c["optim_conf"].update(lr="fast")) == (
+        f"{bad}: optim_conf.lr must be float | torch.Tensor (as AdamW declares), got str 'fast'")
+    assert "got str '3e-4' (YAML reads 3e-4 as text: write it with a dot, e.g. 3.0e-4)" in \
+        problem(lambda c: c["optim_conf"].update(lr="3e-4"))
+    assert problem(lambda c: c.update(max_epoch="ten")) == \
+        f"{bad}: max_epoch must be a whole number, got str 'ten'"
+    assert problem(lambda c: c.update(batch_type="sortd")).startswith(
+        f"{bad}: batch_type must be one of unsorted, sorted, folded,")
+    assert problem(lambda c: c["encoder_conf"].update(num_block=2)) == (
+        f"{bad}: unknown key 'encoder_conf.num_block': TransformerEncoder has no option "
+        "'num_block' (did you mean 'num_blocks'?)")
+    assert problem(lambda c: c["scheduler_conf"].update(warmup_steps=[35])) == (
+        f"{bad}: scheduler_conf.warmup_steps must be Union[int, float] (as WarmupLR declares), "
+        "got list [35]")
+    # YAML lists where a class declares a tuple are fine: Adam's betas
+    conf = yaml.safe_load(XLSR_CONFIG.read_text())
+    assert conf["optim_conf"]["betas"] == [0.9, 0.999]
+    resolve_config(XLSR_CONFIG, str(tiny_upstream), tmp_path, tmp_path / "out.yaml")
 
     exp = tmp_path / "exp"
     exp.mkdir()

@@ -59,6 +59,7 @@ def resolve_config(config: Path, upstream: str, download_dir: Path, out: Path) -
             close = difflib.get_close_matches(str(key), known, n=1)
             hint = f" (did you mean '{close[0]}'?)" if close else ""
             raise ConfigError(f"{config}: unknown key '{key}'{hint}")
+    _check_values(config, conf)
     if conf.get("frontend") in S3PRL_FRONTENDS:
         inner = conf.setdefault("frontend_conf", {}).setdefault("frontend_conf", {})
         if inner.get("upstream") in WAV2VEC2_PLACEHOLDERS:
@@ -75,6 +76,15 @@ def resolve_config(config: Path, upstream: str, download_dir: Path, out: Path) -
     out.parent.mkdir(parents=True, exist_ok=True)
     out.write_text(yaml.safe_dump(conf, sort_keys=False, allow_unicode=True), encoding="utf-8")
     return conf
+
+
+def _check_values(config: Path, conf: dict[str, Any]) -> None:
+    """Each value against the type its option or class declares (cvasr.training.config_check)."""
+    from cvasr.training.config_check import task_config_problems
+
+    problems = task_config_problems(conf)
+    if problems:
+        raise ConfigError(f"{config}: " + "; ".join(problems))
 
 
 def _token_type(token_list: Path) -> str:
