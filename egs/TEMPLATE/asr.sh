@@ -8,7 +8,9 @@
 #   path.sh, utils/   links to TEMPLATE
 #
 # Each stage records its completion (and the inputs it ran with) under $work_dir/exp/stage_records;
-# a re-run skips finished stages whose inputs are unchanged. Logs: $work_dir/exp/logs/.
+# a re-run skips finished stages whose inputs are unchanged. A stage's whole output goes to its log,
+# $work_dir/exp/logs/stageN_<name>.log; the console gets the lines the stage says matter
+# (utils/console.sh, src/cvasr/console.py).
 set -euo pipefail
 
 recipe_dir=$(cd "$(dirname "${BASH_SOURCE[0]}")" && pwd)
@@ -39,6 +41,7 @@ options=(stage stop_stage work_dir lang demo upstream_ckpt train_config decode_c
          max_drop min_duration max_duration token_type nbpe train_args use_lm lm_order lm_text)
 
 . "${recipe_dir}/path.sh"
+. "${recipe_dir}/utils/console.sh"
 # Defaults stated once, in the package (cvasr/defaults.py): max_drop, durations, token type, nbpe.
 while IFS='=' read -r _name _value; do
     case "$_name" in
@@ -123,6 +126,11 @@ local_data --validate_only true
 
 mkdir -p "$log_dir" "$records_dir"
 
+# The console: stages write their whole output to their logs, and say what matters on this
+# descriptor (the terminal, or whatever run.sh's stdout is).
+exec {console_fd}>&1
+export CVASR_CONSOLE_FD=$console_fd
+
 log() {
     local line
     line="$(date '+%Y-%m-%d %H:%M:%S') (run.sh) $*"
@@ -148,11 +156,11 @@ run_stage() {
     log "stage $n ($name): start (log: $stage_log)"
     local status
     set +e
-    ( set -e; "$fn" ) 2>&1 | tee -a "$stage_log"
-    status=${PIPESTATUS[0]}
+    ( set -e; "$fn" ) >> "$stage_log" 2>&1
+    status=$?
     set -e
     if (( status != 0 )); then
-        log "stage $n ($name): FAILED (exit $status); see $stage_log"
+        log "stage $n ($name): FAILED (exit $status); the whole output is in $stage_log"
         exit 1
     fi
     printf '%s\n' "$signature" > "${record}.tmp"
@@ -197,7 +205,7 @@ token_dir=${work_dir}/data/token_list/${token_type}
 lm_dir=${work_dir}/data/lm
 stats_dir=${exp_dir}/asr_stats_${token_type}
 upstream_spec() {
-    [ -f "${stage0_dir}/upstream" ] || { echo "no upstream recorded: run stage 0 first" >&2; return 1; }
+    [ -f "${stage0_dir}/upstream" ] || { say_error "no upstream recorded: run stage 0 first"; return 1; }
     cat "${stage0_dir}/upstream"
 }
 
@@ -233,15 +241,15 @@ stage4() {
 }
 
 # ---- stage 5: decoding dev and test (CTC alone, then with the LM), scoring, RESULTS.md ---------
-score_decode() {  # score_decode DECODE_DIR SPLIT
-    local unit name
+score_decode() {  # score_decode DECODE_DIR SPLIT WHAT: the WER and CER lines, labelled
+    local unit name label
+    printf -v label '%-5s %-11s' "$2" "$3"
     for unit in word char; do
         name=wer
         [ "$unit" = char ] && name=cer
-        echo -n "${2} ${name^^} ($(basename "$(dirname "$1")")): "
         cvasr score --ref "${work_dir}/dump/${2}/text" --hyp "${1}/text" \
             --utt2spk "${work_dir}/dump/${2}/utt2spk" --unit "$unit" --lang "$lang" \
-            --out "${1}/score_${name}"
+            --out "${1}/score_${name}" --label "$label"
     done
 }
 
@@ -257,7 +265,7 @@ stage5() {
         cvasr decode --model "$asr_exp" --config "$decode_config" --no-lm "${record[@]}" \
             --data-dir "${work_dir}/dump/${split}" --out "${asr_exp}/${tag}/${split}" \
             --save-logp --device "$device" --nj "$nj"
-        score_decode "${asr_exp}/${tag}/${split}" "$split"
+        score_decode "${asr_exp}/${tag}/${split}" "$split" "CTC alone"
         dirs+=("${asr_exp}/${tag}/${split}")
     done
     if [ "$use_lm" = true ]; then
@@ -266,16 +274,16 @@ stage5() {
         cvasr tune-lm --model "$asr_exp" --config "$decode_config" --lm "$lm_dir" \
             --logp "${asr_exp}/${tag}/dev/logp.scp" --ref "${work_dir}/dump/dev/text" \
             --out "${asr_exp}/${lm_tag}/dev" --nj "$nj"
-        score_decode "${asr_exp}/${lm_tag}/dev" dev
+        score_decode "${asr_exp}/${lm_tag}/dev" dev "with the LM"
         cvasr decode --model "$asr_exp" --logp "${asr_exp}/${tag}/test/logp.scp" \
             --out "${asr_exp}/${lm_tag}/test" --nj "$nj"
-        score_decode "${asr_exp}/${lm_tag}/test" test
+        score_decode "${asr_exp}/${lm_tag}/test" test "with the LM"
         dirs=("${asr_exp}/${tag}/dev" "${asr_exp}/${lm_tag}/dev" "${asr_exp}/${tag}/test"
               "${asr_exp}/${lm_tag}/test")
     fi
     cvasr results --exp "$asr_exp" --decode-dirs "${dirs[@]}" --device "$device" \
         --out "${work_dir}/RESULTS.md" > /dev/null
-    echo "RESULTS.md: ${work_dir}/RESULTS.md"
+    say "RESULTS.md: ${work_dir}/RESULTS.md"
 }
 
 file_digest() { if [ -f "$1" ]; then sha1sum < "$1" | cut -c1-12; else echo none; fi; }
@@ -286,7 +294,7 @@ run_stage 1 "demo=${demo} lang=${lang} corpus=${local_opts[*]} max_drop=${max_dr
 run_stage 2 "data=$(record_of 1) min=${min_duration} max=${max_duration} max_drop=${max_drop}" stage2
 file_stamp() { if [ -f "$1" ]; then stat -c '%s-%Y' "$1"; else echo none; fi; }  # big files
 # stage 4 follows the token list and shape statistics, not the LM: a new LM never retrains
-stats_signature="dump=$(record_of 2) token_type=${token_type} nbpe=${nbpe} config=$(file_digest "$train_config") upstream=$(upstream_spec 2>/dev/null || true)"
+stats_signature="dump=$(record_of 2) token_type=${token_type} nbpe=${nbpe} config=$(file_digest "$train_config") upstream=$(cat "${stage0_dir}/upstream" 2>/dev/null || true)"
 lm_signature="use_lm=${use_lm} lm_order=${lm_order} lm_text=${lm_text}:$(file_stamp "$lm_text")"
 run_stage 3 "${stats_signature} ${lm_signature}" stage3
 run_stage 4 "stats=${stats_signature} config=$(file_digest "$train_config") ngpu=${ngpu} train_args=${train_args}" stage4

@@ -9,15 +9,15 @@ match the model being resumed. Each such problem is one `ConfigError` line namin
 from __future__ import annotations
 
 import difflib
-import os
 import subprocess
 import sys
 import uuid
 from pathlib import Path
-from typing import Any, Sequence
+from typing import Any, Callable, Sequence
 
 import yaml
 
+from cvasr.console import child_env, say
 from cvasr.text.tokens import read_token_list
 
 #: s3prl upstream names that stand for "the wav2vec 2.0 model from stage 0".
@@ -107,14 +107,16 @@ def _data_args(dump_dir: Path, split: str, role: str) -> list[str]:
             f"--{role}_data_path_and_name_and_type", f"{d / 'text'},text,text"]
 
 
-def _run(args: Sequence[str], log: Path) -> None:
-    """Run espnet2's task, its output both on our stdout and appended to `log`."""
+def _run(args: Sequence[str], log: Path, on_line: Callable[[str], None] | None = None) -> None:
+    """Run espnet2's task, its output both on our stdout (the stage log under run.sh) and
+    appended to `log`; `on_line` sees every line (stage 4's console lines)."""
     cmd = [sys.executable, "-m", "cvasr.training.task", *args]
     log.parent.mkdir(parents=True, exist_ok=True)
+    last = ""
     with open(log, "a", encoding="utf-8") as out:
         out.write("# " + " ".join(cmd) + "\n")
         out.flush()
-        env = {**os.environ, "PYTHONUNBUFFERED": "1"}
+        env = {**child_env(), "PYTHONUNBUFFERED": "1"}
         proc = subprocess.Popen(cmd, stdout=subprocess.PIPE, stderr=subprocess.STDOUT, text=True,
                                 bufsize=1, env=env)
         assert proc.stdout is not None
@@ -123,9 +125,12 @@ def _run(args: Sequence[str], log: Path) -> None:
             sys.stdout.flush()
             out.write(line)
             out.flush()
+            last = line.strip() or last
+            if on_line is not None:
+                on_line(line)
         status = proc.wait()
     if status != 0:
-        raise RuntimeError(f"espnet2 exited with status {status}; see {log}")
+        raise RuntimeError(f"espnet2 exited with status {status} ({last}); see {log}")
 
 
 def collect_stats(dump_dir: Path, token_list: Path, config: Path, out_dir: Path,
@@ -179,4 +184,18 @@ def train(dump_dir: Path, token_list: Path, stats_dir: Path, config: Path, exp_d
     if ngpu > 1:
         init = exp_dir / f".dist_init_{uuid.uuid4().hex}"
         args += ["--multiprocessing_distributed", "true", "--dist_init_method", f"file://{init}"]
-    _run([*args, *extra_args], log=exp_dir / "train.log")
+    _train_as_planned([*args, *extra_args], exp_dir)
+
+
+def _train_as_planned(args: list[str], exp_dir: Path) -> None:
+    """Stage 4's run of espnet2, one console line an epoch (cvasr.training.epoch_lines)."""
+    from cvasr.training.epoch_lines import EpochLines
+
+    say(f"espnet2 trains; its whole output is in {exp_dir / 'train.log'}")
+    epochs = EpochLines()
+
+    def on_line(line: str) -> None:
+        if (summary := epochs(line)) is not None:
+            say(summary)
+
+    _run(args, log=exp_dir / "train.log", on_line=on_line)
