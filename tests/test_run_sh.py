@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import subprocess
+import time
 from pathlib import Path
 
 import pytest
@@ -176,3 +177,117 @@ def test_demo_stages_0_to_2_and_resume(tmp_path: Path) -> None:
     assert typed.returncode == 1
     assert (f"cvasr collect-stats: error: {bad}: optim_conf.lr must be float | torch.Tensor (as "
             "AdamW declares), got str 'fast'") in typed.stdout
+
+
+def _blocking_recipe(tmp_path: Path) -> Path:
+    """A recipe whose corpus step (stage 0) waits until local/go exists."""
+    recipe = _recipe_with_own_local(tmp_path)
+    (recipe / "local" / "data.sh").write_text(
+        '#!/usr/bin/env bash\n'
+        'set -euo pipefail\n'
+        'case " $* " in *" --validate_only true "*) exit 0 ;; esac\n'
+        'here=$(dirname "$0"); touch "$here/started"\n'
+        'while [ ! -e "$here/go" ]; do sleep 0.1; done\n'
+        'echo "corpus ready"\n')
+    return recipe
+
+
+def test_a_second_run_on_a_work_dir_stops_at_once_naming_the_first(tmp_path: Path,
+                                                                    tiny_upstream: Path) -> None:
+    recipe = _blocking_recipe(tmp_path)
+    work = tmp_path / "work"
+    line = [str(recipe / "run.sh"), "--upstream_ckpt", str(tiny_upstream), "--work_dir",
+            str(work), "--stop-stage", "0"]
+    first = subprocess.Popen(line, stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True)
+    try:
+        deadline = time.monotonic() + 120
+        while not (recipe / "local" / "started").exists():
+            assert first.poll() is None, first.communicate()
+            assert time.monotonic() < deadline, "the first run never reached stage 0"
+            time.sleep(0.1)
+        # the first run holds the work dir, waiting: the second cannot wait for it
+        second = subprocess.run(line, capture_output=True, text=True, timeout=120)
+        assert second.returncode == 1
+        # (this recipe's run.sh does not name itself to asr.sh, as egs/*/run.sh do)
+        asr_sh = recipe / "asr.sh"
+        assert second.stderr.startswith(f"{asr_sh}: another run is using {work} "
+                                         f"(pid {first.pid}, started ")
+        assert f": {asr_sh} --lang xx --upstream_ckpt {tiny_upstream}" in second.stderr
+        assert f"the lock is {work}/exp/run.lock" in second.stderr
+        assert "stage 0" not in second.stdout
+    finally:
+        (recipe / "local" / "go").touch()
+        out, err = first.communicate(timeout=120)
+    assert first.returncode == 0, out + err
+    assert "stage 0 (corpus_and_upstream): done" in out
+    # released at the end: the next run goes ahead
+    third = subprocess.run(line, capture_output=True, text=True, timeout=120)
+    assert third.returncode == 0 and "already done with these inputs" in third.stdout
+
+
+def test_stage0_and_1_run_local_data_sh(cv_args: list[str], tmp_path: Path) -> None:
+    """asr.sh's stages 0-1 are local/data.sh's, with the corpus options handed on unchanged."""
+    work = tmp_path / "work"
+    run(*cv_args, "--stage", "0", "--stop-stage", "1", "--nj", "1")
+    log0 = (work / "exp" / "logs" / "stage0_corpus_and_upstream.log").read_text()
+    assert "release: " in log0 and "upstream: " in log0
+    log1 = (work / "exp" / "logs" / "stage1_data_prep.log").read_text()
+    assert "text normaliser for 'as': assamese (as-1)" in log1
+    assert sorted(p.name for p in (work / "data").iterdir()) == [
+        "dev", "local", "prep_report.json", "test", "train"]
+
+
+def _recipe_with_own_local(tmp_path: Path) -> Path:
+    """A recipe dir for another corpus: TEMPLATE's stages, a local/data.sh of its own."""
+    template = RECIPE.parent / "TEMPLATE"
+    recipe = tmp_path / "egs" / "other"
+    (recipe / "local").mkdir(parents=True)
+    for name in ("asr.sh", "path.sh", "utils"):
+        (recipe / name).symlink_to(template / name)
+    (recipe / "conf").symlink_to(RECIPE / "conf")
+    # path.sh finds the package two levels up from the recipe dir
+    (tmp_path / ".venv").symlink_to(RECIPE.parents[1] / ".venv")
+    (tmp_path / "src").symlink_to(RECIPE.parents[1] / "src")
+    (recipe / "run.sh").write_text('#!/usr/bin/env bash\nexec "$(dirname "$0")/asr.sh" --lang xx "$@"\n')
+    (recipe / "local" / "data.sh").write_text(
+        '#!/usr/bin/env bash\n'
+        '# another corpus: records how it was called, accepts one option of its own\n'
+        'set -euo pipefail\n'
+        'for a in "$@"; do printf "%s\\n" "$a"; done > "$(dirname "$0")/called.$$"\n'
+        'case " $* " in *" --validate_only true "*) exit 0 ;; esac\n'
+        'case " $* " in *" --corpus_flavour sweet "*) ;; *) echo "bad corpus option" >&2; exit 2 ;; esac\n'
+        'args=" $* "; stage=${args#* --stage }; echo "corpus ready, stage ${stage%% *}"\n')
+    for script in ("run.sh", "local/data.sh"):
+        (recipe / script).chmod(0o755)
+    return recipe
+
+
+def test_another_corpus_swaps_local_and_keeps_the_stages(tmp_path: Path,
+                                                         tiny_upstream: Path) -> None:
+    recipe = _recipe_with_own_local(tmp_path)
+    proc = subprocess.run([str(recipe / "run.sh"), "--corpus_flavour", "sweet", "--upstream_ckpt",
+                           str(tiny_upstream), "--stop-stage", "1", "--nj", "1"],
+                          capture_output=True, text=True, timeout=300)
+    assert proc.returncode == 0, proc.stdout + proc.stderr
+    assert "corpus ready, stage 0" in proc.stdout and "corpus ready, stage 1" in proc.stdout
+    assert "stage 1 (data_prep): done" in proc.stdout
+    calls = [p.read_text().split("\n") for p in (recipe / "local").glob("called.*")]
+    stage_calls = [c for c in calls if "--stage" in c]
+    assert len(stage_calls) == 2
+    for call in stage_calls:
+        assert call[call.index("--lang") + 1] == "xx"
+        assert call[call.index("--corpus_flavour") + 1] == "sweet"
+        assert call[call.index("--work_dir") + 1] == str(recipe)
+    bad = subprocess.run([str(recipe / "run.sh"), "--corpus_flavour", "sour"], capture_output=True,
+                         text=True, timeout=300)
+    assert bad.returncode == 1 and "bad corpus option" in bad.stdout
+
+
+def test_generic_recipe_needs_a_language() -> None:
+    proc = subprocess.run([str(RECIPE.parent / "cv" / "run.sh"), "--stop-stage", "0"],
+                          capture_output=True, text=True, timeout=60)
+    assert proc.returncode == 2
+    assert "--lang is required" in proc.stderr
+    demo = subprocess.run([str(RECIPE.parent / "cv" / "run.sh"), "--lang", "bn", "--demo", "true"],
+                          capture_output=True, text=True, timeout=60)
+    assert demo.returncode == 2 and "the embedded demo corpus is Assamese" in demo.stderr

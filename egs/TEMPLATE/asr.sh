@@ -10,11 +10,14 @@
 # Each stage records its completion (and the inputs it ran with) under $work_dir/exp/stage_records;
 # a re-run skips finished stages whose inputs are unchanged. A stage's whole output goes to its log,
 # $work_dir/exp/logs/stageN_<name>.log; the console gets the lines the stage says matter
-# (utils/console.sh, src/cvasr/console.py).
+# (utils/console.sh, src/cvasr/console.py). One run at a time a work dir: a second one stops at
+# once, naming the first (flock on $work_dir/exp/run.lock).
 set -euo pipefail
 
 recipe_dir=$(cd "$(dirname "${BASH_SOURCE[0]}")" && pwd)
 prog=${CVASR_ENTRY:-$0}
+printf -v command_line '%q ' "$prog" "$@"
+command_line=${command_line% }
 
 # ---- options (defaults; those left empty come from `cvasr defaults`) --------------------------
 stage=0                 # first stage to run
@@ -125,6 +128,22 @@ local_data() {
 local_data --validate_only true
 
 mkdir -p "$log_dir" "$records_dir"
+
+# One run at a time a work dir: two would write the same files. The lock is held until this
+# script and every process it started have exited; the file says who holds it.
+lock_file=${exp_dir}/run.lock
+exec {lock_fd}>>"$lock_file"
+if ! flock -n "$lock_fd"; then
+    holder=$(head -n 1 "$lock_file" 2>/dev/null || true)
+    holder_pid=$(sed -n 's/^pid \([0-9]*\).*/\1/p' <<< "$holder")
+    if [ -n "$holder_pid" ] && ! kill -0 "$holder_pid" 2>/dev/null; then
+        holder="$holder; that process has exited, but processes it started still hold the lock"
+    fi
+    echo "$prog: another run is using $work_dir (${holder:-holder unknown}): wait for it to" \
+         "finish or stop it; the lock is $lock_file" >&2
+    exit 1
+fi
+printf 'pid %s, started %s: %s\n' "$$" "$(date '+%Y-%m-%d %H:%M:%S')" "$command_line" > "$lock_file"
 
 # The console: stages write their whole output to their logs, and say what matters on this
 # descriptor (the terminal, or whatever run.sh's stdout is).
