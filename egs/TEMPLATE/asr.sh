@@ -143,7 +143,8 @@ if ! flock -n "$lock_fd"; then
          "finish or stop it; the lock is $lock_file" >&2
     exit 1
 fi
-printf 'pid %s, started %s: %s\n' "$$" "$(date '+%Y-%m-%d %H:%M:%S')" "$command_line" > "$lock_file"
+{ printf 'pid %s, started %s: %s\n' "$$" "$(date '+%Y-%m-%d %H:%M:%S')" "$command_line" \
+    > "$lock_file"; } 2>/dev/null || true  # the lock holds without it (a full disk)
 
 # The console: stages write their whole output to their logs, and say what matters on this
 # descriptor (the terminal, or whatever run.sh's stdout is).
@@ -154,7 +155,18 @@ log() {
     local line
     line="$(date '+%Y-%m-%d %H:%M:%S') (run.sh) $*"
     echo "$line"
-    echo "$line" >> "${log_dir}/run.log"
+    { echo "$line" >> "${log_dir}/run.log"; } 2>/dev/null || true  # the console has it anyway
+}
+
+# "no space left on device writing DIR" when the filesystem of DIR is (next to) full: what a
+# failed stage most likely ran into (the cvasr commands name the file; shell commands do not).
+# The threshold is cvasr.nospace.FULL_BELOW's.
+no_space_note() {
+    local free
+    free=$(stat -f -c '%a*%S' "$1" 2>/dev/null) || return 0
+    free=$((free))
+    (( free < 1048576 )) && echo "; no space left on device writing $1 ($free bytes free there)"
+    return 0
 }
 
 stage_names=(corpus_and_upstream data_prep dump tokens_and_stats train decode_and_score)
@@ -179,11 +191,15 @@ run_stage() {
     status=$?
     set -e
     if (( status != 0 )); then
-        log "stage $n ($name): FAILED (exit $status); the whole output is in $stage_log"
+        log "stage $n ($name): FAILED (exit $status$(no_space_note "$work_dir")); the whole" \
+            "output is in $stage_log"
         exit 1
     fi
-    printf '%s\n' "$signature" > "${record}.tmp"
-    mv "${record}.tmp" "$record"
+    if ! { printf '%s\n' "$signature" > "${record}.tmp" && mv "${record}.tmp" "$record"; } 2>/dev/null; then
+        log "stage $n ($name): FAILED: its work is done, but its record could not be written" \
+            "($record$(no_space_note "$records_dir"))"
+        exit 1
+    fi
     log "stage $n ($name): done"
 }
 

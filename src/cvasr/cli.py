@@ -502,6 +502,18 @@ def build_parser() -> argparse.ArgumentParser:
 _USER_ERRORS: tuple[type[BaseException], ...] = (ValueError, FileNotFoundError, RuntimeError,
                                                   OSError)
 
+#: the options naming what each subcommand writes (default: --out), where a full disk is named
+_WRITES = {"fetch-upstream": ("download_dir",), "prepare-data": ("data_dir",),
+           "dump": ("dump_dir",), "train": ("exp_dir",), "tune-lm": ("out", "model"),
+           "check-release": (), "check-upstream": (), "validate-data-dir": (), "defaults": (),
+           "transcribe": ()}
+
+
+def _outputs(args: argparse.Namespace) -> list[Path]:
+    names = _WRITES.get(args.command, ("out",))
+    return [Path(getattr(args, n)) for n in names if getattr(args, n, None) is not None]
+
+
 def _log_traceback() -> None:
     """The traceback to stderr (the stage log under run.sh), unless that cannot be written."""
     import traceback
@@ -517,6 +529,7 @@ def main(argv: list[str] | None = None) -> int:
     from cvasr.console import console, error
     from cvasr.corpora.commonvoice import ReleaseError
     from cvasr.data.report import TooManyDropped
+    from cvasr.nospace import no_space_message
     from cvasr.training.stages import ConfigError
 
     args = build_parser().parse_args(argv)
@@ -525,6 +538,11 @@ def main(argv: list[str] | None = None) -> int:
     try:
         return args.handler(args)
     except Exception as err:
+        full = no_space_message(err, _outputs(args))
+        if full is not None:
+            _log_traceback()  # what failed where
+            error(f"cvasr {args.command}: error: {full}")
+            return 1
         if isinstance(err, (ReleaseError, TooManyDropped, ConfigError, *_USER_ERRORS)):
             error(f"cvasr {args.command}: error: {err}")
             return 1
