@@ -178,6 +178,28 @@ def test_demo_stages_0_to_2_and_resume(tmp_path: Path) -> None:
     assert (f"cvasr collect-stats: error: {bad}: optim_conf.lr must be float | torch.Tensor (as "
             "AdamW declares), got str 'fast'") in typed.stdout
 
+    # The config edited (a lower learning rate; same file name, so the same experiment): stage
+    # 4 runs again and refuses to resume with it.
+    conf["optim_conf"]["lr"] = 1.0e-3
+    lower = tmp_path / "edited" / "train_demo_ctc.yaml"
+    lower.parent.mkdir()
+    lower.write_text(yaml.safe_dump(conf))
+    args = ["--demo", "true", "--demo_size", "small", "--work_dir", work, "--stage", "4",
+            "--stop-stage", "4", "--train_config", lower]
+    refused = run(*args, "--train_args", "--max_epoch 2 --batch_size 8", check=False)
+    assert refused.returncode == 1
+    assert "stage 4 (train): inputs changed since it last ran" in refused.stdout
+    assert ("resuming cannot honour the change (the optimizer): optim_conf.lr 0.002 -> 0.001. "
+            "Train a new experiment (run.sh --asr_tag NAME") in refused.stdout
+    assert "stage 4 (train): FAILED" in refused.stdout
+    exp = work / "exp" / "asr_train_demo_ctc_char"
+    assert yaml.safe_load((exp / "config.yaml").read_text())["optim_conf"]["lr"] == 0.002
+    # the first way on: a new experiment
+    tagged = run(*args, "--asr_tag", "lower_lr", "--train_args", "--max_epoch 1 --batch_size 8")
+    assert f"training {work}/exp/asr_lower_lr from the start (1 epochs)" in tagged.stdout
+    tagged_config = yaml.safe_load((work / "exp" / "asr_lower_lr" / "config.yaml").read_text())
+    assert tagged_config["optim_conf"]["lr"] == 0.001
+
 
 def _blocking_recipe(tmp_path: Path) -> Path:
     """A recipe whose corpus step (stage 0) waits until local/go exists."""

@@ -346,6 +346,69 @@ def test_transcribe_decodes_as_stage5_recorded_with_and_without_the_lm(
     assert read_table(dump / "test" / "text")[utt]  # a real utterance with a reference
 
 
+@pytest.mark.slow
+def test_resume_refuses_what_it_cannot_honour(demo_stats: Path, prepared: dict[str, Path],
+                                              tmp_path: Path,
+                                              capsys: pytest.CaptureFixture[str]) -> None:
+    from cvasr.training.resume import ResumeRefused
+
+    work, dump, tokens = prepared["work"], prepared["dump"], prepared["tokens"]
+    config = work / "demo.yaml"
+    exp = work / "exp_honest"
+    train(dump, tokens, demo_stats, config, exp, extra_args=[*QUICK, "--max_epoch", "2"])
+    assert len(epoch_results(exp / "train.log")) == 2
+    recorded, log = (exp / "config.yaml").read_text(), (exp / "train.log").read_text()
+
+    def changed(edit) -> Path:
+        conf = yaml.safe_load(config.read_text())
+        edit(conf)
+        path = tmp_path / f"changed{len(list(tmp_path.iterdir()))}.yaml"
+        path.write_text(yaml.safe_dump(conf))
+        return path
+
+    # a lower learning rate: espnet2 would resume with the old one (the optimizer's and the
+    # scheduler's saved state) while config.yaml claimed the new
+    with pytest.raises(ResumeRefused) as refused:
+        train(dump, tokens, demo_stats, changed(lambda c: c["optim_conf"].update(lr=1.0e-3)),
+              exp, extra_args=[*QUICK, "--max_epoch", "3"])
+    assert str(refused.value) == (
+        f"{exp} has 2 epoch(s) trained with another config, and resuming cannot honour the "
+        "change (the optimizer): optim_conf.lr 0.002 -> 0.001. Train a new experiment (run.sh "
+        "--asr_tag NAME, or another --exp-dir), or start this one over (run.sh --train_args "
+        "\"--resume false\", or -- --resume false)")
+    # the schedule and the model, named together; and other tokens in a list of the same size
+    with pytest.raises(ResumeRefused, match=r"\(the model, the schedule\): encoder_conf.num_blocks "
+                                            r"4 -> 2; scheduler_conf.warmup_steps 35 -> 70\."):
+        train(dump, tokens, demo_stats, changed(lambda c: (c["encoder_conf"].update(num_blocks=2),
+                                                           c["scheduler_conf"].update(
+                                                               warmup_steps=70))),
+              exp, extra_args=QUICK)
+    swapped = read_token_list(tokens)
+    swapped[3], swapped[4] = swapped[4], swapped[3]
+    (tmp_path / "tokens.txt").write_text("\n".join(swapped) + "\n", encoding="utf-8")
+    with pytest.raises(ResumeRefused, match=r"\(the tokens\): token_list \(other tokens\)"):
+        train(dump, tmp_path / "tokens.txt", demo_stats, config, exp, extra_args=QUICK)
+    # nothing ran: the experiment is as it was
+    assert (exp / "config.yaml").read_text() == recorded
+    assert (exp / "train.log").read_text() == log
+
+    # max_epoch below the epochs trained: said, and nothing to train
+    capsys.readouterr()
+    train(dump, tokens, demo_stats, config, exp, extra_args=[*QUICK, "--max_epoch", "1"])
+    assert capsys.readouterr().out == (
+        f"{exp} has 2 epochs trained, more than max_epoch 1: nothing to train; the model stays "
+        "the 2-epoch one (for a 1-epoch model: a new --asr_tag, or --train_args \"--resume "
+        "false\")\n")
+    assert (exp / "train.log").read_text() == log
+
+    # what resuming honours (how many checkpoints are kept, the workers) with max_epoch up
+    train(dump, tokens, demo_stats, changed(lambda c: c.update(keep_nbest_models=2)), exp,
+          extra_args=[*QUICK, "--max_epoch", "3"])
+    assert f"resuming {exp} at epoch 3 of 3" in capsys.readouterr().out
+    assert len(epoch_results(exp / "train.log")) == 3
+    assert yaml.safe_load((exp / "config.yaml").read_text())["keep_nbest_models"] == 2
+
+
 def test_plots_only_the_curves_with_data(tmp_path: Path) -> None:
     """A CTC-only model reports the attention decoder's statistics as None, which espnet2's
     reporter keeps as NaN: no image for them, and an old empty one is removed."""

@@ -36,12 +36,14 @@ max_duration=
 token_type=             # char (the seed's choice) or bpe (sentencepiece unigram)
 nbpe=                   # sentencepiece vocabulary size for --token_type bpe
 train_args=             # extra espnet2 training options, e.g. "--max_epoch 20"
+asr_tag=                # the experiment is exp/asr_<tag> (default: <train config name>_<token type>)
 use_lm=true             # stage 3 builds the word n-gram LM, stage 5 decodes with it too
 lm_order=               # its order
 lm_text=                # extra LM text (one sentence a line, raw or normalised)
 
 options=(stage stop_stage work_dir lang demo upstream_ckpt train_config decode_config ngpu nj
-         max_drop min_duration max_duration token_type nbpe train_args use_lm lm_order lm_text)
+         max_drop min_duration max_duration token_type nbpe train_args asr_tag use_lm lm_order
+         lm_text)
 
 . "${recipe_dir}/path.sh"
 . "${recipe_dir}/utils/console.sh"
@@ -70,6 +72,7 @@ Usage: $prog [--name value ...]   (--stop-stage and --stop_stage are the same)
   --min_duration S --max_duration S   train/dev length filter of stage 2 (default ${min_duration}-${max_duration})
   --token_type char|bpe --nbpe N   token unit of stage 3 (default ${token_type}, ${nbpe} pieces for bpe)
   --train_args "ARGS"  extra espnet2 training options, e.g. "--max_epoch 20"
+  --asr_tag TAG        the experiment dir is exp/asr_TAG (default: <train config name>_<token type>)
   --use_lm true|false  word n-gram LM in stage 3, decoding with it in stage 5 (default ${use_lm})
   --lm_order N         its order (default ${lm_order})
   --lm_text FILE       extra LM text, one sentence a line (dev/test sentences are removed)
@@ -102,6 +105,7 @@ if [ -n "$lm_text" ]; then
     [ -f "$lm_text" ] || die "--lm_text $lm_text does not exist"
     lm_text=$(cd "$(dirname "$lm_text")" && pwd)/$(basename "$lm_text")
 fi
+[ -z "$asr_tag" ] || [[ $asr_tag =~ ^[A-Za-z0-9][A-Za-z0-9_.+-]*$ ]] || die "--asr_tag must be letters, digits and _.+- (a folder name), got '$asr_tag'"
 [ -n "$lang" ] || die "--lang is required: the Common Voice language code of the release (e.g. bn, cy, as)"
 [[ $lang =~ ^[A-Za-z]{2,3}(-[A-Za-z0-9]+)?$ ]] || die "--lang must be a Common Voice language code, got '$lang'"
 if [ "$demo" = true ]; then
@@ -262,7 +266,7 @@ stage3() {
 }
 
 # ---- stage 4: training (espnet2; resumes from the experiment's checkpoint) ----------------------
-asr_exp=${exp_dir}/asr_$(basename "${train_config%.*}")_${token_type}
+asr_exp=${exp_dir}/asr_${asr_tag:-$(basename "${train_config%.*}")_${token_type}}
 
 stage4() {
     local extra=() words=()
@@ -332,7 +336,7 @@ file_stamp() { if [ -f "$1" ]; then stat -c '%s-%Y' "$1"; else echo none; fi; } 
 stats_signature="dump=$(record_of 2) token_type=${token_type} nbpe=${nbpe} config=$(file_digest "$train_config") upstream=$(cat "${stage0_dir}/upstream" 2>/dev/null || true)"
 lm_signature="use_lm=${use_lm} lm_order=${lm_order} lm_text=${lm_text}:$(file_stamp "$lm_text")"
 run_stage 3 "${stats_signature} ${lm_signature}" stage3
-run_stage 4 "stats=${stats_signature} config=$(file_digest "$train_config") ngpu=${ngpu} train_args=${train_args}" stage4
+run_stage 4 "stats=${stats_signature} config=$(file_digest "$train_config") ngpu=${ngpu} train_args=${train_args} exp=${asr_exp}" stage4
 run_stage 5 "train=$(record_of 4) ${lm_signature} lm_built=$(record_of 3 | md5sum | cut -c1-8) decode=$(file_digest "$decode_config") lang=${lang}" stage5
 
 if (( stop_stage < 5 )); then

@@ -188,9 +188,16 @@ def train(dump_dir: Path, token_list: Path, stats_dir: Path, config: Path, exp_d
 
 
 def _train_as_planned(args: list[str], exp_dir: Path) -> None:
-    """Stage 4's run of espnet2, one console line an epoch (cvasr.training.epoch_lines)."""
+    """Stage 4's run of espnet2: refused or skipped when resuming could not honour the config
+    (cvasr.training.resume), one console line an epoch (cvasr.training.epoch_lines)."""
     from cvasr.training.epoch_lines import EpochLines
+    from cvasr.training.resume import plan_resume
 
+    plan = plan_resume(exp_dir, args)
+    for line in plan.lines:
+        say(line)
+    if not plan.run:
+        return
     say(f"espnet2 trains; its whole output is in {exp_dir / 'train.log'}")
     epochs = EpochLines()
 
@@ -198,4 +205,4 @@ def _train_as_planned(args: list[str], exp_dir: Path) -> None:
         if (summary := epochs(line)) is not None:
             say(summary)
 
-    _run(args, log=exp_dir / "train.log", on_line=on_line)
+    _run([*args, *plan.extra_args], log=exp_dir / "train.log", on_line=on_line)
