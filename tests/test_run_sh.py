@@ -73,7 +73,7 @@ def test_stage0_records_and_skips(cv_args: list[str], small_release: Path, tmp_p
                 str(work.parent / "missing.pt"), check=False)
     assert "inputs changed since it last ran" in third.stdout
     assert third.returncode == 1
-    assert "missing.pt does not exist" in third.stdout  # the stage's output, as tee'd
+    assert "missing.pt does not exist" in third.stdout  # said to the console
     assert "stage 0 (corpus_and_upstream): FAILED" in third.stdout
     assert not (work / "exp" / "stage_records" / "stage0.done").exists()
 
@@ -291,7 +291,10 @@ def test_another_corpus_swaps_local_and_keeps_the_stages(tmp_path: Path,
                            str(tiny_upstream), "--stop-stage", "1", "--nj", "1"],
                           capture_output=True, text=True, timeout=300)
     assert proc.returncode == 0, proc.stdout + proc.stderr
-    assert "corpus ready, stage 0" in proc.stdout and "corpus ready, stage 1" in proc.stdout
+    logs = recipe / "exp" / "logs"  # what the corpus script prints goes to the stage logs
+    assert "corpus ready, stage 0" in (logs / "stage0_corpus_and_upstream.log").read_text()
+    assert "corpus ready, stage 1" in (logs / "stage1_data_prep.log").read_text()
+    assert "corpus ready" not in proc.stdout
     assert "stage 1 (data_prep): done" in proc.stdout
     calls = [p.read_text().split("\n") for p in (recipe / "local").glob("called.*")]
     stage_calls = [c for c in calls if "--stage" in c]
@@ -302,7 +305,10 @@ def test_another_corpus_swaps_local_and_keeps_the_stages(tmp_path: Path,
         assert call[call.index("--work_dir") + 1] == str(recipe)
     bad = subprocess.run([str(recipe / "run.sh"), "--corpus_flavour", "sour"], capture_output=True,
                          text=True, timeout=300)
-    assert bad.returncode == 1 and "bad corpus option" in bad.stdout
+    # a failed stage shows the end of its log: the script's error, said only to stderr
+    assert bad.returncode == 1
+    assert "stage 0 (corpus_and_upstream): FAILED (exit 2); the whole output is in " in bad.stdout
+    assert bad.stdout.endswith("which ends:\n    bad corpus option\n")
 
 
 def test_generic_recipe_needs_a_language() -> None:

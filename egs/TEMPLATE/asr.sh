@@ -189,14 +189,18 @@ run_stage() {
     [ -f "$record" ] && log "stage $n ($name): inputs changed since it last ran, running it again"
     rm -f "$record"
     log "stage $n ($name): start (log: $stage_log)"
-    local status
+    local status start
+    start=$(stat -c %s "$stage_log" 2>/dev/null || echo 0)  # the log holds earlier runs too
     set +e
     ( set -e; "$fn" ) >> "$stage_log" 2>&1
     status=$?
     set -e
     if (( status != 0 )); then
         log "stage $n ($name): FAILED (exit $status$(no_space_note "$work_dir")); the whole" \
-            "output is in $stage_log"
+            "output is in $stage_log, which ends:"
+        # what a script or a crash said without saying it to the console
+        tail -c "+$((start + 1))" "$stage_log" 2>/dev/null | tail -n 3 | cut -c1-300 |
+            sed 's/^/    /' || true
         exit 1
     fi
     if ! { printf '%s\n' "$signature" > "${record}.tmp" && mv "${record}.tmp" "$record"; } 2>/dev/null; then
