@@ -196,7 +196,7 @@ def test_demo_stages_0_to_2_and_resume(tmp_path: Path) -> None:
     assert yaml.safe_load((exp / "config.yaml").read_text())["optim_conf"]["lr"] == 0.002
     # the first way on: a new experiment
     tagged = run(*args, "--asr_tag", "lower_lr", "--train_args", "--max_epoch 1 --batch_size 8")
-    assert f"training {work}/exp/asr_lower_lr from the start (1 epochs)" in tagged.stdout
+    assert f"training {work}/exp/asr_lower_lr from the start (1 epoch)" in tagged.stdout
     tagged_config = yaml.safe_load((work / "exp" / "asr_lower_lr" / "config.yaml").read_text())
     assert tagged_config["optim_conf"]["lr"] == 0.001
 

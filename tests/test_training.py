@@ -372,7 +372,7 @@ def test_resume_refuses_what_it_cannot_honour(demo_stats: Path, prepared: dict[s
         train(dump, tokens, demo_stats, changed(lambda c: c["optim_conf"].update(lr=1.0e-3)),
               exp, extra_args=[*QUICK, "--max_epoch", "3"])
     assert str(refused.value) == (
-        f"{exp} has 2 epoch(s) trained with another config, and resuming cannot honour the "
+        f"{exp} has 2 epochs trained with another config, and resuming cannot honour the "
         "change (the optimizer): optim_conf.lr 0.002 -> 0.001. Train a new experiment (run.sh "
         "--asr_tag NAME, or another --exp-dir), or start this one over (run.sh --train_args "
         "\"--resume false\", or -- --resume false)")

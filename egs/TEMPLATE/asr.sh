@@ -196,11 +196,17 @@ run_stage() {
     status=$?
     set -e
     if (( status != 0 )); then
+        # the end of what this run wrote to the log, when no cvasr command said its error on
+        # the console: what a script or a crash said only there
+        local end=
+        if ! tail -c "+$((start + 1))" "$stage_log" 2>/dev/null |
+                grep -qE '^cvasr [a-z-]+: (unexpected )?error: '; then
+            end=$(tail -c "+$((start + 1))" "$stage_log" 2>/dev/null | tail -n 3 | cut -c1-300 |
+                  sed 's/^/    /' || true)
+        fi
         log "stage $n ($name): FAILED (exit $status$(no_space_note "$work_dir")); the whole" \
-            "output is in $stage_log, which ends:"
-        # what a script or a crash said without saying it to the console
-        tail -c "+$((start + 1))" "$stage_log" 2>/dev/null | tail -n 3 | cut -c1-300 |
-            sed 's/^/    /' || true
+            "output is in $stage_log${end:+, which ends:}"
+        [ -z "$end" ] || printf '%s\n' "$end"
         exit 1
     fi
     if ! { printf '%s\n' "$signature" > "${record}.tmp" && mv "${record}.tmp" "$record"; } 2>/dev/null; then

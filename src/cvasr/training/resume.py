@@ -96,6 +96,10 @@ def config_changes(old: dict[str, Any], new: dict[str, Any], prefix: str = "") -
     return changes
 
 
+def _epochs(n: int) -> str:
+    return f"{n} epoch" if n == 1 else f"{n} epochs"
+
+
 def _group(key: str) -> str:
     for prefix, name in _GROUPS:
         if key.startswith(prefix):
@@ -148,10 +152,11 @@ def plan_resume(exp_dir: Path, task_args: Sequence[str]) -> ResumePlan:
     checkpoint = exp_dir / "checkpoint.pth"
     new = parse_task_args(task_args)
     if not checkpoint.is_file():
-        return ResumePlan(lines=[f"training {exp_dir} from the start ({new['max_epoch']} epochs)"])
+        return ResumePlan(lines=[f"training {exp_dir} from the start "
+                                 f"({_epochs(int(new['max_epoch']))})"])
     done = trained_epochs(checkpoint)
     if not new.get("resume", True):
-        return ResumePlan(lines=[f"starting {exp_dir} over (--resume false): the {done} epoch(s) "
+        return ResumePlan(lines=[f"starting {exp_dir} over (--resume false): the {_epochs(done)} "
                                  "trained before are replaced"])
     config = exp_dir / "config.yaml"
     old = yaml.safe_load(config.read_text(encoding="utf-8")) if config.is_file() else None
@@ -160,16 +165,16 @@ def plan_resume(exp_dir: Path, task_args: Sequence[str]) -> ResumePlan:
         if changes:
             groups = list(dict.fromkeys(_group(c.key) for c in changes))
             raise ResumeRefused(
-                f"{exp_dir} has {done} epoch(s) trained with another config, and resuming cannot "
-                f"honour the change ({', '.join(groups)}): "
+                f"{exp_dir} has {_epochs(done)} trained with another config, and resuming "
+                f"cannot honour the change ({', '.join(groups)}): "
                 + "; ".join(c.describe() for c in changes)
                 + ". Train a new experiment (run.sh --asr_tag NAME, or another --exp-dir), or "
                   "start this one over (run.sh --train_args \"--resume false\", or -- --resume "
                   "false)")
     max_epoch = int(new["max_epoch"])
     if max_epoch < done:
-        lines = [f"{exp_dir} has {done} epochs trained, more than max_epoch {max_epoch}: nothing "
-                 f"to train; the model stays the {done}-epoch one (for a {max_epoch}-epoch "
+        lines = [f"{exp_dir} has {_epochs(done)} trained, more than max_epoch {max_epoch}: "
+                 f"nothing to train; the model stays the {done}-epoch one (for a {max_epoch}-epoch "
                  "model: a new --asr_tag, or --train_args \"--resume false\")"]
         if any(exp_dir.glob("*.ave.pth")):
             return ResumePlan(run=False, lines=lines)
@@ -179,5 +184,5 @@ def plan_resume(exp_dir: Path, task_args: Sequence[str]) -> ResumePlan:
                           lines=lines + ["averaging its best epochs, which the run that trained "
                                          "them did not get to"])
     if max_epoch == done:
-        return ResumePlan(lines=[f"{exp_dir} has all {done} epochs trained"])
+        return ResumePlan(lines=[f"{exp_dir} has all {_epochs(done)} trained"])
     return ResumePlan(lines=[f"resuming {exp_dir} at epoch {done + 1} of {max_epoch}"])
