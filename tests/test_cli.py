@@ -41,9 +41,17 @@ def test_score_prints_sum_line_and_writes_sclite_files(tmp_path: Path,
     ref.write_text("s1-u1 ঘৰ কিতাপ\ns1-u2 আজি বতৰ ভাল\n", encoding="utf-8")
     hyp.write_text("s1-u1 ঘৰ কলম\ns1-u2 আজি ভাল\n", encoding="utf-8")
     assert main(["score", "--ref", str(ref), "--hyp", str(hyp), "--out", str(tmp_path / "w")]) == 0
-    assert capsys.readouterr().out.strip() == \
-        "| Sum/Avg|    2      5 | 60.0   20.0   20.0    0.0   40.0  100.0 |"
+    assert capsys.readouterr().out == \
+        "WER  40.0  (Corr 60.0 Sub 20.0 Del 20.0 Ins 0.0, 2 utterances, 5 words)\n"
     assert {p.name for p in (tmp_path / "w").iterdir()} == {"ref.trn", "hyp.trn", "result.txt"}
+    assert "| Sum/Avg|    2      5 | 60.0   20.0   20.0    0.0   40.0  100.0 |" in \
+        (tmp_path / "w" / "result.txt").read_text(encoding="utf-8")
+    # labelled, in characters, each space a <space> token: 8 + 11 reference characters;
+    # কিতাপ -> কলম costs 2 substitutions and 2 deletions, the missing "বতৰ " 4 deletions
+    assert main(["score", "--ref", str(ref), "--hyp", str(hyp), "--out", str(tmp_path / "c"),
+                 "--unit", "char", "--label", "dev  CTC alone"]) == 0
+    assert capsys.readouterr().out == ("dev  CTC alone  CER  42.1  (Corr 57.9 Sub 10.5 Del 31.6 "
+                                       "Ins 0.0, 2 utterances, 19 characters)\n")
     assert (tmp_path / "w" / "hyp.trn").read_text(encoding="utf-8") == \
         "ঘৰ কলম (s1-s1-u1)\nআজি ভাল (s1-s1-u2)\n"
 
@@ -57,11 +65,11 @@ def test_score_applies_the_same_normaliser_to_both_sides(tmp_path: Path,
     hyp.write_text("s1-u1 মই ঘৰলৈ গ'লোঁ\ns1-u2 খা\u09df\n", encoding="utf-8")
     assert main(["score", "--ref", str(ref), "--hyp", str(hyp), "--out", str(tmp_path / "raw")]) == 0
     assert capsys.readouterr().out.strip() == \
-        "| Sum/Avg|    2      4 |  0.0  100.0    0.0    0.0  100.0  100.0 |"  # raw: all differ
+        "WER 100.0  (Corr 0.0 Sub 100.0 Del 0.0 Ins 0.0, 2 utterances, 4 words)"  # raw: all differ
     assert main(["score", "--ref", str(ref), "--hyp", str(hyp), "--out", str(tmp_path / "norm"),
                  "--lang", "as"]) == 0
     assert capsys.readouterr().out.strip() == \
-        "| Sum/Avg|    2      4 |100.0    0.0    0.0    0.0    0.0    0.0 |"
+        "WER   0.0  (Corr 100.0 Sub 0.0 Del 0.0 Ins 0.0, 2 utterances, 4 words)"
 
 
 def test_decode_nj_sets_cpu_threads(tmp_path: Path, capsys: pytest.CaptureFixture[str]) -> None:

@@ -3,9 +3,11 @@
 from __future__ import annotations
 
 import subprocess
+import time
 from pathlib import Path
 
 import pytest
+import yaml
 
 from conftest import RECIPE
 
@@ -71,7 +73,7 @@ def test_stage0_records_and_skips(cv_args: list[str], small_release: Path, tmp_p
                 str(work.parent / "missing.pt"), check=False)
     assert "inputs changed since it last ran" in third.stdout
     assert third.returncode == 1
-    assert "missing.pt does not exist" in third.stdout  # the stage's output, as tee'd
+    assert "missing.pt does not exist" in third.stdout  # said to the console
     assert "stage 0 (corpus_and_upstream): FAILED" in third.stdout
     assert not (work / "exp" / "stage_records" / "stage0.done").exists()
 
@@ -148,6 +150,102 @@ def test_demo_stages_0_to_2_and_resume(tmp_path: Path) -> None:
     assert "stage 1 (data_prep): inputs changed" in changed.stdout
     assert "stage 2 (dump): inputs changed" in changed.stdout
 
+    # The console: what each stage did, no library chatter; the stage logs keep everything.
+    console = final.stdout + final.stderr
+    for chatter in ("nltk", "Warning", " INFO: ", "Model structure", "Flash Attention"):
+        assert chatter not in console, chatter
+    assert "epoch 1/1  train loss " in console
+    for label in ("dev   CTC alone    WER ", "test  with the LM  CER "):
+        assert label in console
+    assert f"RESULTS.md: {work}/RESULTS.md" in console
+    logs = work / "exp" / "logs"
+    stage4 = (logs / "stage4_train.log").read_text(encoding="utf-8")
+    assert "Model structure" in stage4 and "1epoch results: [train]" in stage4
+    assert "FutureWarning" in (logs / "stage5_decode_and_score.log").read_text(encoding="utf-8")
+    assert "nltk" not in "".join(p.read_text(encoding="utf-8") for p in logs.iterdir())
+    images = {p.name for p in (work / "exp" / "asr_train_demo_ctc_char" / "images").iterdir()}
+    assert {"loss_ctc.png", "cer_ctc.png", "wer_ctc.png"} <= images
+    assert not images & {"acc.png", "cer.png", "wer.png", "loss_att.png"}  # NaN for CTC alone
+
+    # A config value of the wrong type stops stage 3, naming the key.
+    conf = yaml.safe_load((RECIPE / "conf" / "train_demo_ctc.yaml").read_text())
+    conf["optim_conf"]["lr"] = "fast"
+    bad = tmp_path / "train_fast.yaml"
+    bad.write_text(yaml.safe_dump(conf))
+    typed = run("--demo", "true", "--demo_size", "small", "--work_dir", work, "--stage", "3",
+                "--stop-stage", "3", "--train_config", bad, check=False)
+    assert typed.returncode == 1
+    assert (f"cvasr collect-stats: error: {bad}: optim_conf.lr must be float | torch.Tensor (as "
+            "AdamW declares), got str 'fast'") in typed.stdout
+
+    # The config edited (a lower learning rate; same file name, so the same experiment): stage
+    # 4 runs again and refuses to resume with it.
+    conf["optim_conf"]["lr"] = 1.0e-3
+    lower = tmp_path / "edited" / "train_demo_ctc.yaml"
+    lower.parent.mkdir()
+    lower.write_text(yaml.safe_dump(conf))
+    args = ["--demo", "true", "--demo_size", "small", "--work_dir", work, "--stage", "4",
+            "--stop-stage", "4", "--train_config", lower]
+    refused = run(*args, "--train_args", "--max_epoch 2 --batch_size 8", check=False)
+    assert refused.returncode == 1
+    assert "stage 4 (train): inputs changed since it last ran" in refused.stdout
+    assert ("resuming cannot honour the change (the optimizer): optim_conf.lr 0.002 -> 0.001. "
+            "Train a new experiment (run.sh --asr_tag NAME") in refused.stdout
+    assert "stage 4 (train): FAILED" in refused.stdout
+    exp = work / "exp" / "asr_train_demo_ctc_char"
+    assert yaml.safe_load((exp / "config.yaml").read_text())["optim_conf"]["lr"] == 0.002
+    # the first way on: a new experiment
+    tagged = run(*args, "--asr_tag", "lower_lr", "--train_args", "--max_epoch 1 --batch_size 8")
+    assert f"training {work}/exp/asr_lower_lr from the start (1 epoch)" in tagged.stdout
+    tagged_config = yaml.safe_load((work / "exp" / "asr_lower_lr" / "config.yaml").read_text())
+    assert tagged_config["optim_conf"]["lr"] == 0.001
+
+
+def _blocking_recipe(tmp_path: Path) -> Path:
+    """A recipe whose corpus step (stage 0) waits until local/go exists."""
+    recipe = _recipe_with_own_local(tmp_path)
+    (recipe / "local" / "data.sh").write_text(
+        '#!/usr/bin/env bash\n'
+        'set -euo pipefail\n'
+        'case " $* " in *" --validate_only true "*) exit 0 ;; esac\n'
+        'here=$(dirname "$0"); touch "$here/started"\n'
+        'while [ ! -e "$here/go" ]; do sleep 0.1; done\n'
+        'echo "corpus ready"\n')
+    return recipe
+
+
+def test_a_second_run_on_a_work_dir_stops_at_once_naming_the_first(tmp_path: Path,
+                                                                    tiny_upstream: Path) -> None:
+    recipe = _blocking_recipe(tmp_path)
+    work = tmp_path / "work"
+    line = [str(recipe / "run.sh"), "--upstream_ckpt", str(tiny_upstream), "--work_dir",
+            str(work), "--stop-stage", "0"]
+    first = subprocess.Popen(line, stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True)
+    try:
+        deadline = time.monotonic() + 120
+        while not (recipe / "local" / "started").exists():
+            assert first.poll() is None, first.communicate()
+            assert time.monotonic() < deadline, "the first run never reached stage 0"
+            time.sleep(0.1)
+        # the first run holds the work dir, waiting: the second cannot wait for it
+        second = subprocess.run(line, capture_output=True, text=True, timeout=120)
+        assert second.returncode == 1
+        # (this recipe's run.sh does not name itself to asr.sh, as egs/*/run.sh do)
+        asr_sh = recipe / "asr.sh"
+        assert second.stderr.startswith(f"{asr_sh}: another run is using {work} "
+                                         f"(pid {first.pid}, started ")
+        assert f": {asr_sh} --lang xx --upstream_ckpt {tiny_upstream}" in second.stderr
+        assert f"the lock is {work}/exp/run.lock" in second.stderr
+        assert "stage 0" not in second.stdout
+    finally:
+        (recipe / "local" / "go").touch()
+        out, err = first.communicate(timeout=120)
+    assert first.returncode == 0, out + err
+    assert "stage 0 (corpus_and_upstream): done" in out
+    # released at the end: the next run goes ahead
+    third = subprocess.run(line, capture_output=True, text=True, timeout=120)
+    assert third.returncode == 0 and "already done with these inputs" in third.stdout
+
 
 def test_stage0_and_1_run_local_data_sh(cv_args: list[str], tmp_path: Path) -> None:
     """asr.sh's stages 0-1 are local/data.sh's, with the corpus options handed on unchanged."""
@@ -193,7 +291,10 @@ def test_another_corpus_swaps_local_and_keeps_the_stages(tmp_path: Path,
                            str(tiny_upstream), "--stop-stage", "1", "--nj", "1"],
                           capture_output=True, text=True, timeout=300)
     assert proc.returncode == 0, proc.stdout + proc.stderr
-    assert "corpus ready, stage 0" in proc.stdout and "corpus ready, stage 1" in proc.stdout
+    logs = recipe / "exp" / "logs"  # what the corpus script prints goes to the stage logs
+    assert "corpus ready, stage 0" in (logs / "stage0_corpus_and_upstream.log").read_text()
+    assert "corpus ready, stage 1" in (logs / "stage1_data_prep.log").read_text()
+    assert "corpus ready" not in proc.stdout
     assert "stage 1 (data_prep): done" in proc.stdout
     calls = [p.read_text().split("\n") for p in (recipe / "local").glob("called.*")]
     stage_calls = [c for c in calls if "--stage" in c]
@@ -204,7 +305,10 @@ def test_another_corpus_swaps_local_and_keeps_the_stages(tmp_path: Path,
         assert call[call.index("--work_dir") + 1] == str(recipe)
     bad = subprocess.run([str(recipe / "run.sh"), "--corpus_flavour", "sour"], capture_output=True,
                          text=True, timeout=300)
-    assert bad.returncode == 1 and "bad corpus option" in bad.stdout
+    # a failed stage shows the end of its log: the script's error, said only to stderr
+    assert bad.returncode == 1
+    assert "stage 0 (corpus_and_upstream): FAILED (exit 2); the whole output is in " in bad.stdout
+    assert bad.stdout.endswith("which ends:\n    bad corpus option\n")
 
 
 def test_generic_recipe_needs_a_language() -> None:

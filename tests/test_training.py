@@ -103,6 +103,8 @@ def test_demo_training_learns_and_logs(demo_exp: Path) -> None:
     for name in ("config.yaml", "checkpoint.pth", "valid.cer_ctc.best.pth", "images/loss.png",
                  "images/cer_ctc.png", "images/wer_ctc.png"):
         assert (exp / name).exists(), name
+    for name in ("acc", "cer", "wer", "loss_att"):  # the attention decoder's: NaN, no plot
+        assert not (exp / "images" / f"{name}.png").exists(), name
     assert list((exp / "tensorboard").rglob("events.out.tfevents.*"))
     state = torch.load(exp / "checkpoint.pth", weights_only=False)
     assert "cvasr_rng_states" in state and not list(exp.glob("*.partial"))
@@ -211,6 +213,47 @@ def test_xlsr_config_trains_with_frozen_feature_encoder(prepared: dict[str, Path
     assert recorded["warmup_steps_list"] == [0, 3]
     assert recorded["warmup_lr_list"] == pytest.approx([0.0, 3.0e-4 * 3 / 500])
 
+    # one more epoch: the schedule computed from the data follows the new end (6 steps)
+    resolve_config(XLSR_CONFIG, str(tiny_upstream), work / "dl", resolved)
+    train(prepared["dump"], prepared["tokens"], work / "stats_xlsr", resolved, exp,
+          extra_args=[*QUICK, "--max_epoch", "2", "--use_amp", "false", "--accum_grad", "1"])
+    recorded = yaml.safe_load((exp / "config.yaml").read_text())["scheduler_conf"]
+    assert recorded["warmup_steps_list"] == [0, 6]
+    assert len(epoch_results(exp / "train.log")) == 2
+
+
+def test_a_resumed_schedule_is_the_configs(tmp_path: Path) -> None:
+    """The checkpoint's schedule would win on resume (torch schedulers save their steps and
+    rates); a schedule recomputed for a longer run must take effect from the next step on."""
+    from espnet2.schedulers.piecewise_linear_warmup_lr import PiecewiseLinearWarmupLR
+    from espnet2.train.reporter import Reporter
+
+    from cvasr.training.task import SafeCheckpointTrainer
+
+    model = torch.nn.Linear(2, 2)
+    optimizer = torch.optim.Adam(model.parameters(), lr=3.0e-4)
+    old = PiecewiseLinearWarmupLR(optimizer, [0, 3], [0.0, 1.8e-6])
+    for _ in range(3):
+        optimizer.step()
+        old.step()
+    # past its end the old schedule extrapolates with espnet2's inverse square root
+    assert optimizer.param_groups[0]["lr"] == pytest.approx(3.0e-4 * (3 / 4) ** 0.5)
+    torch.save({"model": model.state_dict(), "reporter": Reporter().state_dict(),
+                "optimizers": [optimizer.state_dict()], "schedulers": [old.state_dict()],
+                "scaler": None}, tmp_path / "checkpoint.pth")
+
+    optimizer = torch.optim.Adam(model.parameters(), lr=3.0e-4)
+    new = PiecewiseLinearWarmupLR(optimizer, [0, 6], [0.0, 3.6e-6])
+    SafeCheckpointTrainer.resume(tmp_path / "checkpoint.pth", model, Reporter(), [optimizer],
+                                 [new], None)
+    assert new.warmup_steps_list == [0, 6] and new.last_epoch == 3
+    used = []
+    for _ in range(3):  # steps 4, 5, 6 of the new schedule
+        used.append(optimizer.param_groups[0]["lr"])
+        optimizer.step()
+        new.step()
+    assert used == pytest.approx([2.4e-6, 3.0e-6, 3.6e-6])
+
 
 def test_xlsr_speedups_leave_the_demo_loss_curve_unchanged(prepared: dict[str, Path],
                                                           tiny_upstream: Path) -> None:
@@ -258,6 +301,34 @@ def test_bad_configs_fail_with_one_clear_line(tmp_path: Path, tiny_upstream: Pat
         resolve_config(XLSR_CONFIG, "/nowhere/x.pt", tmp_path, tmp_path / "out.yaml")
     with pytest.raises(ConfigError, match="missing.yaml does not exist"):
         resolve_config(tmp_path / "missing.yaml", str(tiny_upstream), tmp_path, tmp_path / "o.yaml")
+
+    # values of the wrong type are named at stage 3, not found by torch in stage 4
+    def problem(change) -> str:
+        conf = yaml.safe_load(DEMO_CONFIG.read_text())
+        change(conf)
+        bad.write_text(yaml.safe_dump(conf))
+        with pytest.raises(ConfigError) as err:
+            resolve_config(bad, str(tiny_upstream), tmp_path, tmp_path / "out.yaml")
+        return str(err.value)
+
+    assert problem(lambda c: c["optim_conf"].update(lr="fast")) == (
+        f"{bad}: optim_conf.lr must be float | torch.Tensor (as AdamW declares), got str 'fast'")
+    assert "got str '3e-4' (YAML reads 3e-4 as text: write it with a dot, e.g. 3.0e-4)" in \
+        problem(lambda c: c["optim_conf"].update(lr="3e-4"))
+    assert problem(lambda c: c.update(max_epoch="ten")) == \
+        f"{bad}: max_epoch must be a whole number, got str 'ten'"
+    assert problem(lambda c: c.update(batch_type="sortd")).startswith(
+        f"{bad}: batch_type must be one of unsorted, sorted, folded,")
+    assert problem(lambda c: c["encoder_conf"].update(num_block=2)) == (
+        f"{bad}: unknown key 'encoder_conf.num_block': TransformerEncoder has no option "
+        "'num_block' (did you mean 'num_blocks'?)")
+    assert problem(lambda c: c["scheduler_conf"].update(warmup_steps=[35])) == (
+        f"{bad}: scheduler_conf.warmup_steps must be Union[int, float] (as WarmupLR declares), "
+        "got list [35]")
+    # YAML lists where a class declares a tuple are fine: Adam's betas
+    conf = yaml.safe_load(XLSR_CONFIG.read_text())
+    assert conf["optim_conf"]["betas"] == [0.9, 0.999]
+    resolve_config(XLSR_CONFIG, str(tiny_upstream), tmp_path, tmp_path / "out.yaml")
 
     exp = tmp_path / "exp"
     exp.mkdir()
@@ -378,3 +449,90 @@ def test_schedule_from_the_data(tmp_path: Path, tiny_upstream: Path, extra: list
     assert conf["warmup_lr_list"] == pytest.approx(lrs)
     # a config without `auto` is left as it is
     assert schedule_from_data(config, [stats / "speech_shape", stats / "text_shape.char"]) is None
+
+
+@pytest.mark.slow
+def test_resume_refuses_what_it_cannot_honour(demo_stats: Path, prepared: dict[str, Path],
+                                              tmp_path: Path,
+                                              capsys: pytest.CaptureFixture[str]) -> None:
+    from cvasr.training.resume import ResumeRefused
+
+    work, dump, tokens = prepared["work"], prepared["dump"], prepared["tokens"]
+    config = work / "demo.yaml"
+    exp = work / "exp_honest"
+    train(dump, tokens, demo_stats, config, exp, extra_args=[*QUICK, "--max_epoch", "2"])
+    assert len(epoch_results(exp / "train.log")) == 2
+    recorded, log = (exp / "config.yaml").read_text(), (exp / "train.log").read_text()
+
+    def changed(edit) -> Path:
+        conf = yaml.safe_load(config.read_text())
+        edit(conf)
+        path = tmp_path / f"changed{len(list(tmp_path.iterdir()))}.yaml"
+        path.write_text(yaml.safe_dump(conf))
+        return path
+
+    # a lower learning rate: espnet2 would resume with the old one (the optimizer's and the
+    # scheduler's saved state) while config.yaml claimed the new
+    with pytest.raises(ResumeRefused) as refused:
+        train(dump, tokens, demo_stats, changed(lambda c: c["optim_conf"].update(lr=1.0e-3)),
+              exp, extra_args=[*QUICK, "--max_epoch", "3"])
+    assert str(refused.value) == (
+        f"{exp} has 2 epochs trained with another config, and resuming cannot honour the "
+        "change (the optimizer): optim_conf.lr 0.002 -> 0.001. Train a new experiment (run.sh "
+        "--asr_tag NAME, or another --exp-dir), or start this one over (run.sh --train_args "
+        "\"--resume false\", or -- --resume false)")
+    # the schedule and the model, named together; and other tokens in a list of the same size
+    with pytest.raises(ResumeRefused, match=r"\(the model, the schedule\): encoder_conf.num_blocks "
+                                            r"4 -> 2; scheduler_conf.warmup_steps 35 -> 70\."):
+        train(dump, tokens, demo_stats, changed(lambda c: (c["encoder_conf"].update(num_blocks=2),
+                                                           c["scheduler_conf"].update(
+                                                               warmup_steps=70))),
+              exp, extra_args=QUICK)
+    swapped = read_token_list(tokens)
+    swapped[3], swapped[4] = swapped[4], swapped[3]
+    (tmp_path / "tokens.txt").write_text("\n".join(swapped) + "\n", encoding="utf-8")
+    with pytest.raises(ResumeRefused, match=r"\(the tokens\): token_list \(other tokens\)"):
+        train(dump, tmp_path / "tokens.txt", demo_stats, config, exp, extra_args=QUICK)
+    # nothing ran: the experiment is as it was
+    assert (exp / "config.yaml").read_text() == recorded
+    assert (exp / "train.log").read_text() == log
+
+    # max_epoch below the epochs trained: said, and nothing to train
+    capsys.readouterr()
+    train(dump, tokens, demo_stats, config, exp, extra_args=[*QUICK, "--max_epoch", "1"])
+    assert capsys.readouterr().out == (
+        f"{exp} has 2 epochs trained, more than max_epoch 1: nothing to train; the model stays "
+        "the 2-epoch one (for a 1-epoch model: a new --asr_tag, or --train_args \"--resume "
+        "false\")\n")
+    assert (exp / "train.log").read_text() == log
+
+    # what resuming honours (how many checkpoints are kept, the workers) with max_epoch up
+    train(dump, tokens, demo_stats, changed(lambda c: c.update(keep_nbest_models=2)), exp,
+          extra_args=[*QUICK, "--max_epoch", "3"])
+    assert f"resuming {exp} at epoch 3 of 3" in capsys.readouterr().out
+    assert len(epoch_results(exp / "train.log")) == 3
+    assert yaml.safe_load((exp / "config.yaml").read_text())["keep_nbest_models"] == 2
+
+
+def test_plots_only_the_curves_with_data(tmp_path: Path) -> None:
+    """A CTC-only model reports the attention decoder's statistics as None, which espnet2's
+    reporter keeps as NaN: no image for them, and an old empty one is removed."""
+    from espnet2.train.reporter import Reporter
+
+    from cvasr.training.plots import plot_curves
+
+    reporter = Reporter()
+    for epoch, loss in ((1, 90.0), (2, 48.0)):
+        reporter.set_epoch(epoch)
+        with reporter.observe("train") as sub:
+            sub.register({"loss_ctc": torch.tensor(loss), "acc": None})
+            sub.next()
+        with reporter.observe("valid") as sub:
+            sub.register({"loss_ctc": torch.tensor(loss - 10), "cer_ctc": 0.5, "acc": None},
+                         weight=4)
+            sub.next()
+    (tmp_path / "acc.png").write_bytes(b"an empty plot from an earlier run")
+    written = plot_curves(reporter, tmp_path)
+    assert [p.name for p in written] == ["cer_ctc.png", "loss_ctc.png"]
+    assert sorted(p.name for p in tmp_path.iterdir()) == ["cer_ctc.png", "loss_ctc.png"]
+    assert (tmp_path / "loss_ctc.png").read_bytes().startswith(b"\x89PNG")

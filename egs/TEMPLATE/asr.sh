@@ -8,11 +8,16 @@
 #   path.sh, utils/   links to TEMPLATE
 #
 # Each stage records its completion (and the inputs it ran with) under $work_dir/exp/stage_records;
-# a re-run skips finished stages whose inputs are unchanged. Logs: $work_dir/exp/logs/.
+# a re-run skips finished stages whose inputs are unchanged. A stage's whole output goes to its log,
+# $work_dir/exp/logs/stageN_<name>.log; the console gets the lines the stage says matter
+# (utils/console.sh, src/cvasr/console.py). One run at a time a work dir: a second one stops at
+# once, naming the first (flock on $work_dir/exp/run.lock).
 set -euo pipefail
 
 recipe_dir=$(cd "$(dirname "${BASH_SOURCE[0]}")" && pwd)
 prog=${CVASR_ENTRY:-$0}
+printf -v command_line '%q ' "$prog" "$@"
+command_line=${command_line% }
 
 # ---- options (defaults; those left empty come from `cvasr defaults`) --------------------------
 stage=0                 # first stage to run
@@ -31,14 +36,17 @@ max_duration=
 token_type=             # char (the seed's choice) or bpe (sentencepiece unigram)
 nbpe=                   # sentencepiece vocabulary size for --token_type bpe
 train_args=             # extra espnet2 training options, e.g. "--max_epoch 20"
+asr_tag=                # the experiment is exp/asr_<tag> (default: <train config name>_<token type>)
 use_lm=true             # stage 3 builds the word n-gram LM, stage 5 decodes with it too
 lm_order=               # its order
 lm_text=                # extra LM text (one sentence a line, raw or normalised)
 
 options=(stage stop_stage work_dir lang demo upstream_ckpt train_config decode_config ngpu nj
-         max_drop min_duration max_duration token_type nbpe train_args use_lm lm_order lm_text)
+         max_drop min_duration max_duration token_type nbpe train_args asr_tag use_lm lm_order
+         lm_text)
 
 . "${recipe_dir}/path.sh"
+. "${recipe_dir}/utils/console.sh"
 # Defaults stated once, in the package (cvasr/defaults.py): max_drop, durations, token type, nbpe.
 _defaults=$(cvasr defaults) || { echo "$prog: 'cvasr defaults' failed (above): the package" \
     "does not run in ${CVASR_PYTHON_ENV:-.venv}; run 'make setup'" >&2; exit 2; }
@@ -66,6 +74,7 @@ Usage: $prog [--name value ...]   (--stop-stage and --stop_stage are the same)
   --min_duration S --max_duration S   train/dev length filter of stage 2 (default ${min_duration}-${max_duration})
   --token_type char|bpe --nbpe N   token unit of stage 3 (default ${token_type}, ${nbpe} pieces for bpe)
   --train_args "ARGS"  extra espnet2 training options, e.g. "--max_epoch 20"
+  --asr_tag TAG        the experiment dir is exp/asr_TAG (default: <train config name>_<token type>)
   --use_lm true|false  word n-gram LM in stage 3, decoding with it in stage 5 (default ${use_lm})
   --lm_order N         its order (default ${lm_order})
   --lm_text FILE       extra LM text, one sentence a line (dev/test sentences are removed)
@@ -98,6 +107,7 @@ if [ -n "$lm_text" ]; then
     [ -f "$lm_text" ] || die "--lm_text $lm_text does not exist"
     lm_text=$(cd "$(dirname "$lm_text")" && pwd)/$(basename "$lm_text")
 fi
+[ -z "$asr_tag" ] || [[ $asr_tag =~ ^[A-Za-z0-9][A-Za-z0-9_.+-]*$ ]] || die "--asr_tag must be letters, digits and _.+- (a folder name), got '$asr_tag'"
 [ -n "$lang" ] || die "--lang is required: the Common Voice language code of the release (e.g. bn, cy, as)"
 [[ $lang =~ ^[A-Za-z]{2,3}(-[A-Za-z0-9]+)?$ ]] || die "--lang must be a Common Voice language code, got '$lang'"
 if [ "$demo" = true ]; then
@@ -125,11 +135,44 @@ local_data --validate_only true
 
 mkdir -p "$log_dir" "$records_dir"
 
+# One run at a time a work dir: two would write the same files. The lock is held until this
+# script and every process it started have exited; the file says who holds it.
+lock_file=${exp_dir}/run.lock
+exec {lock_fd}>>"$lock_file"
+if ! flock -n "$lock_fd"; then
+    holder=$(head -n 1 "$lock_file" 2>/dev/null || true)
+    holder_pid=$(sed -n 's/^pid \([0-9]*\).*/\1/p' <<< "$holder")
+    if [ -n "$holder_pid" ] && ! kill -0 "$holder_pid" 2>/dev/null; then
+        holder="$holder; that process has exited, but processes it started still hold the lock"
+    fi
+    echo "$prog: another run is using $work_dir (${holder:-holder unknown}): wait for it to" \
+         "finish or stop it; the lock is $lock_file" >&2
+    exit 1
+fi
+{ printf 'pid %s, started %s: %s\n' "$$" "$(date '+%Y-%m-%d %H:%M:%S')" "$command_line" \
+    > "$lock_file"; } 2>/dev/null || true  # the lock holds without it (a full disk)
+
+# The console: stages write their whole output to their logs, and say what matters on this
+# descriptor (the terminal, or whatever run.sh's stdout is).
+exec {console_fd}>&1
+export CVASR_CONSOLE_FD=$console_fd
+
 log() {
     local line
     line="$(date '+%Y-%m-%d %H:%M:%S') (run.sh) $*"
     echo "$line"
-    echo "$line" >> "${log_dir}/run.log"
+    { echo "$line" >> "${log_dir}/run.log"; } 2>/dev/null || true  # the console has it anyway
+}
+
+# "no space left on device writing DIR" when the filesystem of DIR is (next to) full: what a
+# failed stage most likely ran into (the cvasr commands name the file; shell commands do not).
+# The threshold is cvasr.nospace.FULL_BELOW's.
+no_space_note() {
+    local free
+    free=$(stat -f -c '%a*%S' "$1" 2>/dev/null) || return 0
+    free=$((free))
+    (( free < 1048576 )) && echo "; no space left on device writing $1 ($free bytes free there)"
+    return 0
 }
 
 stage_names=(corpus_and_upstream data_prep dump tokens_and_stats train decode_and_score)
@@ -148,17 +191,31 @@ run_stage() {
     [ -f "$record" ] && log "stage $n ($name): inputs changed since it last ran, running it again"
     rm -f "$record"
     log "stage $n ($name): start (log: $stage_log)"
-    local status
+    local status start
+    start=$(stat -c %s "$stage_log" 2>/dev/null || echo 0)  # the log holds earlier runs too
     set +e
-    ( set -e; "$fn" ) 2>&1 | tee -a "$stage_log"
-    status=${PIPESTATUS[0]}
+    ( set -e; "$fn" ) >> "$stage_log" 2>&1
+    status=$?
     set -e
     if (( status != 0 )); then
-        log "stage $n ($name): FAILED (exit $status); see $stage_log"
+        # the end of what this run wrote to the log, when no cvasr command said its error on
+        # the console: what a script or a crash said only there
+        local end=
+        if ! tail -c "+$((start + 1))" "$stage_log" 2>/dev/null |
+                grep -qE '^cvasr [a-z-]+: (unexpected )?error: '; then
+            end=$(tail -c "+$((start + 1))" "$stage_log" 2>/dev/null | tail -n 3 | cut -c1-300 |
+                  sed 's/^/    /' || true)
+        fi
+        log "stage $n ($name): FAILED (exit $status$(no_space_note "$work_dir")); the whole" \
+            "output is in $stage_log${end:+, which ends:}"
+        [ -z "$end" ] || printf '%s\n' "$end"
         exit 1
     fi
-    printf '%s\n' "$signature" > "${record}.tmp"
-    mv "${record}.tmp" "$record"
+    if ! { printf '%s\n' "$signature" > "${record}.tmp" && mv "${record}.tmp" "$record"; } 2>/dev/null; then
+        log "stage $n ($name): FAILED: its work is done, but its record could not be written" \
+            "($record$(no_space_note "$records_dir"))"
+        exit 1
+    fi
     log "stage $n ($name): done"
 }
 
@@ -199,7 +256,7 @@ token_dir=${work_dir}/data/token_list/${token_type}
 lm_dir=${work_dir}/data/lm
 stats_dir=${exp_dir}/asr_stats_${token_type}
 upstream_spec() {
-    [ -f "${stage0_dir}/upstream" ] || { echo "no upstream recorded: run stage 0 first" >&2; return 1; }
+    [ -f "${stage0_dir}/upstream" ] || { say_error "no upstream recorded: run stage 0 first"; return 1; }
     cat "${stage0_dir}/upstream"
 }
 
@@ -221,7 +278,7 @@ stage3() {
 }
 
 # ---- stage 4: training (espnet2; resumes from the experiment's checkpoint) ----------------------
-asr_exp=${exp_dir}/asr_$(basename "${train_config%.*}")_${token_type}
+asr_exp=${exp_dir}/asr_${asr_tag:-$(basename "${train_config%.*}")_${token_type}}
 
 stage4() {
     local extra=() words=()
@@ -235,15 +292,15 @@ stage4() {
 }
 
 # ---- stage 5: decoding dev and test (CTC alone, then with the LM), scoring, RESULTS.md ---------
-score_decode() {  # score_decode DECODE_DIR SPLIT
-    local unit name
+score_decode() {  # score_decode DECODE_DIR SPLIT WHAT: the WER and CER lines, labelled
+    local unit name label
+    printf -v label '%-5s %-11s' "$2" "$3"
     for unit in word char; do
         name=wer
         [ "$unit" = char ] && name=cer
-        echo -n "${2} ${name^^} ($(basename "$(dirname "$1")")): "
         cvasr score --ref "${work_dir}/dump/${2}/text" --hyp "${1}/text" \
             --utt2spk "${work_dir}/dump/${2}/utt2spk" --unit "$unit" --lang "$lang" \
-            --out "${1}/score_${name}"
+            --out "${1}/score_${name}" --label "$label"
     done
 }
 
@@ -259,7 +316,7 @@ stage5() {
         cvasr decode --model "$asr_exp" --config "$decode_config" --no-lm "${record[@]}" \
             --data-dir "${work_dir}/dump/${split}" --out "${asr_exp}/${tag}/${split}" \
             --save-logp --device "$device" --nj "$nj"
-        score_decode "${asr_exp}/${tag}/${split}" "$split"
+        score_decode "${asr_exp}/${tag}/${split}" "$split" "CTC alone"
         dirs+=("${asr_exp}/${tag}/${split}")
     done
     if [ "$use_lm" = true ]; then
@@ -268,16 +325,16 @@ stage5() {
         cvasr tune-lm --model "$asr_exp" --config "$decode_config" --lm "$lm_dir" \
             --logp "${asr_exp}/${tag}/dev/logp.scp" --ref "${work_dir}/dump/dev/text" \
             --out "${asr_exp}/${lm_tag}/dev" --nj "$nj"
-        score_decode "${asr_exp}/${lm_tag}/dev" dev
+        score_decode "${asr_exp}/${lm_tag}/dev" dev "with the LM"
         cvasr decode --model "$asr_exp" --logp "${asr_exp}/${tag}/test/logp.scp" \
             --out "${asr_exp}/${lm_tag}/test" --nj "$nj"
-        score_decode "${asr_exp}/${lm_tag}/test" test
+        score_decode "${asr_exp}/${lm_tag}/test" test "with the LM"
         dirs=("${asr_exp}/${tag}/dev" "${asr_exp}/${lm_tag}/dev" "${asr_exp}/${tag}/test"
               "${asr_exp}/${lm_tag}/test")
     fi
     cvasr results --exp "$asr_exp" --decode-dirs "${dirs[@]}" --device "$device" \
         --out "${work_dir}/RESULTS.md" > /dev/null
-    echo "RESULTS.md: ${work_dir}/RESULTS.md"
+    say "RESULTS.md: ${work_dir}/RESULTS.md"
 }
 
 file_digest() { if [ -f "$1" ]; then sha1sum < "$1" | cut -c1-12; else echo none; fi; }
@@ -288,10 +345,10 @@ run_stage 1 "demo=${demo} lang=${lang} corpus=${local_opts[*]} max_drop=${max_dr
 run_stage 2 "data=$(record_of 1) min=${min_duration} max=${max_duration} max_drop=${max_drop}" stage2
 file_stamp() { if [ -f "$1" ]; then stat -c '%s-%Y' "$1"; else echo none; fi; }  # big files
 # stage 4 follows the token list and shape statistics, not the LM: a new LM never retrains
-stats_signature="dump=$(record_of 2) token_type=${token_type} nbpe=${nbpe} config=$(file_digest "$train_config") upstream=$(upstream_spec 2>/dev/null || true)"
+stats_signature="dump=$(record_of 2) token_type=${token_type} nbpe=${nbpe} config=$(file_digest "$train_config") upstream=$(cat "${stage0_dir}/upstream" 2>/dev/null || true)"
 lm_signature="use_lm=${use_lm} lm_order=${lm_order} lm_text=${lm_text}:$(file_stamp "$lm_text")"
 run_stage 3 "${stats_signature} ${lm_signature}" stage3
-run_stage 4 "stats=${stats_signature} config=$(file_digest "$train_config") ngpu=${ngpu} train_args=${train_args}" stage4
+run_stage 4 "stats=${stats_signature} config=$(file_digest "$train_config") ngpu=${ngpu} train_args=${train_args} exp=${asr_exp}" stage4
 run_stage 5 "train=$(record_of 4) ${lm_signature} lm_built=$(record_of 3 | md5sum | cut -c1-8) decode=$(file_digest "$decode_config") lang=${lang}" stage5
 
 if (( stop_stage < 5 )); then

@@ -8,6 +8,7 @@ from pathlib import Path
 from typing import Callable
 
 from cvasr import __version__, defaults
+from cvasr.console import say
 
 Handler = Callable[[argparse.Namespace], int]
 
@@ -22,8 +23,8 @@ def _demo_corpus(args: argparse.Namespace) -> int:
 
     counts = write_demo_corpus(args.out, seed=args.seed, size=args.size, nj=args.nj,
                                show_progress=not args.quiet)
-    print(f"demo corpus ({args.size}, seed {args.seed}) in {args.out}: "
-          + ", ".join(f"{name} {n}" for name, n in counts.items()))
+    say(f"demo corpus ({args.size}, seed {args.seed}) in {args.out}: "
+        + ", ".join(f"{name} {n}" for name, n in counts.items()))
     return 0
 
 
@@ -38,7 +39,14 @@ def _make_upstream(args: argparse.Namespace) -> int:
 def _check_release(args: argparse.Namespace) -> int:
     from cvasr.corpora.commonvoice import check_release
 
-    print(check_release(args.root, lang=args.lang).format(lang=args.lang, version=args.version))
+    lines = check_release(args.root, lang=args.lang).format(lang=args.lang,
+                                                           version=args.version).splitlines()
+    for i, line in enumerate(lines):
+        # the release and its version, and any note or warning, matter; the table is for the log
+        if i == 0 or line.lstrip().startswith(("note:", "warning:")):
+            say(line)
+        else:
+            print(line)
     return 0
 
 
@@ -52,14 +60,14 @@ def _extract_release(args: argparse.Namespace) -> int:
 def _check_upstream(args: argparse.Namespace) -> int:
     from cvasr.models.upstream import inspect_upstream
 
-    print(inspect_upstream(args.path).describe())
+    say(inspect_upstream(args.path).describe())
     return 0
 
 
 def _fetch_upstream(args: argparse.Namespace) -> int:
     from cvasr.models.upstream import fetch_pretrained
 
-    print(fetch_pretrained(args.name, args.download_dir))
+    say(fetch_pretrained(args.name, args.download_dir))
     return 0
 
 
@@ -69,7 +77,7 @@ def _prepare_data(args: argparse.Namespace) -> int:
     report = prepare_data(args.release, args.data_dir, lang=args.lang, train_set=args.train_set,
                           exclude_eval_speakers=args.exclude_eval_speakers,
                           max_drop=args.max_drop, nj=args.nj, show_progress=not args.quiet)
-    print(f"data dirs in {args.data_dir}: " + ", ".join(
+    say(f"data dirs in {args.data_dir}: " + ", ".join(
         f"{name} {s.kept}/{s.listed}" for name, s in report.splits.items()))
     return 0
 
@@ -80,7 +88,7 @@ def _dump(args: argparse.Namespace) -> int:
     config = DumpConfig(min_duration=args.min_duration, max_duration=args.max_duration,
                         max_drop=args.max_drop, nj=args.nj)
     report = dump(args.data_dir, args.dump_dir, config, show_progress=not args.quiet)
-    print(f"dumped audio in {args.dump_dir}: " + ", ".join(
+    say(f"dumped audio in {args.dump_dir}: " + ", ".join(
         f"{name} {s.kept}/{s.listed}" for name, s in report.splits.items()))
     return 0
 
@@ -153,7 +161,7 @@ def _decode(args: argparse.Namespace) -> int:
     write_record(args.out, options)  # the decode dir says how it was decoded
     if args.record:
         write_record(args.model, options)
-    print(f"decoded {source} with {model} ({options.describe()}): {text}")
+    say(f"decoded {source} with {model} ({options.describe()}): {text}")
     return 0
 
 
@@ -171,8 +179,8 @@ def _tune_lm(args: argparse.Namespace) -> int:
     logps = read_log_probs(args.logp)
     refs = read_table(args.ref)
     grid = len(options.lm_weights) * len(options.word_bonuses)
-    print(f"tuning the LM weight and word bonus on {args.ref}: {grid} settings, "
-          f"{len(logps)} utterances", file=sys.stderr, flush=True)
+    say(f"tuning the LM weight and word bonus on {args.ref}: {grid} settings, "
+        f"{len(logps)} utterances")
 
     def report(point) -> None:
         print(f"  lm_weight {point.lm_weight:<5g} word_bonus {point.word_bonus:<5g} "
@@ -189,9 +197,9 @@ def _tune_lm(args: argparse.Namespace) -> int:
     record = write_record(args.model, chosen)
     best = next(p for p in points if (p.lm_weight, p.word_bonus) == (chosen.lm_weight,
                                                                      chosen.word_bonus))
-    print(f"chose lm_weight {chosen.lm_weight:g}, word_bonus {chosen.word_bonus:g} (dev WER "
-          f"{best.wer:.2f}, CER {best.cer:.2f}; grid in {out / 'tuning.tsv'}), recorded in "
-          f"{record}; decoded: {text}")
+    say(f"chose lm_weight {chosen.lm_weight:g}, word_bonus {chosen.word_bonus:g} (dev WER "
+        f"{best.wer:.2f}, CER {best.cer:.2f}; grid in {out / 'tuning.tsv'}), recorded in "
+        f"{record}; decoded: {text}")
     return 0
 
 
@@ -220,8 +228,8 @@ def _make_lm(args: argparse.Namespace) -> int:
     normalize = get_normalizer(args.lang)
     report = build_lm(args.out, args.train_text, args.exclude_text, args.extra_text or [],
                       order=args.order, normalize=normalize)
-    print(report.summary())
-    print(f"LM in {args.out}")
+    say(report.summary())
+    say(f"LM in {args.out}")
     return 0
 
 
@@ -232,7 +240,7 @@ def _score(args: argparse.Namespace) -> int:
     normalize = get_normalizer(args.lang) if args.lang else None
     summary = score(args.ref, args.hyp, args.out, unit=args.unit, utt2spk=args.utt2spk,
                     engine=args.engine, normalize=normalize)
-    print(summary.sum_avg_line)
+    say(summary.line(args.label))
     return 0
 
 
@@ -240,7 +248,7 @@ def _make_tokens(args: argparse.Namespace) -> int:
     from cvasr.text.tokens import make_token_list, read_token_list
 
     path = make_token_list(args.text, args.out, token_type=args.token_type, nbpe=args.nbpe)
-    print(f"token list {path}: {len(read_token_list(path))} tokens ({args.token_type})")
+    say(f"token list {path}: {len(read_token_list(path))} tokens ({args.token_type})")
     return 0
 
 
@@ -248,9 +256,10 @@ def _collect_stats(args: argparse.Namespace) -> int:
     from cvasr.training.stages import collect_stats, resolve_config
 
     resolved = args.out / "train_config.resolved.yaml"
+    say(f"collecting shape statistics with espnet2 (log: {args.out / 'collect_stats.log'})")
     resolve_config(args.config, args.upstream, args.download_dir, resolved)
     collect_stats(args.dump_dir, args.token_list, resolved, args.out)
-    print(f"shape statistics in {args.out}")
+    say(f"shape statistics in {args.out}")
     return 0
 
 
@@ -261,7 +270,7 @@ def _train(args: argparse.Namespace) -> int:
     resolve_config(args.config, args.upstream, args.download_dir, resolved)
     train(args.dump_dir, args.token_list, args.stats_dir, resolved, args.exp_dir, ngpu=args.ngpu,
           extra_args=args.espnet_args)
-    print(f"trained model in {args.exp_dir}")
+    say(f"trained model in {args.exp_dir}")
     return 0
 
 
@@ -484,6 +493,8 @@ def build_parser() -> argparse.ArgumentParser:
                         "default: score the texts as they are")
     p.add_argument("--engine", choices=["python", "sclite"], default="python",
                    help="python: built-in, identical counts; sclite: run the real binary (sctk)")
+    p.add_argument("--label", default="",
+                   help="what was scored, printed before the error rate (e.g. 'test')")
     return parser
 
 
@@ -491,10 +502,34 @@ def build_parser() -> argparse.ArgumentParser:
 _USER_ERRORS: tuple[type[BaseException], ...] = (ValueError, FileNotFoundError, RuntimeError,
                                                   OSError)
 
+#: the options naming what each subcommand writes (default: --out), where a full disk is named
+_WRITES = {"fetch-upstream": ("download_dir",), "prepare-data": ("data_dir",),
+           "dump": ("dump_dir",), "train": ("exp_dir",), "tune-lm": ("out", "model"),
+           "check-release": (), "check-upstream": (), "validate-data-dir": (), "defaults": (),
+           "transcribe": ()}
+
+
+def _outputs(args: argparse.Namespace) -> list[Path]:
+    names = _WRITES.get(args.command, ("out",))
+    return [Path(getattr(args, n)) for n in names if getattr(args, n, None) is not None]
+
+
+def _log_traceback() -> None:
+    """The traceback to stderr (the stage log under run.sh), unless that cannot be written."""
+    import traceback
+
+    try:
+        traceback.print_exc()
+        sys.stderr.flush()
+    except OSError:
+        pass
+
 
 def main(argv: list[str] | None = None) -> int:
+    from cvasr.console import console, error
     from cvasr.corpora.commonvoice import ReleaseError
     from cvasr.data.report import TooManyDropped
+    from cvasr.nospace import no_space_message
     from cvasr.training.stages import ConfigError
 
     args = build_parser().parse_args(argv)
@@ -502,8 +537,21 @@ def main(argv: list[str] | None = None) -> int:
         args.espnet_args = args.espnet_args[1:]
     try:
         return args.handler(args)
-    except (ReleaseError, TooManyDropped, ConfigError, *_USER_ERRORS) as err:
-        print(f"cvasr {args.command}: error: {err}", file=sys.stderr)
+    except Exception as err:
+        full = no_space_message(err, _outputs(args))
+        if full is not None:
+            _log_traceback()  # what failed where
+            error(f"cvasr {args.command}: error: {full}")
+            return 1
+        if isinstance(err, (ReleaseError, TooManyDropped, ConfigError, *_USER_ERRORS)):
+            error(f"cvasr {args.command}: error: {err}")
+            return 1
+        if console() is None:
+            raise
+        # under run.sh: the traceback to the stage log, one line to the console
+        _log_traceback()
+        error(f"cvasr {args.command}: unexpected error: {type(err).__name__}: {err} (the "
+              "traceback is in the stage log)")
         return 1
 
 

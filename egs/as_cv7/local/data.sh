@@ -59,6 +59,7 @@ fi
 [ "$validate_only" = true ] && exit 0
 
 . "${recipe_dir}/path.sh"
+. "${recipe_dir}/utils/console.sh"
 release_record=${work_dir}/data/local/release_dir
 
 if (( stage <= 0 && 0 <= stop_stage )); then
@@ -70,10 +71,10 @@ if (( stage <= 0 && 0 <= stop_stage )); then
         release=$(cvasr extract-release --tarball "$cv_tarball" --out "${work_dir}/downloads" --lang "$lang")
     elif [ -n "$cv_root" ]; then
         release=$(cd "$cv_root" 2>/dev/null && pwd) || {
-            echo "Common Voice release folder '$cv_root' does not exist" >&2
+            say_error "Common Voice release folder '$cv_root' does not exist"
             cvasr check-release "$cv_root" --lang "$lang"; exit 1; }
     else
-        echo "stage 0 needs a corpus: --cv_root DIR, --cv_tarball FILE or --demo true" >&2
+        say_error "stage 0 needs a corpus: --cv_root DIR, --cv_tarball FILE or --demo true"
         cvasr check-release "${work_dir}/downloads/no-release-given" --lang "$lang" || true
         exit 1
     fi
@@ -83,7 +84,7 @@ if (( stage <= 0 && 0 <= stop_stage )); then
 fi
 
 if (( stage <= 1 && 1 <= stop_stage )); then
-    [ -f "$release_record" ] || { echo "no release recorded in $release_record: run stage 0 first" >&2; exit 1; }
+    [ -f "$release_record" ] || { say_error "no release recorded in $release_record: run stage 0 first"; exit 1; }
     extra=()
     [ "$exclude_eval_speakers" = true ] && extra+=(--exclude-eval-speakers)
     max_drop_opt=()

@@ -271,9 +271,12 @@ def write_demo_corpus(out: Path, seed: int = 0, size: str = "full", nj: int = 2,
             raise ValueError(
                 f"{out} already holds a demo corpus made with seed={existing.get('seed')} "
                 f"size={existing.get('size')}; pass another --out or remove that directory")
-    elif out.exists() and any(out.iterdir()):
+    elif out.exists() and any(p.name != MANIFEST + ".partial" for p in out.iterdir()):
         raise ValueError(f"{out} exists, is not empty and is not a demo corpus; pass another --out")
     out.mkdir(parents=True, exist_ok=True)
-    manifest_path.write_text(json.dumps(manifest, indent=2, sort_keys=True) + "\n")
+    # atomically: a manifest cut short (a full disk) must not make the folder unusable
+    partial = manifest_path.with_name(MANIFEST + ".partial")
+    partial.write_text(json.dumps(manifest, indent=2, sort_keys=True) + "\n")
+    os.replace(partial, manifest_path)
     return write_release(out, plan_release(seed, size), CV7_HEADER, nj=nj,
                          show_progress=show_progress, desc="synthesising demo clips")

@@ -10,12 +10,12 @@ from __future__ import annotations
 
 import os
 import re
-import sys
 from concurrent.futures import ProcessPoolExecutor
 from dataclasses import dataclass
 from pathlib import Path
 
 from cvasr import defaults
+from cvasr.console import say
 from cvasr.data.audio import AudioError, AudioInfo, probe_audio
 from cvasr.corpora.commonvoice import ClipRow, check_release, load_splits
 from cvasr.data.datadir import Utterance, speaker_id, utterance_id, validate_data_dir, write_data_dir
@@ -75,7 +75,7 @@ def prepare_data(release: Path, data_dir: Path, lang: str = "as", train_set: str
     check_release(release, lang)  # unusable release: clear error before any work
     normalize = get_normalizer(lang)
     splits, malformed = load_splits(release, train_set, exclude_eval_speakers)
-    print(normalize.describe(), file=sys.stderr)
+    say(normalize.describe())
     report = PrepReport(info={"release": str(release.resolve()), "lang": lang,
                               "normalizer": normalize.name,
                               "normalizer_version": normalize.version, "train_set": train_set,

@@ -15,6 +15,8 @@ from collections import Counter
 from dataclasses import asdict, dataclass, field
 from pathlib import Path
 
+from cvasr.console import say
+
 BAD_INPUT = "bad_input"
 FILTERED = "filtered"
 
@@ -107,4 +109,10 @@ def check_max_drop(report: PrepReport, max_drop: float, report_path: Path) -> No
 
 
 def print_summary(report: PrepReport, stage: int) -> None:
-    print(report.summary(stage), file=sys.stderr)
+    """The summary to the log; to the console too when this stage dropped clips."""
+    text = report.summary(stage)
+    if any(d.stage == stage for s in report.splits.values() for d in s.dropped):
+        for line in text.splitlines():
+            say(line)
+    else:
+        print(text, file=sys.stderr)

@@ -263,6 +263,17 @@ class Summary:
                 return line.strip()
         raise AssertionError("no Sum/Avg row")
 
+    def line(self, label: str = "") -> str:
+        """One line for people, the unit and the set named (the Sum/Avg row carries a speaker
+        column as wide as the longest speaker id, 128 characters for Common Voice), e.g.
+        ``test  WER  81.9  (Corr 21.8 Sub 58.0 Del 20.1 Ins 3.8, 120 utterances, 586 words)``."""
+        t = self.total
+        name, unit = ("CER", "characters") if self.unit == "char" else ("WER", "words")
+        counts = " ".join(f"{title} {t.pct(key):.1f}" for title, key in
+                          (("Corr", "corr"), ("Sub", "sub"), ("Del", "dele"), ("Ins", "ins")))
+        return (f"{label + '  ' if label else ''}{name} {t.pct('err'):5.1f}  ({counts}, "
+                f"{t.snt} utterances, {t.wrd} {unit})")
+
 
 def count_errors(pairs: Iterable[tuple[Sequence[str], Sequence[str]]], unit: str = "word") -> Counts:
     """sclite's summed counts over (reference words, hypothesis words) pairs, without files:

@@ -9,16 +9,16 @@ match the model being resumed. Each such problem is one `ConfigError` line namin
 from __future__ import annotations
 
 import difflib
-import os
 import subprocess
 import sys
 import uuid
 from pathlib import Path
-from typing import Any, Sequence
+from typing import Any, Callable, Sequence
 
 import numpy as np
 import yaml
 
+from cvasr.console import child_env, say
 from cvasr.text.tokens import read_token_list
 
 #: s3prl upstream names that stand for "the wav2vec 2.0 model from stage 0".
@@ -60,6 +60,7 @@ def resolve_config(config: Path, upstream: str, download_dir: Path, out: Path) -
             close = difflib.get_close_matches(str(key), known, n=1)
             hint = f" (did you mean '{close[0]}'?)" if close else ""
             raise ConfigError(f"{config}: unknown key '{key}'{hint}")
+    _check_values(config, conf)
     if conf.get("frontend") in S3PRL_FRONTENDS:
         inner = conf.setdefault("frontend_conf", {}).setdefault("frontend_conf", {})
         if inner.get("upstream") in WAV2VEC2_PLACEHOLDERS:
@@ -76,6 +77,15 @@ def resolve_config(config: Path, upstream: str, download_dir: Path, out: Path) -
     out.parent.mkdir(parents=True, exist_ok=True)
     out.write_text(yaml.safe_dump(conf, sort_keys=False, allow_unicode=True), encoding="utf-8")
     return conf
+
+
+def _check_values(config: Path, conf: dict[str, Any]) -> None:
+    """Each value against the type its option or class declares (cvasr.training.config_check)."""
+    from cvasr.training.config_check import task_config_problems
+
+    problems = task_config_problems(conf)
+    if problems:
+        raise ConfigError(f"{config}: " + "; ".join(problems))
 
 
 def _token_type(token_list: Path) -> str:
@@ -98,14 +108,16 @@ def _data_args(dump_dir: Path, split: str, role: str) -> list[str]:
             f"--{role}_data_path_and_name_and_type", f"{d / 'text'},text,text"]
 
 
-def _run(args: Sequence[str], log: Path) -> None:
-    """Run espnet2's task, its output both on our stdout and appended to `log`."""
+def _run(args: Sequence[str], log: Path, on_line: Callable[[str], None] | None = None) -> None:
+    """Run espnet2's task, its output both on our stdout (the stage log under run.sh) and
+    appended to `log`; `on_line` sees every line (stage 4's console lines)."""
     cmd = [sys.executable, "-m", "cvasr.training.task", *args]
     log.parent.mkdir(parents=True, exist_ok=True)
+    last = ""
     with open(log, "a", encoding="utf-8") as out:
         out.write("# " + " ".join(cmd) + "\n")
         out.flush()
-        env = {**os.environ, "PYTHONUNBUFFERED": "1"}
+        env = {**child_env(), "PYTHONUNBUFFERED": "1"}
         proc = subprocess.Popen(cmd, stdout=subprocess.PIPE, stderr=subprocess.STDOUT, text=True,
                                 bufsize=1, env=env)
         assert proc.stdout is not None
@@ -114,9 +126,12 @@ def _run(args: Sequence[str], log: Path) -> None:
             sys.stdout.flush()
             out.write(line)
             out.flush()
+            last = line.strip() or last
+            if on_line is not None:
+                on_line(line)
         status = proc.wait()
     if status != 0:
-        raise RuntimeError(f"espnet2 exited with status {status}; see {log}")
+        raise RuntimeError(f"espnet2 exited with status {status} ({last}); see {log}")
 
 
 def collect_stats(dump_dir: Path, token_list: Path, config: Path, out_dir: Path,
@@ -155,6 +170,8 @@ def check_resume_compatible(exp_dir: Path, token_list: Path) -> None:
 
 #: the value a config gives a scheduler step to have stage 4 compute it from the data
 SCHEDULE_FROM_DATA = "auto"
+#: the options schedule_from_data computes (they follow max_epoch when a run is extended)
+SCHEDULE_KEYS = ("scheduler_conf.warmup_steps_list", "scheduler_conf.warmup_lr_list")
 
 
 def optimizer_steps(config: Path, shape_files: Sequence[Path], extra_args: Sequence[str] = ()
@@ -227,6 +244,7 @@ def train(dump_dir: Path, token_list: Path, stats_dir: Path, config: Path, exp_d
                                   extra_args)
     if schedule:
         print(schedule, flush=True)
+    derived = SCHEDULE_KEYS if schedule else ()
     args = [*_token_args(token_list), "--config", str(config), "--output_dir", str(exp_dir),
             "--resume", "true", "--ngpu", str(ngpu),
             *_data_args(dump_dir, train_split, "train"), *_data_args(dump_dir, valid_split, "valid"),
@@ -237,4 +255,25 @@ def train(dump_dir: Path, token_list: Path, stats_dir: Path, config: Path, exp_d
     if ngpu > 1:
         init = exp_dir / f".dist_init_{uuid.uuid4().hex}"
         args += ["--multiprocessing_distributed", "true", "--dist_init_method", f"file://{init}"]
-    _run([*args, *extra_args], log=exp_dir / "train.log")
+    _train_as_planned([*args, *extra_args], exp_dir, derived)
+
+
+def _train_as_planned(args: list[str], exp_dir: Path, derived: Sequence[str] = ()) -> None:
+    """Stage 4's run of espnet2: refused or skipped when resuming could not honour the config
+    (cvasr.training.resume), one console line an epoch (cvasr.training.epoch_lines)."""
+    from cvasr.training.epoch_lines import EpochLines
+    from cvasr.training.resume import plan_resume
+
+    plan = plan_resume(exp_dir, args, derived)
+    for line in plan.lines:
+        say(line)
+    if not plan.run:
+        return
+    say(f"espnet2 trains; its whole output is in {exp_dir / 'train.log'}")
+    epochs = EpochLines()
+
+    def on_line(line: str) -> None:
+        if (summary := epochs(line)) is not None:
+            say(summary)
+
+    _run([*args, *plan.extra_args], log=exp_dir / "train.log", on_line=on_line)

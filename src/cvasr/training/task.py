@@ -15,6 +15,7 @@ espnet2 does the training; this module adds only what it lacks for this recipe:
   (`cvasr.speedups.regional_compile`); decoding builds the model uncompiled.
 - `persistent_workers: true`: the DataLoader workers live for the whole run instead of being
   started again every epoch (`cvasr.speedups.persistent_loader`).
+- images/*.png only for the curves that carry data (`cvasr.training.plots`).
 """
 
 from __future__ import annotations
@@ -30,9 +31,10 @@ from typing import Any
 import numpy as np
 import torch
 from espnet2.iterators.sequence_iter_factory import SequenceIterFactory
+from espnet2.schedulers.piecewise_linear_warmup_lr import PiecewiseLinearWarmupLR
+from espnet2.tasks.asr import ASRTask, encoder_choices, frontend_choices, model_choices
 from espnet2.train import trainer as trainer_module
 from espnet2.train.reporter import Reporter
-from espnet2.tasks.asr import ASRTask, encoder_choices, frontend_choices, model_choices
 from espnet2.train.trainer import Trainer, TrainerOptions, autocast_args
 from espnet2.utils.build_dataclass import build_dataclass
 from espnet2.utils.types import str2bool
@@ -43,6 +45,7 @@ from cvasr.speedups import sync_free_step
 from cvasr.speedups.persistent_loader import PersistentSequenceIterFactory
 from cvasr.speedups.regional_compile import compile_encoder_layers
 from cvasr.training.checkpoints import CHECKPOINT, EPOCH_FILE, EpochWriter, atomic_save
+from cvasr.training.plots import plot_curves
 
 RNG_KEY = "cvasr_rng_states"
 #: torch.compile modes --compile_mode accepts (no autotuning: compile time is paid every run)
@@ -201,7 +204,7 @@ class SafeCheckpointTrainer(Trainer):
         def plot_now_and_then(reporter: Reporter, output_dir: Any) -> None:
             plotted.update(reporter=reporter, output_dir=output_dir)
             if plot_every > 0 and reporter.get_epoch() % plot_every == 0:
-                originals["plot"](reporter, output_dir)
+                plot_curves(reporter, output_dir)  # espnet2's figures, only those with data
                 plotted["epoch"] = reporter.get_epoch()
 
         # espnet2's Trainer.run calls these through module and class attributes
@@ -214,7 +217,7 @@ class SafeCheckpointTrainer(Trainer):
             super().run(*args, **kwargs)
             reporter = plotted.get("reporter")
             if reporter is not None and plotted.get("epoch") != reporter.get_epoch():
-                originals["plot"](reporter, plotted["output_dir"])
+                plot_curves(reporter, Path(plotted["output_dir"]))
         finally:
             torch.save = originals["save"]
             trainer_module.average_nbest_models = originals["average"]
@@ -225,7 +228,22 @@ class SafeCheckpointTrainer(Trainer):
     @staticmethod
     def resume(checkpoint, model, reporter, optimizers, schedulers, scaler, ngpu: int = 0,
                strict: bool = True) -> None:
+        """espnet2's resume, then the RNG states; a piecewise-linear schedule keeps the steps
+        and rates of this run's config (the checkpoint's would win otherwise): stage 4 refuses
+        any change of them but one computed from the data for a longer run
+        (cvasr.training.resume), which must then take effect."""
+        planned = [(s.warmup_steps_list, s.warmup_lr_list)
+                   if isinstance(s, PiecewiseLinearWarmupLR) else None for s in schedulers]
         Trainer.resume(checkpoint, model, reporter, optimizers, schedulers, scaler, ngpu, strict)
+        for optimizer, scheduler, lists in zip(optimizers, schedulers, planned):
+            if lists is None or lists == (scheduler.warmup_steps_list, scheduler.warmup_lr_list):
+                continue
+            scheduler.warmup_steps_list, scheduler.warmup_lr_list = lists
+            # the optimizer holds the rate the old schedule set for the next step: the new one's
+            lrs = scheduler.get_lr()
+            for group, lr in zip(optimizer.param_groups, lrs):
+                group["lr"] = float(lr)
+            scheduler._last_lr = [float(lr) for lr in lrs]
         states = torch.load(checkpoint, map_location="cpu", weights_only=False, mmap=True)
         if RNG_KEY in states:
             _restore_rng_states(states[RNG_KEY])
