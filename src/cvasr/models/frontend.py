@@ -38,6 +38,7 @@ import torch
 import torch.nn.functional as F
 from espnet2.asr.frontend.s3prl import S3prlFrontend
 
+from cvasr.models import inline_upstream
 
 #: s3prl.nn.upstream pads batches shorter than this many samples (MIN_SECOND x 16 kHz).
 MIN_SAMPLES = 800
@@ -78,6 +79,7 @@ class Wav2Vec2S3prlFrontend(S3prlFrontend):
 
     def __init__(self, *args, cache_conv_features: bool = False, cache_max_gb: float = 4.0,
                  **kwargs) -> None:
+        inline_upstream.register()  # `upstream: wav2vec2_inline`: the shape in the config itself
         super().__init__(*args, **kwargs)
         self._compiled_contextualise = None  # set by compile_encoder()
         self.cache_conv_features = cache_conv_features
