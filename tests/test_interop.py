@@ -559,3 +559,47 @@ def test_an_hf_pretraining_dir_becomes_an_s3prl_upstream(hf_pretraining: Path, t
         expected = hf.wav2vec2(normalised).last_hidden_state
     assert (states[-1][:, : expected.shape[1]] - expected).abs().max() < 1e-5
 
+
+def run_sh(*args: str | Path, check: bool = True) -> subprocess.CompletedProcess[str]:
+    proc = subprocess.run([str(RECIPE / "run.sh"), *map(str, args)], capture_output=True,
+                          text=True, timeout=1200)
+    if check and proc.returncode != 0:
+        raise AssertionError(f"run.sh failed ({proc.returncode}):\n{proc.stdout[-3000:]}\n"
+                             f"{proc.stderr[-3000:]}")
+    return proc
+
+
+@pytest.mark.slow
+def test_run_sh_trains_from_an_hf_upstream_and_scores_an_imported_model(
+        small_release: Path, hf_pretraining: Path, imported: Path, tmp_path: Path) -> None:
+    import shutil
+
+    from transformers import Wav2Vec2ForPreTraining
+
+    work = tmp_path / "work"
+    base = ["--cv_root", small_release, "--work_dir", work, "--ngpu", "0", "--nj", "2",
+            "--upstream_ckpt", hf_pretraining]
+    run_sh(*base, "--train_config", RECIPE / "conf" / "train_xlsr300m_ctc.yaml", "--stop_stage",
+           "4", "--train_args", "--max_epoch 1 --batch_size 8 --num_workers 0 --use_amp false")
+    converted = work / "downloads" / "upstream" / "xlsr_tiny.s3prl.pt"
+    assert (work / "exp" / "stage0" / "upstream").read_text().strip() == str(converted)
+    # stage 4 trained from it: the frozen feature encoder holds the transformers weights
+    trained = torch.load(work / "exp" / "asr_train_xlsr300m_ctc_char" / "1epoch.pth",
+                         weights_only=False)
+    hf = Wav2Vec2ForPreTraining.from_pretrained(str(hf_pretraining))
+    assert torch.equal(trained["frontend.upstream.upstream.model.feature_extractor."
+                               "conv_layers.0.0.weight"],
+                       hf.wav2vec2.feature_extractor.conv_layers[0].conv.weight)
+
+    # stage 5 on an imported model
+    exp = tmp_path / "imported"
+    shutil.copytree(imported, exp)
+    wrong = run_sh(*base, "--asr_exp", exp, check=False)
+    assert wrong.returncode == 2 and "give --asr_exp with --stage 5" in wrong.stderr
+    out = run_sh(*base, "--stage", "5", "--asr_exp", exp)
+    assert "stage 5 (decode_and_score): done" in out.stdout
+    for decode in ("decode_ctc/dev", "decode_ctc/test", "decode_ctc_lm/dev", "decode_ctc_lm/test"):
+        assert (exp / decode / "score_cer" / "result.txt").is_file(), decode
+    results = (work / "RESULTS.md").read_text(encoding="utf-8")
+    assert "model: `../imported`" in results  # relative to RESULTS.md
+    assert (exp / "decoding.yaml").is_file()  # stage 5's choice, for transcribe
