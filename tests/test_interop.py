@@ -603,3 +603,21 @@ def test_run_sh_trains_from_an_hf_upstream_and_scores_an_imported_model(
     results = (work / "RESULTS.md").read_text(encoding="utf-8")
     assert "model: `../imported`" in results  # relative to RESULTS.md
     assert (exp / "decoding.yaml").is_file()  # stage 5's choice, for transcribe
+
+
+@pytest.mark.slow
+def test_gpu_import_script_smoke_run_on_cpu(tmp_path: Path) -> None:
+    """bench/hf_interop_gpu.py (the XLS-R 300M check the lead runs on a GPU), tiny and on the CPU."""
+    out = tmp_path / "hf_interop.json"
+    proc = subprocess.run([sys.executable, str(REPO / "bench" / "hf_interop_gpu.py"), "--device",
+                           "cpu", "--tiny", "--clips", "4", "--work", str(tmp_path / "work"),
+                           "--out", str(out)], capture_output=True, text=True, timeout=600,
+                          env={**os.environ, "PYTHONPATH": str(REPO / "src")})
+    assert proc.returncode == 0, proc.stderr[-3000:]
+    result = json.loads(out.read_text())
+    assert result["ok"] and result["arch"] == "tiny" and result["clips"] == 4
+    [row] = result["rows"]
+    assert row["row"] == "cvasr decoder, fp32" and row["same_transcript"] == 4
+    assert row["max_abs_logp_diff"] < 1e-3
+    assert result["distinct_reference_transcripts"] == 4
+    assert "| cvasr decoder, fp32 | 4/4 |" in proc.stdout

@@ -7,12 +7,16 @@ groups), written through the same config mapping the import uses in reverse. The
 the seed's: the characters, `|` between words, `[UNK]`, and the CTC blank `[PAD]` last.
 
 A random-init model's CTC head would decode to one token or to noise; here it is set
-deterministically so that the transcript follows the audio: a seeded Gaussian matrix scaled so
-that each frame's logits spread over several units (a clear argmax, which changes from frame to
-frame with the hidden state), and for the blank a constant logit, set to the median over the
-frames of a fixed synthetic signal of the best other token's, so that the blank wins about half
-the frames, as in a trained CTC model. Comparisons of decoders on it (ours against
-transformers') are then about real, varied transcripts.
+deterministically so that the transcript follows the audio. On a fixed synthetic signal
+(seeded noise under a syllable-rate envelope) the last hidden states are measured: a random
+deep transformer's share one large common direction, so the head is a seeded Gaussian matrix
+applied to the hidden state minus that mean (through the bias), scaled so that each token's
+logit varies by LOGIT_SCALE from frame to frame (a clear argmax, which changes with the audio);
+the word delimiter `|` is raised to win against the other characters on WORD_BREAK_SHARE of
+the frames (words of a few characters); the blank gets a constant logit, the median over the
+frames of the best other token's, so that it wins about half the frames, as in a trained CTC
+model. Comparisons of decoders on it (ours against transformers') are then about real, varied
+transcripts.
 """
 
 from __future__ import annotations
@@ -23,8 +27,9 @@ from typing import Sequence
 
 import torch
 
-#: the logits' spread across tokens (see the module doc)
+#: the logits' spread across tokens, and the share of frames `|` wins among the characters
 LOGIT_SCALE = 8.0
+WORD_BREAK_SHARE = 0.15
 #: the blank's constant logit is set on this many seconds of seeded, speech-like noise
 CALIBRATION_SECONDS = 4.0
 
@@ -56,11 +61,20 @@ def build_random_hf_ctc(arch: str, vocab: dict[str, int], seed: int = 0):
     width = config.hidden_size
     blank = vocab["[PAD]"]
     with torch.no_grad():
-        model.lm_head.weight.copy_(torch.randn(len(vocab), width, generator=generator)
-                                   * LOGIT_SCALE / width ** 0.5)
-        model.lm_head.weight[blank] = 0.0
-        model.lm_head.bias.zero_()
-        logits = model(_calibration_signal(seed)).logits[0]
+        hidden = model.wav2vec2(_calibration_signal(seed)).last_hidden_state[0]
+        mean = hidden.mean(dim=0)
+        spread = (hidden - mean).pow(2).mean().sqrt()
+        weight = torch.randn(len(vocab), width, generator=generator) * (
+            LOGIT_SCALE / (width ** 0.5 * spread))
+        weight[blank] = 0.0
+        model.lm_head.weight.copy_(weight)
+        model.lm_head.bias.copy_(-weight @ mean)
+        logits = model.lm_head(hidden)
+        delimiter = vocab["|"]
+        letters = [i for i in range(len(vocab)) if i not in (blank, delimiter)]
+        gap = logits[:, letters].max(dim=1).values - logits[:, delimiter]
+        model.lm_head.bias[delimiter] += torch.quantile(gap, WORD_BREAK_SHARE)
+        logits = model.lm_head(hidden)
         others = torch.cat([logits[:, :blank], logits[:, blank + 1:]], dim=1)
         model.lm_head.bias[blank] = others.max(dim=1).values.median()
     return model
