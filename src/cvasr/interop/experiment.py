@@ -168,7 +168,11 @@ def load_wav2vec2_experiment(exp_dir: Path, model_file: str | None = None) -> Wa
     from cvasr.models.ctc_model import IdentityEncoder
     from cvasr.training.task import CvasrASRTask
 
-    model, args = CvasrASRTask.build_model_from_file(exp_dir / CONFIG, model_path, "cpu")
+    import warnings
+
+    with warnings.catch_warnings():  # s3prl's positional conv uses the deprecated weight_norm
+        warnings.filterwarnings("ignore", message=".*weight_norm.*", category=FutureWarning)
+        model, args = CvasrASRTask.build_model_from_file(exp_dir / CONFIG, model_path, "cpu")
     frontend = model.frontend
     expert = getattr(getattr(frontend, "upstream", None), "upstream", None)
     if not isinstance(expert, UpstreamExpert):

@@ -132,6 +132,7 @@ def load_hf(path: Path, need_ctc_head: bool = False) -> HFWav2Vec2:
     sharded or not, old weight names included) and map it to s3prl's names."""
     import transformers
 
+    transformers.utils.logging.disable_progress_bar()  # one line a step in the stage logs
     path = Path(path)
     config = read_config(path)
     architecture = _architecture(config)
@@ -269,8 +270,11 @@ def export_hf(exp_dir: Path, out: Path, lm_dir: Path | None = None, no_lm: bool 
     from transformers import (Wav2Vec2Config, Wav2Vec2CTCTokenizer, Wav2Vec2FeatureExtractor,
                               Wav2Vec2ForCTC, Wav2Vec2Processor)
 
+    from transformers.utils import logging as hf_logging
+
     from cvasr.interop.experiment import NotExportable, load_wav2vec2_experiment
 
+    hf_logging.disable_progress_bar()
     exp = load_wav2vec2_experiment(exp_dir, model_file)
     if exp.args.token_type != "char":
         raise NotExportable(f"{exp_dir} has a {exp.args.token_type} token list: transformers' "

@@ -88,6 +88,10 @@ def export_onnx(exp_dir: Path, out_dir: Path, model_file: str | None = None) -> 
     from cvasr.interop.experiment import load_wav2vec2_experiment
 
     exp = load_wav2vec2_experiment(exp_dir, model_file)
+    try:  # the positional conv's weight as one tensor: the exporter cannot trace the hook
+        torch.nn.utils.remove_weight_norm(exp.upstream.encoder.pos_conv[0])
+    except ValueError:  # no weight norm on it
+        pass
     module = WaveformToLogits(exp.upstream, exp.normalize_waveform, exp.ctc_linear).eval()
     out_dir = Path(out_dir)
     out_dir.mkdir(parents=True, exist_ok=True)
