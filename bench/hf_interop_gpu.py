@@ -89,7 +89,6 @@ def compare(name: str, texts: list[str], logps, ref_texts: list[str], ref_logps,
             order: list[int] | None) -> dict:
     """Transcripts (whole strings) and log-posteriors of one row against the reference row."""
     import editdistance
-    import torch
 
     same = sum(a == b for a, b in zip(texts, ref_texts))
     errors = sum(editdistance.eval(a, b) for a, b in zip(texts, ref_texts))
@@ -173,10 +172,11 @@ def main() -> int:
           f"{len(wavs)} clips ({audio_s:.1f} s); reference: transformers fp32 argmax "
           f"({distinct} distinct transcripts, {words:.1f} words on average)")
     print(f"build + save {build_s:.1f} s, cvasr import-hf {import_s:.1f} s")
-    print(f"| row | same transcript | char diff | max abs log-prob diff | frame argmax agree | s |")
+    print("| row | same transcript | char diff | max abs log-prob diff | frame argmax agree | s |")
     print("| --- | ---: | ---: | ---: | ---: | ---: |")
     for r in rows:
-        print(f"| {r['row']} | {r['same_transcript']}/{r['clips']} | {100 * r['char_diff_share']:.2f}% "
+        print(f"| {r['row']} | {r['same_transcript']}/{r['clips']} "
+              f"| {100 * r['char_diff_share']:.2f}% "
               f"| {r['max_abs_logp_diff']:.2e} | {100 * r['frame_argmax_agreement']:.2f}% "
               f"| {seconds[r['row']]:.2f} |")
     result = {
@@ -185,7 +185,8 @@ def main() -> int:
         "clips": len(wavs), "audio_seconds": audio_s, "reference": "transformers fp32 argmax",
         "distinct_reference_transcripts": distinct, "mean_reference_words": words,
         "build_and_save_s": build_s, "import_hf_s": import_s, "decode_s": seconds,
-        "rows": rows, "examples": examples, "torch": torch.__version__, "transformers": transformers.__version__,
+        "rows": rows, "examples": examples, "torch": torch.__version__,
+        "transformers": transformers.__version__,
         "python": platform.python_version(), "git_rev": git_revision(),
         # the criterion: cvasr's fp32 decode against transformers' fp32 (bf16 rows: information)
         "ok": next(r for r in rows if r["row"] == "cvasr decoder, fp32")["ok"],

@@ -215,6 +215,29 @@ def test_import_hf_transcribes_as_transformers_does(imported: Path, hf_ctc: Path
 
 
 @pytest.mark.slow
+def test_import_hf_reads_a_legacy_bin_checkpoint(hf_ctc: Path, imported: Path,
+                                                 tmp_path: Path) -> None:
+    """pytorch_model.bin with transformers 4.x's weight-norm names (weight_g, weight_v), as
+    older checkpoints (the seed's time) hold them: the same experiment as from safetensors."""
+    import shutil
+
+    from safetensors.torch import load_file
+
+    legacy = tmp_path / "legacy"
+    shutil.copytree(hf_ctc, legacy, ignore=shutil.ignore_patterns("model.safetensors"))
+    state = load_file(str(hf_ctc / "model.safetensors"))
+    old_names = {k.replace("parametrizations.weight.original0", "weight_g")
+                 .replace("parametrizations.weight.original1", "weight_v"): v
+                 for k, v in state.items()}
+    assert "wav2vec2.encoder.pos_conv_embed.conv.weight_g" in old_names
+    torch.save(old_names, legacy / "pytorch_model.bin")
+    assert main(["import-hf", "--model", str(legacy), "--out", str(tmp_path / "exp")]) == 0
+    a = torch.load(tmp_path / "exp" / "latest.pth", weights_only=True)
+    b = torch.load(imported / "latest.pth", weights_only=True)
+    assert a.keys() == b.keys() and all(torch.equal(a[k], b[k]) for k in a)
+
+
+@pytest.mark.slow
 def test_export_hf_of_an_import_gives_the_original_logits(imported: Path, hf_ctc: Path,
                                                           clips: list[Path],
                                                           tmp_path: Path) -> None:
@@ -558,6 +581,19 @@ def test_an_hf_pretraining_dir_becomes_an_s3prl_upstream(hf_pretraining: Path, t
         normalised = (wav - wav.mean()) / torch.sqrt(wav.var(unbiased=False) + 1e-5)
         expected = hf.wav2vec2(normalised).last_hidden_state
     assert (states[-1][:, : expected.shape[1]] - expected).abs().max() < 1e-5
+
+    # a Wav2Vec2Model has no heads: s3prl's come from a fresh model, the encoder is its own
+    base = tmp_path / "base"
+    hf.wav2vec2.save_pretrained(str(base))
+    capsys.readouterr()
+    assert main(["import-hf-upstream", "--model", str(base), "--out", str(tmp_path / "b.pt")]) == 0
+    assert ("7 tensors it lacks (final_proj, project_q, quantizer) from a fresh model"
+            in capsys.readouterr().out)
+    converted = torch.load(tmp_path / "b.pt", weights_only=False)
+    assert converted["cvasr"]["architecture"] == "Wav2Vec2Model"
+    assert torch.equal(converted["model_weight"]["encoder.layers.1.fc2.weight"],
+                       hf.wav2vec2.encoder.layers[1].feed_forward.output_dense.weight)
+    assert S3PRLUpstream("wav2vec2_custom", path_or_url=str(tmp_path / "b.pt"))
 
 
 def run_sh(*args: str | Path, check: bool = True) -> subprocess.CompletedProcess[str]:

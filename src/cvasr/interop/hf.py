@@ -200,7 +200,10 @@ def convert_hf_upstream(path: Path, out: Path) -> str:
                           "architecture": hf.architecture, "filled_from_fresh_model": filled}},
                partial)
     os.replace(partial, out)
-    heads = f"; {len(filled)} tensors it lacks ({', '.join(sorted({k.split('.')[0] for k in filled}))}) from a fresh model" if filled else ""
+    heads = ""
+    if filled:
+        modules = ", ".join(sorted({k.split(".")[0] for k in filled}))
+        heads = f"; {len(filled)} tensors it lacks ({modules}) from a fresh model"
     return (f"converted {path} ({hf.architecture}, {hf.parameters / 1e6:.1f} M parameters) to "
             f"s3prl's format: {out}{heads}")
 

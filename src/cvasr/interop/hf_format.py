@@ -205,8 +205,9 @@ def weight_pairs(model_cfg: Any) -> dict[str, str]:
         pairs[f"feature_projection.projection.{p}"] = f"post_extract_proj.{p}"
         pairs[f"encoder.layer_norm.{p}"] = f"encoder.layer_norm.{p}"
     pairs["encoder.pos_conv_embed.conv.bias"] = "encoder.pos_conv.0.bias"
-    pairs["encoder.pos_conv_embed.conv.parametrizations.weight.original0"] = "encoder.pos_conv.0.weight_g"
-    pairs["encoder.pos_conv_embed.conv.parametrizations.weight.original1"] = "encoder.pos_conv.0.weight_v"
+    weight_norm = "encoder.pos_conv_embed.conv.parametrizations.weight"
+    pairs[f"{weight_norm}.original0"] = "encoder.pos_conv.0.weight_g"
+    pairs[f"{weight_norm}.original1"] = "encoder.pos_conv.0.weight_v"
     for i in range(int(get("encoder_layers"))):
         hf, s3 = f"encoder.layers.{i}", f"encoder.layers.{i}"
         for p in ("weight", "bias"):

@@ -41,7 +41,7 @@ def wav2vec2_inline(model_cfg: dict[str, Any], task_cfg: dict[str, Any], refresh
 
 
 def register() -> None:
-    """Make `upstream: wav2vec2_inline` known to s3prl (S3PRLUpstream looks names up in s3prl.hub)."""
+    """Make `upstream: wav2vec2_inline` known to s3prl (S3PRLUpstream finds names in s3prl.hub)."""
     import s3prl.hub
 
     if getattr(s3prl.hub, NAME, None) is not wav2vec2_inline:
