@@ -530,9 +530,14 @@ def test_import_hf_refuses_what_it_cannot_read(tmp_path: Path, hf_ctc: Path,
     config = json.loads((hubert / "config.json").read_text())
     (hubert / "config.json").write_text(json.dumps({**config, "model_type": "hubert"}))
     assert "holds a 'hubert' model, not wav2vec 2.0" in error(hubert)
-    quiet = tmp_path / "quiet"
+    quiet = tmp_path / "quiet"  # transformers 5 nests the feature extractor's config
     shutil.copytree(hf_ctc, quiet)
-    (quiet / "preprocessor_config.json").write_text(json.dumps({"do_normalize": False}))
+    processor = json.loads((quiet / "processor_config.json").read_text())
+    processor["feature_extractor"]["do_normalize"] = False
+    (quiet / "processor_config.json").write_text(json.dumps(processor))
+    assert "does not normalise the waveform" in error(quiet)
+    (quiet / "processor_config.json").unlink()  # transformers 4's file
+    (quiet / "preprocessor_config.json").write_text(json.dumps(processor["feature_extractor"]))
     assert "does not normalise the waveform" in error(quiet)
     pretraining = tmp_path / "pretraining"
     shutil.copytree(hf_ctc, pretraining)

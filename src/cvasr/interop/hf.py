@@ -26,7 +26,7 @@ from __future__ import annotations
 
 import json
 import os
-from dataclasses import dataclass, field
+from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
@@ -58,7 +58,6 @@ class HFWav2Vec2:
     weights: dict[str, torch.Tensor]  # s3prl names: the base model, and heads if it had them
     lm_head: tuple[torch.Tensor, torch.Tensor] | None = None  # (weight, bias), HF row order
     parameters: int = 0
-    notes: list[str] = field(default_factory=list)
 
 
 def read_config(path: Path) -> dict[str, Any]:
@@ -88,10 +87,25 @@ def _architecture(config: dict[str, Any]) -> str:
 
 def _do_normalize(path: Path) -> bool:
     """The feature extractor's do_normalize (transformers' default, True, without its file)."""
+    conf: dict[str, Any] = {}
     preprocessor = Path(path) / "preprocessor_config.json"
-    if not preprocessor.is_file():
-        return True
-    return bool(json.loads(preprocessor.read_text(encoding="utf-8")).get("do_normalize", True))
+    processor = Path(path) / "processor_config.json"  # transformers 5 nests it there
+    if processor.is_file():
+        conf = json.loads(processor.read_text(encoding="utf-8")).get("feature_extractor") or {}
+    if not conf and preprocessor.is_file():
+        conf = json.loads(preprocessor.read_text(encoding="utf-8"))
+    return bool(conf.get("do_normalize", True))
+
+
+def _s3prl_cfgs(path: Path, config: dict[str, Any]) -> tuple[dict, dict]:
+    """s3prl's (model_cfg, task_cfg) for a directory; a model that does not normalise the
+    waveform is refused."""
+    model_cfg, task_cfg = s3prl_cfg_from_hf(config, _do_normalize(path))
+    if not task_cfg["normalize"]:
+        raise FormatError(f"{path}: its feature extractor does not normalise the waveform "
+                          "(do_normalize false); cvasr's frontends feed int16-scale samples, "
+                          "which this model would see 32768 times too loud")
+    return model_cfg, task_cfg
 
 
 def _count_parameters(path: Path) -> int:
@@ -117,10 +131,7 @@ def _count_parameters(path: Path) -> int:
 def describe_hf_upstream(path: Path) -> str:
     """`cvasr check-upstream` for a transformers directory: what it is, whether it maps."""
     config = read_config(path)
-    model_cfg, task_cfg = s3prl_cfg_from_hf(config, _do_normalize(path))
-    if not task_cfg["normalize"]:
-        raise FormatError(f"{path}: its feature extractor does not normalise the waveform "
-                          "(do_normalize false); cvasr's frontends feed int16-scale samples")
+    model_cfg, _ = _s3prl_cfgs(path, config)
     return (f"{path}: wav2vec 2.0 in transformers' format ({_architecture(config)}), "
             f"{model_cfg['encoder_layers']} layers x {model_cfg['encoder_embed_dim']}, "
             f"{_count_parameters(path) / 1e6:.1f} M parameters; stage 0 converts it to s3prl's "
@@ -140,11 +151,7 @@ def load_hf(path: Path, need_ctc_head: bool = False) -> HFWav2Vec2:
         raise FormatError(f"{path} is a {architecture}, without a CTC head (architectures "
                           f"{config.get('architectures')}): import-hf needs a Wav2Vec2ForCTC; "
                           "to fine-tune from it, pass it to run.sh as --upstream_ckpt")
-    model_cfg, task_cfg = s3prl_cfg_from_hf(config, _do_normalize(path))
-    if not task_cfg["normalize"]:
-        raise FormatError(f"{path}: its feature extractor does not normalise the waveform "
-                          "(do_normalize false); cvasr's frontends feed int16-scale samples, "
-                          "which this model would see 32768 times too loud")
+    model_cfg, task_cfg = _s3prl_cfgs(path, config)
     cls = getattr(transformers, architecture)
     try:
         model, info = cls.from_pretrained(str(path), local_files_only=True, dtype=torch.float32,
