@@ -523,6 +523,10 @@ def test_import_hf_refuses_what_it_cannot_read(tmp_path: Path, hf_ctc: Path,
         return lines[0]
 
     assert "does not exist" in error(tmp_path / "missing")
+    (tmp_path / "x").mkdir()
+    (tmp_path / "x" / "config.yaml").write_text("{}")
+    assert "already holds an experiment (config.yaml); give a new folder" in error(hf_ctc)
+    (tmp_path / "x" / "config.yaml").unlink()
     (tmp_path / "empty").mkdir()
     assert "not a transformers model directory (no config.json)" in error(tmp_path / "empty")
     hubert = tmp_path / "hubert"
@@ -662,3 +666,17 @@ def test_gpu_import_script_smoke_run_on_cpu(tmp_path: Path) -> None:
     assert row["max_abs_logp_diff"] < 1e-3
     assert result["distinct_reference_transcripts"] == 4
     assert "| cvasr decoder, fp32 | 4/4 |" in proc.stdout
+
+
+@pytest.mark.slow
+@pytest.mark.parametrize("order", ["import cvasr; import espnet2.tasks.asr as task",
+                                   "import espnet2.tasks.asr as task; import cvasr"])
+def test_import_cvasr_registers_with_espnet2_in_either_order(order: str) -> None:
+    code = (f"import sys; {order}\n"
+            "assert 'cvasr_ctc' in task.model_choices.classes\n"
+            "assert 'identity' in task.encoder_choices.classes\n"
+            "assert 'wav2vec2_s3prl' in task.frontend_choices.classes\n"
+            "print('registered')")
+    assert python("-c", code) == "registered"
+    # and `cvasr` alone does not import espnet2 (every cvasr command imports it)
+    assert python("-c", "import sys, cvasr; print('espnet2' in sys.modules)") == "False"

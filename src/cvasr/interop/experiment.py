@@ -13,6 +13,7 @@ from __future__ import annotations
 import argparse
 import os
 import shutil
+import warnings
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
@@ -67,6 +68,13 @@ def build_args(conf: dict[str, Any], exp_dir: Path) -> argparse.Namespace:
     return args
 
 
+def check_new_experiment_dir(exp_dir: Path) -> None:
+    """Refuse to write over an experiment (its decodes and records would no longer match)."""
+    if (Path(exp_dir) / CONFIG).exists():
+        raise FileExistsError(f"{exp_dir} already holds an experiment ({CONFIG}); give a new "
+                              "folder")
+
+
 def write_experiment(exp_dir: Path, conf: dict[str, Any], weights: dict[str, torch.Tensor],
                      extra_files: dict[str, str] | None = None) -> Path:
     """An experiment dir from a training-style config and the model's complete state dict:
@@ -77,10 +85,9 @@ def write_experiment(exp_dir: Path, conf: dict[str, Any], weights: dict[str, tor
     from cvasr.training.task import CvasrASRTask
 
     exp_dir = Path(exp_dir)
+    check_new_experiment_dir(exp_dir)
     exp_dir.mkdir(parents=True, exist_ok=True)
     args = build_args(conf, exp_dir)
-    import warnings
-
     with warnings.catch_warnings():  # s3prl's positional conv uses the deprecated weight_norm
         warnings.filterwarnings("ignore", message=".*weight_norm.*", category=FutureWarning)
         model = CvasrASRTask.build_model(args)
@@ -171,8 +178,6 @@ def load_wav2vec2_experiment(exp_dir: Path, model_file: str | None = None) -> Wa
 
     from cvasr.models.ctc_model import IdentityEncoder
     from cvasr.training.task import CvasrASRTask
-
-    import warnings
 
     with warnings.catch_warnings():  # s3prl's positional conv uses the deprecated weight_norm
         warnings.filterwarnings("ignore", message=".*weight_norm.*", category=FutureWarning)

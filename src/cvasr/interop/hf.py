@@ -234,9 +234,10 @@ def _hf_tokens(path: Path, vocab_size: int, pad_token_id: int | None) -> tuple[l
 
 def import_hf(path: Path, exp_dir: Path) -> str:
     """A transformers Wav2Vec2ForCTC directory -> an experiment dir (see the module doc)."""
-    from cvasr.interop.experiment import write_experiment
+    from cvasr.interop.experiment import check_new_experiment_dir, write_experiment
     from cvasr.models import inline_upstream
 
+    check_new_experiment_dir(exp_dir)
     hf = load_hf(path, need_ctc_head=True)
     weight, bias = hf.lm_head
     id_to_token, tokenizer = _hf_tokens(path, weight.shape[0], hf.config.get("pad_token_id"))
