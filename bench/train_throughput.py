@@ -167,7 +167,12 @@ def hf_config(cfg: dict, vocab: int):
         mask_time_prob=0.05, ctc_loss_reduction="mean", pad_token_id=0)
 
 
-def run_seed_stack(clips, tokens: list[str], cfg: dict, args, group_by_length: bool) -> dict:
+def run_seed_stack(clips, tokens: list[str], cfg: dict, args, group_by_length: bool,
+                   script_defaults: bool = False) -> dict:
+    """The seed's stack over `clips` for args.epochs epochs. With `script_defaults` it saves and
+    logs as the seed's script did: transformers' TrainingArguments defaults (a checkpoint every
+    500 steps, a log line every 500, no evaluation), for end-to-end wall clock; else it neither
+    saves nor logs (the step alone)."""
     import torch
     from transformers import (Trainer, TrainerCallback, TrainingArguments, Wav2Vec2FeatureExtractor,
                               Wav2Vec2ForCTC)
@@ -213,8 +218,9 @@ def run_seed_stack(clips, tokens: list[str], cfg: dict, args, group_by_length: b
         def on_epoch_end(self, args_, state, control, **k):
             if args.device == "cuda":
                 torch.cuda.synchronize()
-            epochs.append({"epoch": len(epochs) + 1, "train_seconds": time.perf_counter() - self.start,
-                           "global_step": state.global_step})
+            now = time.perf_counter()
+            epochs.append({"epoch": len(epochs) + 1, "train_seconds": now - self.start,
+                           "global_step": state.global_step, "end": now})
 
     torch.manual_seed(0)
     model = Wav2Vec2ForCTC._from_config(hf_config(cfg, len(tokens)), attn_implementation="sdpa")
@@ -229,17 +235,23 @@ def run_seed_stack(clips, tokens: list[str], cfg: dict, args, group_by_length: b
         **grouping, output_dir=str(args.work / "hf"), per_device_train_batch_size=16,
         gradient_accumulation_steps=2, num_train_epochs=args.epochs, learning_rate=3e-4,
         warmup_steps=500, bf16=args.device == "cuda", use_cpu=args.device == "cpu",
-        save_strategy="no", report_to=[],
-        logging_strategy="no", disable_tqdm=True, remove_unused_columns=False, seed=0,
-        dataloader_num_workers=0)
+        report_to=[], disable_tqdm=True, remove_unused_columns=False, seed=0,
+        dataloader_num_workers=0,
+        **({} if script_defaults else {"save_strategy": "no", "logging_strategy": "no"}))
     if args.device == "cuda":
         torch.cuda.reset_peak_memory_stats()
     trainer = Trainer(model=model, args=targs, train_dataset=Clips(), data_collator=collate,
                       processing_class=extractor, callbacks=[Timer()])
+    started = time.perf_counter()
     trainer.train()
+    finished = time.perf_counter()
     peak = torch.cuda.max_memory_allocated() / 2**30 if args.device == "cuda" else float("nan")
+    for e in epochs:  # seconds from the start of train() (its set-up included in epoch 1)
+        e["end"] = round(e["end"] - started, 3)
     result = {"optimizer": str(targs.optim), "steps_per_epoch": epochs[0]["global_step"],
               "peak_mem_gib": round(peak, 2), "epochs": epochs,
+              "train_call_seconds": round(finished - started, 3),
+              "save_steps": targs.save_steps if script_defaults else None,
               "parameters_m": round(sum(p.numel() for p in model.parameters()) / 1e6, 1)}
     del trainer, model
     return result
@@ -501,7 +513,7 @@ def main() -> int:
     import torch
 
     from cvasr.text.tokens import read_token_list
-    from cvasr.training.stages import resolve_config
+    from cvasr.training.stages import resolve_config, schedule_from_data
     from cvasr.models.upstream import ARCHS, write_random_upstream
 
     if args.device == "cuda" and not torch.cuda.is_available():
@@ -516,6 +528,8 @@ def main() -> int:
     resolved = args.work / "config.resolved.yaml"
     resolve_config(CONFIG, str(upstream), args.work / "dl", resolved)
     paths = prepare(clips, args.work, resolved)
+    print(schedule_from_data(resolved, [paths["stats"] / "train" / "speech_shape",
+                                        paths["stats"] / "train" / "text_shape.char"]))
     tokens = read_token_list(paths["tokens"])
     cfg = ARCHS[args.arch]
     flops = flops_per_audio_second(cfg, mean_frames=float(durations.mean()) * 50)

@@ -108,48 +108,80 @@ def test_demo_training_learns_and_logs(demo_exp: Path) -> None:
     assert "cvasr_rng_states" in state and not list(exp.glob("*.partial"))
 
 
+def phase_values(log: Path) -> list[dict[str, dict[str, float]]]:
+    """Per epoch, the loss and error values of [train] and [valid] (times left out: they differ
+    from run to run)."""
+    rows = []
+    for line in log.read_text(encoding="utf-8").splitlines():
+        m = re.search(r"(\d+)epoch results: \[train\] (.*)\[valid\] (.*)", line)
+        if m:
+            rows.append({phase: {k: float(v) for k, v in re.findall(r"\b(\w+)=([0-9.e+-]+)\b", text)
+                                 if k.startswith(("loss", "cer", "wer"))}
+                         for phase, text in (("train", m.group(2)), ("valid", m.group(3)))})
+    return rows
+
+
+def _train_cmd(prepared: dict[str, Path], demo_stats: Path, exp: Path, *extra: str) -> list[str]:
+    return [sys.executable, "-m", "cvasr.cli", "train", "--dump-dir", str(prepared["dump"]),
+            "--token-list", str(prepared["tokens"]), "--config", str(DEMO_CONFIG), "--upstream",
+            "s3prl:mel", "--stats-dir", str(demo_stats), "--exp-dir", str(exp), "--",
+            "--num_workers", "0", "--batch_size", "2", "--keep_nbest_models", "2", *extra]
+
+
 @pytest.mark.slow
-def test_resume_after_kill_continues_the_same_run(demo_stats: Path,
-                                                  prepared: dict[str, Path]) -> None:
+def test_resume_after_kill_from_an_older_checkpoint_is_exact(demo_stats: Path,
+                                                             prepared: dict[str, Path]) -> None:
+    """Checkpoints every 2 epochs; killed in epoch 4, the run resumes from epoch 2's checkpoint,
+    trains epochs 3 and 4 again, and ends exactly where an uninterrupted run ends."""
+    every_2 = ["--checkpoint_every_minutes", "0", "--checkpoint_every_epochs", "2",
+               "--max_epoch", "4"]
+    reference = prepared["work"] / "exp_uninterrupted"
+    subprocess.run(_train_cmd(prepared, demo_stats, reference, *every_2), check=True,
+                   stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)
+
     exp = prepared["work"] / "exp_resume"
-    args = ["--dump-dir", str(prepared["dump"]), "--token-list", str(prepared["tokens"]),
-            "--config", str(DEMO_CONFIG), "--upstream", "s3prl:mel", "--stats-dir",
-            str(demo_stats), "--exp-dir", str(exp), "--", "--num_workers", "0",
-            "--batch_size", "2", "--max_epoch", "3"]  # small batches: an epoch lasts seconds
-    cmd = [sys.executable, "-m", "cvasr.cli", "train", *args]
+    cmd = _train_cmd(prepared, demo_stats, exp, *every_2)
     proc = subprocess.Popen(cmd, stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL,
                             start_new_session=True)
     deadline = time.monotonic() + 300
-    # Kill the whole process group with SIGKILL once epoch 2 is under way.
+    # Kill the whole process group with SIGKILL once epoch 4 is under way.
     while time.monotonic() < deadline:
         log = exp / "train.log"
-        if log.is_file() and "2/3epoch started" in log.read_text(encoding="utf-8"):
+        if log.is_file() and "4/4epoch started" in log.read_text(encoding="utf-8"):
             time.sleep(0.5)
             break
         time.sleep(0.1)
     else:
         proc.kill()
-        pytest.fail("training did not reach epoch 2")
+        pytest.fail("training did not reach epoch 4")
     os.killpg(proc.pid, signal.SIGKILL)
     proc.wait()
-    before = epoch_results(exp / "train.log")
-    assert len(before) == 1
-    assert not (exp / "2epoch.pth").exists()
+    assert len(phase_values(exp / "train.log")) == 3
+    state = torch.load(exp / "checkpoint.pth", weights_only=False)
+    assert state["reporter"]["epoch"] == 2  # epoch 3 ended without a checkpoint
+    assert not (exp / "images").exists()  # curves are drawn at the end, not every epoch
 
     subprocess.run(cmd, check=True, stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)
     log = (exp / "train.log").read_text(encoding="utf-8")
     assert "The training was resumed using" in log
-    after = epoch_results(exp / "train.log")
-    assert len(after) == 3  # epoch 1 from the first run, epochs 2 and 3 from the resumed one
-    assert after[0] == before[0]
-    state = torch.load(exp / "checkpoint.pth", weights_only=False)
-    reporter_epochs = [e for e in state["reporter"]["stats"]]
-    assert sorted(reporter_epochs) == [1, 2, 3]
+    values = phase_values(exp / "train.log")
+    assert len(values) == 5  # 1, 2, 3 of the killed run, 3 and 4 again
+    assert values[:3] + values[4:] == phase_values(reference / "train.log") == \
+        values[:2] + values[3:]
+    # the same n best epoch files and the same average as the uninterrupted run
+    files = sorted(p.name for p in exp.glob("*epoch.pth"))
+    assert files == sorted(p.name for p in reference.glob("*epoch.pth"))
+    assert 2 <= len(files) <= 3  # the 2 best, and the last if it is not among them
+    averaged = torch.load(exp / "valid.cer_ctc.ave.pth", weights_only=False)
+    expected = torch.load(reference / "valid.cer_ctc.ave.pth", weights_only=False)
+    assert averaged.keys() == expected.keys()
+    assert all(torch.equal(averaged[k], expected[k]) for k in averaged)
+    assert (exp / "images" / "loss.png").is_file() and not list(exp.glob("*.partial"))
 
     # A larger max_epoch on re-run extends the same experiment.
-    extended = [*cmd[:-2], "--max_epoch", "4"]
-    subprocess.run(extended, check=True, stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)
-    assert len(epoch_results(exp / "train.log")) == 4
+    subprocess.run([*cmd[:-2], "--max_epoch", "5"], check=True, stdout=subprocess.DEVNULL,
+                   stderr=subprocess.DEVNULL)
+    assert len(phase_values(exp / "train.log")) == 6
 
 
 @pytest.mark.slow
@@ -173,6 +205,11 @@ def test_xlsr_config_trains_with_frozen_feature_encoder(prepared: dict[str, Path
     assert torch.equal(trained[prefix + conv], initial[conv])  # frozen
     layer = "encoder.layers.0.fc1.weight"
     assert not torch.equal(trained[prefix + layer], initial[layer])  # trained
+    # the schedule computed from the data is what espnet2 ran with and recorded: 24 clips,
+    # 8 a batch, 1 epoch = 3 steps, inside the 500 warm-up steps
+    recorded = yaml.safe_load((exp / "config.yaml").read_text())["scheduler_conf"]
+    assert recorded["warmup_steps_list"] == [0, 3]
+    assert recorded["warmup_lr_list"] == pytest.approx([0.0, 3.0e-4 * 3 / 500])
 
 
 def test_xlsr_speedups_leave_the_demo_loss_curve_unchanged(prepared: dict[str, Path],
@@ -314,3 +351,30 @@ def test_transcribe_decodes_as_stage5_recorded_with_and_without_the_lm(
     finally:
         (demo_exp / "decoding.yaml").unlink()
     assert read_table(dump / "test" / "text")[utt]  # a real utterance with a reference
+
+
+@pytest.mark.parametrize("extra, steps, lrs", [
+    # 24 clips, 8 a batch: 3 batches an epoch
+    (["--max_epoch", "400", "--batch_size", "8"], [0, 500, 1200], [0.0, 3.0e-4, 0.0]),
+    # 1 optimizer step an epoch: 400 steps end inside the 500 warm-up steps, at 400/500 of the peak
+    (["--max_epoch", "400", "--batch_size", "8", "--accum_grad", "2"], [0, 400],
+     [0.0, 3.0e-4 * 400 / 500]),
+    (["--max_epoch", "10", "--batch_size", "5"], [0, 40], [0.0, 3.0e-4 * 40 / 500]),
+    (["--max_epoch", "400", "--num_iters_per_epoch", "7"], [0, 500, 2800], [0.0, 3.0e-4, 0.0]),
+])
+def test_schedule_from_the_data(tmp_path: Path, tiny_upstream: Path, extra: list[str],
+                                steps: list[int], lrs: list[float]) -> None:
+    from cvasr.training.stages import schedule_from_data
+
+    stats = tmp_path / "stats"
+    stats.mkdir()
+    (stats / "speech_shape").write_text("".join(f"u{i:02d} {16000 + 100 * i}\n" for i in range(24)))
+    (stats / "text_shape.char").write_text("".join(f"u{i:02d} {10 + i},40\n" for i in range(24)))
+    config = tmp_path / "xlsr.yaml"
+    resolve_config(XLSR_CONFIG, str(tiny_upstream), tmp_path, config)
+    line = schedule_from_data(config, [stats / "speech_shape", stats / "text_shape.char"], extra)
+    conf = yaml.safe_load(config.read_text())["scheduler_conf"]
+    assert conf["warmup_steps_list"] == steps and f"= {steps[-1]} steps" in line
+    assert conf["warmup_lr_list"] == pytest.approx(lrs)
+    # a config without `auto` is left as it is
+    assert schedule_from_data(config, [stats / "speech_shape", stats / "text_shape.char"]) is None

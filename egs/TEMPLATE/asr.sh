@@ -42,13 +42,15 @@ options=(stage stop_stage work_dir lang demo upstream_ckpt train_config decode_c
 
 . "${recipe_dir}/path.sh"
 # Defaults stated once, in the package (cvasr/defaults.py): max_drop, durations, token type, nbpe.
+_defaults=$(cvasr defaults) || { echo "$prog: 'cvasr defaults' failed (above): the package" \
+    "does not run in ${CVASR_PYTHON_ENV:-.venv}; run 'make setup'" >&2; exit 2; }
 while IFS='=' read -r _name _value; do
     case "$_name" in
         max_drop|min_duration|max_duration|token_type|nbpe|lm_order) printf -v "$_name" '%s' "$_value" ;;
         *) echo "$prog: unexpected default '$_name' from cvasr defaults" >&2; exit 2 ;;
     esac
-done < <(cvasr defaults)
-unset _name _value
+done <<< "$_defaults"
+unset _name _value _defaults
 
 print_help() {
     cat <<EOF

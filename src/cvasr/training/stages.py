@@ -16,6 +16,7 @@ import uuid
 from pathlib import Path
 from typing import Any, Sequence
 
+import numpy as np
 import yaml
 
 from cvasr.text.tokens import read_token_list
@@ -152,6 +153,68 @@ def check_resume_compatible(exp_dir: Path, token_list: Path) -> None:
                           "of that run, or another experiment dir")
 
 
+#: the value a config gives a scheduler step to have stage 4 compute it from the data
+SCHEDULE_FROM_DATA = "auto"
+
+
+def optimizer_steps(config: Path, shape_files: Sequence[Path], extra_args: Sequence[str] = ()
+                    ) -> tuple[int, int, int]:
+    """(optimizer steps an epoch, max_epoch, batches an epoch) as espnet2 will train with
+    `config` and `extra_args`: its own option parser and batch sampler count the batches, so
+    every batch type, --num_iters_per_epoch and --accum_grad count as in training."""
+    from espnet2.samplers.build_batch_sampler import build_batch_sampler
+
+    from cvasr.training.task import CvasrASRTask
+
+    args, _ = CvasrASRTask.get_parser().parse_known_args(["--config", str(config),
+                                                          *extra_args])
+    sampler = build_batch_sampler(
+        type=args.batch_type, shape_files=[str(p) for p in shape_files],
+        fold_lengths=args.fold_length, batch_size=args.batch_size, batch_bins=args.batch_bins,
+        sort_in_batch=args.sort_in_batch, sort_batch=args.sort_batch,
+        drop_last=args.drop_last_iter, min_batch_size=args.min_batch_size)
+    batches = len(list(sampler))
+    iterations = args.num_iters_per_epoch or batches
+    return max(1, iterations // max(1, args.accum_grad)), args.max_epoch, batches
+
+
+def schedule_from_data(config: Path, shape_files: Sequence[Path],
+                       extra_args: Sequence[str] = ()) -> str | None:
+    """Fill every `auto` step of `scheduler_conf.warmup_steps_list` in `config` (in place) with
+    the run's last optimizer step: steps an epoch x max_epoch, so a schedule that decays to the
+    end of training (the seed's) does so for any training set, batch size and epoch count.
+    Returns a line saying what it computed, or None when the config has no `auto`."""
+    config = Path(config)
+    conf = yaml.safe_load(config.read_text(encoding="utf-8")) or {}
+    steps_list = (conf.get("scheduler_conf") or {}).get("warmup_steps_list")
+    if not isinstance(steps_list, list) or SCHEDULE_FROM_DATA not in steps_list:
+        return None
+    per_epoch, max_epoch, batches = optimizer_steps(config, shape_files, extra_args)
+    total = per_epoch * max_epoch
+    lrs = conf["scheduler_conf"].get("warmup_lr_list")
+    filled = [total if s == SCHEDULE_FROM_DATA else s for s in steps_list]
+    if (not isinstance(lrs, list) or len(lrs) != len(filled)
+            or not all(isinstance(s, (int, float)) for s in filled)
+            or filled[:-1] != sorted(filled[:-1]) or filled[-1] != total):
+        raise ConfigError(f"{config}: scheduler_conf needs warmup_steps_list (rising step numbers, "
+                          f"the last one {SCHEDULE_FROM_DATA}) and warmup_lr_list of the same "
+                          f"length; got {steps_list} and {lrs}")
+    note = ""
+    if len(filled) > 1 and total <= filled[-2]:
+        # training ends before the schedule's last turn: the schedule up to `total`, as the
+        # seed's linear warm-up schedule behaves when warm-up outlasts training
+        steps = [s for s in filled[:-1] if s < total]
+        lr_at_end = float(np.interp(total, filled[:-1], lrs[:-1]))
+        filled, lrs = steps + [total], lrs[:len(steps)] + [lr_at_end]
+        conf["scheduler_conf"]["warmup_lr_list"] = lrs
+        note = " (training ends inside the warm-up: the schedule is cut there)"
+    conf["scheduler_conf"]["warmup_steps_list"] = filled
+    config.write_text(yaml.safe_dump(conf, sort_keys=False, allow_unicode=True), encoding="utf-8")
+    return (f"learning-rate schedule from the data: {batches} batches an epoch, {per_epoch} "
+            f"optimizer steps an epoch x {max_epoch} epochs = {total} steps; "
+            f"warmup_steps_list {filled}, warmup_lr_list {lrs}{note}")
+
+
 def train(dump_dir: Path, token_list: Path, stats_dir: Path, config: Path, exp_dir: Path,
           ngpu: int = 0, extra_args: Sequence[str] = (), train_split: str = "train",
           valid_split: str = "dev") -> None:
@@ -159,6 +222,11 @@ def train(dump_dir: Path, token_list: Path, stats_dir: Path, config: Path, exp_d
     exp_dir, stats_dir = Path(exp_dir), Path(stats_dir)
     check_resume_compatible(exp_dir, token_list)
     token_type = _token_type(token_list)
+    schedule = schedule_from_data(config, [stats_dir / "train" / "speech_shape",
+                                           stats_dir / "train" / f"text_shape.{token_type}"],
+                                  extra_args)
+    if schedule:
+        print(schedule, flush=True)
     args = [*_token_args(token_list), "--config", str(config), "--output_dir", str(exp_dir),
             "--resume", "true", "--ngpu", str(ngpu),
             *_data_args(dump_dir, train_split, "train"), *_data_args(dump_dir, valid_split, "valid"),

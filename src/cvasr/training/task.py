@@ -24,11 +24,14 @@ import dataclasses
 import logging
 import os
 import random
+from pathlib import Path
 from typing import Any
 
 import numpy as np
 import torch
 from espnet2.iterators.sequence_iter_factory import SequenceIterFactory
+from espnet2.train import trainer as trainer_module
+from espnet2.train.reporter import Reporter
 from espnet2.tasks.asr import ASRTask
 from espnet2.train.trainer import Trainer, TrainerOptions, autocast_args
 from espnet2.utils.build_dataclass import build_dataclass
@@ -39,6 +42,7 @@ from cvasr.models.frontend import Wav2Vec2S3prlFrontend
 from cvasr.speedups import sync_free_step
 from cvasr.speedups.persistent_loader import PersistentSequenceIterFactory
 from cvasr.speedups.regional_compile import compile_encoder_layers
+from cvasr.training.checkpoints import CHECKPOINT, EPOCH_FILE, EpochWriter, atomic_save
 
 RNG_KEY = "cvasr_rng_states"
 #: torch.compile modes --compile_mode accepts (no autotuning: compile time is paid every run)
@@ -67,6 +71,11 @@ class CvasrTrainerOptions(TrainerOptions):
     compile_mode: str = "default"
     compile_scope: str = "encoder"
     sync_free_step: bool = False
+    checkpoint_every_minutes: float = 5.0
+    checkpoint_every_epochs: int = 0
+    background_checkpoints: bool = True
+    plot_every_epochs: int = 0
+    empty_cache_between_phases: bool = True
 
 
 class SafeCheckpointTrainer(Trainer):
@@ -89,6 +98,24 @@ class SafeCheckpointTrainer(Trainer):
                             help="train with a loop that issues each step without waiting for "
                                  "the GPU (cvasr.speedups.sync_free_step); one process only, else "
                                  "espnet2's loop runs")
+        # between epochs (cvasr.training.checkpoints)
+        parser.add_argument("--checkpoint_every_minutes", type=float, default=5.0,
+                            help="write checkpoint.pth (what --resume continues from) when this "
+                                 "many minutes of training have passed since the last one, and "
+                                 "after the last epoch; 0 with --checkpoint_every_epochs 0: "
+                                 "every epoch")
+        parser.add_argument("--checkpoint_every_epochs", type=int, default=0,
+                            help="also write checkpoint.pth every this many epochs (0: off)")
+        parser.add_argument("--background_checkpoints", type=str2bool, default=True,
+                            help="write checkpoints from a device copy in a background thread "
+                                 "while training goes on")
+        parser.add_argument("--plot_every_epochs", type=int, default=0,
+                            help="draw the training curves (images/*.png) every this many "
+                                 "epochs; 0: once, at the end")
+        parser.add_argument("--empty_cache_between_phases", type=str2bool, default=True,
+                            help="espnet2 empties the CUDA cache before training, validation and "
+                                 "after them every epoch; false keeps the cached blocks, which "
+                                 "the next epoch would allocate again")
 
     @classmethod
     def build_options(cls, args: argparse.Namespace) -> CvasrTrainerOptions:
@@ -135,24 +162,65 @@ class SafeCheckpointTrainer(Trainer):
 
     @classmethod
     def run(cls, *args: Any, **kwargs: Any) -> None:
-        cls.prepare_model(kwargs["model"], kwargs["trainer_options"])
-        original_save = torch.save
+        """espnet2's run, with its between-epoch work routed through an EpochWriter: its
+        torch.save calls (checkpoint, epoch models, averages), its plots and its cache emptying
+        are intercepted for the run's duration (cvasr.training.checkpoints says why)."""
+        options = kwargs["trainer_options"]
+        cls.prepare_model(kwargs["model"], options)
+        keep = options.keep_nbest_models
+        writer = EpochWriter(
+            options.output_dir, options.max_epoch, options.best_model_criterion,
+            max(keep) if isinstance(keep, (list, tuple)) and keep else int(keep or 1),
+            every_minutes=getattr(options, "checkpoint_every_minutes", 0.0),
+            every_epochs=getattr(options, "checkpoint_every_epochs", 0),
+            background=getattr(options, "background_checkpoints", False),
+            save=torch.save, rng_states=_rng_states, rng_key=RNG_KEY)
+        if getattr(options, "resume", False):
+            writer.restore()
+        plot_every = getattr(options, "plot_every_epochs", 1)
+        originals = {"save": torch.save, "average": trainer_module.average_nbest_models,
+                     "plot": Reporter.matplotlib_plot, "empty_cache": torch.cuda.empty_cache}
+        plotted: dict[str, Any] = {}
 
-        def atomic_save(obj: Any, f: Any, *a: Any, **kw: Any) -> None:
+        def routed_save(obj: Any, f: Any, *a: Any, **kw: Any) -> None:
             if not isinstance(f, (str, os.PathLike)):
-                return original_save(obj, f, *a, **kw)
-            if os.path.basename(f) == "checkpoint.pth" and isinstance(obj, dict):
-                obj = {**obj, RNG_KEY: _rng_states()}
-            partial = f"{os.fspath(f)}.partial"
-            original_save(obj, partial, *a, **kw)
-            os.replace(partial, f)
+                return originals["save"](obj, f, *a, **kw)
+            name = os.path.basename(os.fspath(f))
+            epoch_file = EPOCH_FILE.fullmatch(name)
+            if name == CHECKPOINT and isinstance(obj, dict):
+                writer.on_checkpoint(obj)
+            elif epoch_file and isinstance(obj, dict):
+                writer.on_epoch_model(int(epoch_file.group(1)), obj)
+            else:  # the averaged models, written once at the end
+                atomic_save(lambda o, p: originals["save"](o, p, *a, **kw), obj, Path(f))
 
-        # Trainer.run saves with the module-level torch.save; route it through atomic_save.
-        torch.save = atomic_save
+        def average_after_flush(*a: Any, **kw: Any) -> None:
+            writer.flush()  # the epoch models it averages, on disk and complete
+            originals["average"](*a, **kw)
+
+        def plot_now_and_then(reporter: Reporter, output_dir: Any) -> None:
+            plotted.update(reporter=reporter, output_dir=output_dir)
+            if plot_every > 0 and reporter.get_epoch() % plot_every == 0:
+                originals["plot"](reporter, output_dir)
+                plotted["epoch"] = reporter.get_epoch()
+
+        # espnet2's Trainer.run calls these through module and class attributes
+        torch.save = routed_save
+        trainer_module.average_nbest_models = average_after_flush
+        Reporter.matplotlib_plot = plot_now_and_then
+        if not getattr(options, "empty_cache_between_phases", True):
+            torch.cuda.empty_cache = lambda: None
         try:
             super().run(*args, **kwargs)
+            reporter = plotted.get("reporter")
+            if reporter is not None and plotted.get("epoch") != reporter.get_epoch():
+                originals["plot"](reporter, plotted["output_dir"])
         finally:
-            torch.save = original_save
+            torch.save = originals["save"]
+            trainer_module.average_nbest_models = originals["average"]
+            Reporter.matplotlib_plot = originals["plot"]
+            torch.cuda.empty_cache = originals["empty_cache"]
+            writer.close()
 
     @staticmethod
     def resume(checkpoint, model, reporter, optimizers, schedulers, scaler, ngpu: int = 0,

@@ -1,0 +1,264 @@
+#!/usr/bin/env python3
+"""Stage 4 end to end: the wall clock of an epoch through run.sh, against espnet2's own train +
+valid time of it, and the seed's stack end to end on the same clips.
+
+(a) ours: egs/as_cv7/run.sh stages 0-4 with conf/train_xlsr300m_ctc.yaml as committed (options
+    after `--train-args` on top) on a synthetic Common Voice release: `--clips` training clips
+    with CV 7.0 Assamese's durations (noise with a slow envelope, random Assamese letters, as
+    bench/train_throughput.py makes them), XLS-R 300M's shape with random init, `--epochs`
+    epochs. From espnet2's train.log: the time between consecutive epochs' result lines
+    (`wall_s_per_epoch`: training, validation and everything done between epochs) and espnet2's
+    own train + valid time of each epoch (`train_s_per_epoch`), the first epoch left out
+    (cuDNN autotuning, compiling).
+(b) the same with espnet2's between-epoch behaviour, to see what (a) changed: checkpoint.pth
+    and the epoch model written every epoch before training goes on, the plots drawn every
+    epoch, the CUDA cache emptied between phases (`cvasr train`, what stage 4 runs, on (a)'s
+    data, `--baseline-epochs` epochs).
+(c) the seed's stack: transformers' Wav2Vec2ForCTC + Trainer with the seed's hyper-parameters
+    (bf16, 16 x 2, Adam 3e-4, 500 warm-up steps) and its script's defaults for saving and
+    evaluation (TrainingArguments': a checkpoint every 500 steps, no evaluation) on (a)'s training
+    clips, `--epochs` epochs: `seed_wall_s_per_epoch` from the epochs' end times, the first left
+    out.
+
+Prints a table and writes JSON (default bench/results/train_e2e.json). On the GPU machine:
+
+    bench/device_wheels.sh    # here, once: espnet and the rest as wheels in .whl/ (carry it)
+    python3 -m pip install -q --no-index --no-deps --no-compile --target /tmp/site .whl/*.whl
+    export PYTHONPATH=/tmp/site; python3 -m venv --system-site-packages /tmp/venv
+    printf '#!/bin/sh\nexec /tmp/venv/bin/python -m cvasr.cli "$@"\n' > /tmp/venv/bin/cvasr
+    chmod +x /tmp/venv/bin/cvasr; export CVASR_PYTHON_ENV=/tmp/venv
+    python3 bench/train_e2e.py --epochs 60 --out $OUT/train_e2e.json
+
+    python bench/train_e2e.py --device cpu --arch tiny --clips 24 --epochs 3   # smoke run
+"""
+
+from __future__ import annotations
+
+import argparse
+import datetime
+import json
+import os
+import platform
+import re
+import shlex
+import subprocess
+import sys
+import time
+from pathlib import Path
+
+import numpy as np
+
+sys.path.insert(0, str(Path(__file__).resolve().parent))
+from train_throughput import RATE, git_revision, run_seed_stack, synth_clips  # noqa: E402
+
+REPO = Path(__file__).resolve().parents[1]
+RECIPE = REPO / "egs" / "as_cv7"
+CONFIG = RECIPE / "conf" / "train_xlsr300m_ctc.yaml"
+#: espnet2's behaviour between epochs, in our options (row b)
+ESPNET2_BETWEEN_EPOCHS = ["--checkpoint_every_minutes", "0", "--checkpoint_every_epochs", "0",
+                          "--background_checkpoints", "false", "--plot_every_epochs", "1",
+                          "--empty_cache_between_phases", "true"]
+#: what a CPU smoke run needs on top of the GPU config
+CPU_OPTIONS = ["--use_amp", "false", "--optim_conf", "fused=false", "--cudnn_benchmark", "false",
+               "--num_workers", "0"]
+_STAMP = re.compile(r"(\d{4}-\d\d-\d\d \d\d:\d\d:\d\d,\d{3}) \(trainer:\d+\) INFO: "
+                    r"(\d+)epoch results: \[train\] (.*)\[valid\] (.*)")
+
+
+def write_release(root: Path, clips: list[tuple[str, np.ndarray, str]], n_dev: int) -> None:
+    """A Common Voice 7.0-layout release of the clips (16 kHz wav: the recipe takes any rate):
+    the last `n_dev` for dev and test, the rest for train."""
+    import soundfile as sf
+
+    from cvasr.corpora.commonvoice import CV7_HEADER, SPLIT_FILES
+
+    (root / "clips").mkdir(parents=True, exist_ok=True)
+    rows = []
+    for utt, wav, text in clips:
+        name = f"{utt}.wav"
+        if not (root / "clips" / name).is_file():
+            sf.write(root / "clips" / name, wav, RATE, subtype="PCM_16")
+        rows.append([utt.split("-")[0], name, text, "2", "0", "", "", "", "as", ""])
+    parts = {"train": rows[:-n_dev], "dev": rows[-n_dev:], "test": rows[-n_dev:],
+             "validated": rows, "invalidated": [], "other": []}
+    for split, part in parts.items():
+        lines = ["\t".join(CV7_HEADER)] + ["\t".join(r) for r in part]
+        (root / SPLIT_FILES[split]).write_text("\n".join(lines) + "\n", encoding="utf-8")
+
+
+def _seconds(text: str) -> float:
+    """espnet2's humanfriendly durations: '7.41 seconds', '1 minute and 22.46 seconds'."""
+    m = re.match(r"(?:(\d+) minutes? and )?([0-9.]+) seconds", text)
+    if not m:
+        raise ValueError(f"cannot read a duration from {text!r}")
+    return 60 * int(m.group(1) or 0) + float(m.group(2))
+
+
+def espnet2_epochs(train_log: Path) -> list[dict]:
+    """Per epoch: when espnet2 logged its results, and its train and valid seconds."""
+    rows = []
+    for line in train_log.read_text(encoding="utf-8").splitlines():
+        m = _STAMP.search(line)
+        if not m:
+            continue
+        when = datetime.datetime.strptime(m.group(1), "%Y-%m-%d %H:%M:%S,%f").timestamp()
+        times = [re.search(r"(?:^|, )time=(.*?seconds)", part) for part in m.groups()[2:]]
+        rows.append({"epoch": int(m.group(2)), "logged_at": when,
+                     "train_seconds": _seconds(times[0].group(1)),
+                     "valid_seconds": _seconds(times[1].group(1)) if times[1] else 0.0})
+    return rows
+
+
+def per_epoch(rows: list[dict]) -> dict:
+    """wall_s_per_epoch and train_s_per_epoch over epochs 2.. (see the module docstring)."""
+    if len(rows) < 3:
+        raise ValueError(f"need at least 3 epochs to time, got {len(rows)}")
+    timed = rows[1:]
+    wall = (rows[-1]["logged_at"] - rows[0]["logged_at"]) / (len(rows) - 1)
+    train = float(np.mean([r["train_seconds"] + r["valid_seconds"] for r in timed]))
+    return {"epochs": len(rows), "epochs_timed": len(timed), "wall_s_per_epoch": round(wall, 3),
+            "train_s_per_epoch": round(train, 3),
+            "wall_over_train": round(wall / train, 3),
+            "first_epoch_wall_s": None}
+
+
+def run(cmd: list[str], log: Path, env: dict | None = None) -> float:
+    """Run `cmd`, its output to `log`; the wall seconds it took."""
+    start = time.perf_counter()
+    with open(log, "a", encoding="utf-8") as out:
+        out.write(f"# {shlex.join(cmd)}\n")
+        out.flush()
+        status = subprocess.run(cmd, stdout=out, stderr=subprocess.STDOUT, env=env).returncode
+    if status != 0:
+        tail = "".join(log.read_text(encoding="utf-8", errors="replace").splitlines(True)[-30:])
+        raise RuntimeError(f"{cmd[0]} failed ({status}); the end of {log}:\n{tail}")
+    return time.perf_counter() - start
+
+
+def main() -> int:
+    parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
+    parser.add_argument("--device", choices=["cuda", "cpu"], default="cuda")
+    parser.add_argument("--arch", default="xls_r_300m", help="cvasr make-upstream architecture")
+    parser.add_argument("--clips", type=int, default=560, help="training clips (the demo's 560)")
+    parser.add_argument("--dev-clips", type=int, default=80)
+    parser.add_argument("--epochs", type=int, default=60)
+    parser.add_argument("--baseline-epochs", type=int, default=12)
+    parser.add_argument("--only", nargs="*", default=["ours", "baseline", "seed"],
+                        help="which of ours, baseline, seed to run")
+    parser.add_argument("--train-args", default="", help="espnet2 options on top of the config")
+    parser.add_argument("--nj", type=int, default=os.cpu_count() or 2)
+    parser.add_argument("--work", type=Path, default=Path("/tmp/cvasr-bench-e2e"))
+    parser.add_argument("--out", type=Path, default=REPO / "bench" / "results" / "train_e2e.json")
+    args = parser.parse_args()
+
+    import torch
+
+    from cvasr.models.upstream import write_random_upstream
+    from cvasr.text.tokens import read_token_list
+
+    if args.device == "cuda" and not torch.cuda.is_available():
+        parser.error("no CUDA device: use --device cpu --arch tiny for a smoke run")
+    args.work.mkdir(parents=True, exist_ok=True)
+    log = args.work / "bench.log"
+    clips = synth_clips(args.clips + args.dev_clips)
+    release = args.work / "release" / "as"
+    write_release(release, clips, args.dev_clips)
+    train_clips = clips[:-args.dev_clips]
+    audio_per_epoch = sum(len(w) for _, w, _ in train_clips) / RATE
+    upstream = args.work / f"{args.arch}_random.pt"
+    if not upstream.is_file():
+        write_random_upstream(args.arch, upstream)
+    extra = args.train_args.split() + (CPU_OPTIONS if args.device == "cpu" else [])
+    work = args.work / "recipe"
+    gpu = torch.cuda.get_device_name(0) if args.device == "cuda" else platform.processor() or "cpu"
+    result: dict = {"benchmark": "train_e2e", "git_revision": git_revision(), "gpu": gpu,
+                    "torch": torch.__version__, "python": platform.python_version(),
+                    "config": CONFIG.name, "arch": args.arch, "clips": len(train_clips),
+                    "audio_seconds_per_epoch": round(audio_per_epoch, 1),
+                    "train_args": extra, "runs": {}}
+
+    def save() -> None:
+        args.out.parent.mkdir(parents=True, exist_ok=True)
+        args.out.write_text(json.dumps(result, indent=2) + "\n")
+
+    recipe_cmd = [str(RECIPE / "run.sh"), "--cv_root", str(release), "--upstream_ckpt",
+                  str(upstream), "--work_dir", str(work), "--ngpu",
+                  "1" if args.device == "cuda" else "0", "--use_lm", "false", "--nj",
+                  str(args.nj)]
+    exp = work / "exp" / "asr_train_xlsr300m_ctc_char"
+    if "ours" in args.only:
+        print(f"(a) ours: run.sh stages 0-3, then stage 4 for {args.epochs} epochs", flush=True)
+        run([*recipe_cmd, "--stop-stage", "3"], log)
+        stage4 = run([*recipe_cmd, "--stage", "4", "--stop-stage", "4", "--train_args",
+                      " ".join(["--max_epoch", str(args.epochs), *extra])], log)
+        rows = espnet2_epochs(exp / "train.log")
+        ours = per_epoch(rows)
+        ours.update(stage4_wall_s=round(stage4, 1),
+                    first_epoch_wall_s=round(rows[0]["train_seconds"] + rows[0]["valid_seconds"], 1),
+                    checkpoints=sorted(p.name for p in exp.glob("*.pth")), epochs_log=rows)
+        result["runs"]["ours"] = ours
+        save()
+        print(f"  wall {ours['wall_s_per_epoch']} s an epoch, espnet2's train+valid "
+              f"{ours['train_s_per_epoch']} s ({ours['wall_over_train']}x)", flush=True)
+    if "baseline" in args.only:
+        print(f"(b) espnet2's between-epoch behaviour, {args.baseline_epochs} epochs", flush=True)
+        base_exp = work / "exp" / "baseline_espnet2_between_epochs"
+        resolved = exp / "train_config.resolved.yaml"
+        cmd = ["cvasr", "train", "--dump-dir", str(work / "dump"), "--token-list",
+               str(work / "data" / "token_list" / "char" / "tokens.txt"), "--config", str(CONFIG),
+               "--upstream", str(upstream), "--stats-dir", str(work / "exp" / "asr_stats_char"),
+               "--exp-dir", str(base_exp), "--ngpu", "1" if args.device == "cuda" else "0",
+               "--", "--max_epoch", str(args.baseline_epochs), *extra, *ESPNET2_BETWEEN_EPOCHS]
+        assert resolved.exists() or "ours" not in args.only
+        run(cmd, log)
+        rows = espnet2_epochs(base_exp / "train.log")
+        base = per_epoch(rows)
+        base.update(epochs_log=rows)
+        result["runs"]["baseline_espnet2_between_epochs"] = base
+        save()
+        print(f"  wall {base['wall_s_per_epoch']} s an epoch, espnet2's train+valid "
+              f"{base['train_s_per_epoch']} s ({base['wall_over_train']}x)", flush=True)
+    if "seed" in args.only:
+        print(f"(c) the seed's stack, {args.epochs} epochs, saving as its script did", flush=True)
+        tokens = read_token_list(work / "data" / "token_list" / "char" / "tokens.txt")
+        from cvasr.models.upstream import ARCHS
+
+        seed_args = argparse.Namespace(device=args.device, epochs=args.epochs,
+                                       work=args.work / "seed")
+        seed = run_seed_stack(train_clips, tokens, ARCHS[args.arch], seed_args,
+                              group_by_length=False, script_defaults=True)
+        ends = [e["end"] for e in seed["epochs"]]
+        seed["wall_s_per_epoch"] = round((ends[-1] - ends[0]) / (len(ends) - 1), 3)
+        seed["first_epoch_wall_s"] = round(ends[0], 1)
+        result["runs"]["seed"] = seed
+        save()
+        print(f"  wall {seed['wall_s_per_epoch']} s an epoch", flush=True)
+
+    runs = result["runs"]
+    if "ours" in runs and "seed" in runs:
+        result["seed_wall_s_per_epoch"] = runs["seed"]["wall_s_per_epoch"]
+        result["wall_s_per_epoch"] = runs["ours"]["wall_s_per_epoch"]
+        result["train_s_per_epoch"] = runs["ours"]["train_s_per_epoch"]
+        result["speedup_end_to_end"] = round(runs["seed"]["wall_s_per_epoch"]
+                                             / runs["ours"]["wall_s_per_epoch"], 2)
+    save()
+    print(f"\n{args.arch}, {len(train_clips)} clips ({audio_per_epoch:.0f} audio-s an epoch), "
+          f"{gpu}, torch {torch.__version__}; the first epoch of each run not timed")
+    print(f"| {'run':<52} | {'epochs':>6} | {'wall s/epoch':>12} | {'train+valid s':>13} |")
+    print(f"|{'-' * 54}|{'-' * 8}|{'-' * 14}|{'-' * 15}|")
+    labels = {"ours": "(a) ours, committed config, through run.sh",
+              "baseline_espnet2_between_epochs": "(b) ours, espnet2's between-epoch behaviour",
+              "seed": "(c) seed's stack, its script's saving defaults"}
+    for name, r in runs.items():
+        train = f"{r['train_s_per_epoch']:13.3f}" if "train_s_per_epoch" in r else f"{'-':>13}"
+        print(f"| {labels[name]:<52} | {len(r.get('epochs_log', r.get('epochs', []))):>6} | "
+              f"{r['wall_s_per_epoch']:12.3f} | {train} |")
+    if "speedup_end_to_end" in result:
+        print(f"end to end: {result['speedup_end_to_end']}x the seed's stack; ours wall/train "
+              f"{runs['ours']['wall_over_train']}x")
+    print(f"saved {args.out}")
+    return 0
+
+
+if __name__ == "__main__":
+    sys.exit(main())

@@ -1,0 +1,87 @@
+"""Stage 4's between-epoch writes (cvasr.training.checkpoints): when a checkpoint is due, which
+epoch model files exist, and that a checkpoint on disk always has the epoch files it names."""
+
+from __future__ import annotations
+
+from pathlib import Path
+
+import pytest
+import torch
+
+from cvasr.training.checkpoints import EpochWriter, nbest_epochs
+
+CRITERIA = [["valid", "cer_ctc", "min"]]
+
+
+def reporter_state(cers: list[float]) -> dict:
+    """espnet2's Reporter.state_dict() after len(cers) epochs of these validation CERs."""
+    return {"epoch": len(cers),
+            "stats": {e: {"valid": {"cer_ctc": c}, "train": {"loss": 1.0}}
+                      for e, c in enumerate(cers, start=1)}}
+
+
+def test_nbest_epochs_is_espnet2s_choice() -> None:
+    state = reporter_state([0.9, 0.5, 0.7, 0.4, 0.8])
+    assert nbest_epochs(state, CRITERIA, 2) == {4, 2}
+    assert nbest_epochs(state, [["valid", "acc", "max"]], 2) == set()  # not reported: ignored
+
+
+@pytest.mark.parametrize("minutes, epochs, due", [
+    (0.0, 0, [1, 2, 3, 4, 5, 6]),  # espnet2's way: every epoch
+    (0.0, 2, [2, 4, 6]),
+    (60.0, 0, [6]),  # an hour: only the last epoch (6 is max_epoch)
+    (60.0, 4, [4, 6]),
+])
+def test_checkpoint_due(minutes: float, epochs: int, due: list[int], tmp_path: Path) -> None:
+    writer = EpochWriter(tmp_path, max_epoch=6, criteria=CRITERIA, keep_nbest=2,
+                         every_minutes=minutes, every_epochs=epochs, background=False)
+    assert [e for e in range(1, 7) if writer.checkpoint_due(e)] == due
+
+
+@pytest.mark.parametrize("background", [False, True])
+def test_epoch_files_follow_the_nbest_and_the_checkpoints(tmp_path: Path,
+                                                          background: bool) -> None:
+    cers = [0.9, 0.5, 0.7, 0.4, 0.8, 0.6]
+    writer = EpochWriter(tmp_path, max_epoch=6, criteria=CRITERIA, keep_nbest=2,
+                         every_epochs=3, background=background,
+                         rng_states=lambda: {"seed": 7}, rng_key="rng")
+    on_disk = {}
+    for epoch in range(1, 7):
+        weights = {"w": torch.full((3,), float(epoch))}
+        # espnet2's order: checkpoint.pth, then {epoch}epoch.pth, then it removes the epoch
+        # files that left the n best
+        writer.on_checkpoint({"model": weights, "reporter": reporter_state(cers[:epoch])})
+        weights["w"] += 100  # training goes on: what was handed over must not change
+        writer.on_epoch_model(epoch, {"w": torch.full((3,), float(epoch))})
+        writer.wait()
+        wanted = nbest_epochs(reporter_state(cers[:epoch]), CRITERIA, 2)
+        for e in range(1, epoch):
+            if e not in wanted:
+                (tmp_path / f"{e}epoch.pth").unlink(missing_ok=True)
+        on_disk[epoch] = sorted(int(p.name.split("epoch")[0]) for p in tmp_path.glob("*epoch.pth"))
+        if (tmp_path / "checkpoint.pth").exists():
+            state = torch.load(tmp_path / "checkpoint.pth", weights_only=False)
+            # the checkpoint's n best are on disk with it, whatever espnet2 deleted since
+            named = nbest_epochs(state["reporter"], CRITERIA, 2)
+            kept = {int(p.name.split("epoch")[0]) for p in (tmp_path / "checkpoint_models").iterdir()}
+            assert named <= kept, (epoch, named, kept)
+    writer.flush()
+    writer.close()
+    assert on_disk == {1: [], 2: [], 3: [2, 3], 4: [2], 5: [2], 6: [2, 4, 6]}
+    state = torch.load(tmp_path / "checkpoint.pth", weights_only=False)
+    assert state["reporter"]["epoch"] == 6 and state["rng"] == {"seed": 7}
+    assert torch.equal(state["model"]["w"], torch.full((3,), 6.0))  # the copy, not the +100
+    assert torch.equal(torch.load(tmp_path / "4epoch.pth")["w"], torch.full((3,), 4.0))
+    assert writer.checkpoints_written == 2 and not list(tmp_path.glob("*.partial"))
+    assert sorted(p.name for p in (tmp_path / "checkpoint_models").iterdir()) == [
+        "2epoch.pth", "4epoch.pth", "6epoch.pth"]
+    assert (tmp_path / "4epoch.pth").stat().st_ino == \
+        (tmp_path / "checkpoint_models" / "4epoch.pth").stat().st_ino  # a link, not a copy
+
+    # a resumed run gets the checkpoint's epoch models back where espnet2 reads them
+    for name in ("2epoch.pth", "4epoch.pth"):
+        (tmp_path / name).unlink()
+    again = EpochWriter(tmp_path, max_epoch=8, criteria=CRITERIA, keep_nbest=2,
+                        background=False)
+    assert again.restore() == [2, 4]
+    assert torch.equal(torch.load(tmp_path / "2epoch.pth")["w"], torch.full((3,), 2.0))
