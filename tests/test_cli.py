@@ -13,7 +13,8 @@ from cvasr.cli import build_parser, main
 SUBCOMMANDS = ["demo-corpus", "make-upstream", "check-release", "extract-release",
                "check-upstream", "fetch-upstream", "prepare-data", "dump", "validate-data-dir",
                "make-tokens", "collect-stats", "train", "decode", "transcribe", "results", "score",
-               "defaults", "tune-lm", "make-lm"]
+               "defaults", "tune-lm", "make-lm", "import-hf", "import-hf-upstream", "export-hf",
+               "export-onnx", "export-espnet"]
 
 
 def test_help_lists_every_subcommand() -> None:

@@ -129,3 +129,31 @@ def test_conv_feature_cache_stops_growing_at_its_limit(tiny_upstream: Path) -> N
         ours(torch.randn(2, 8000) * 3000, torch.tensor([8000, 6000]))
     assert list(ours._cache) == ["a"]
     assert ours._cache_bytes == ours._cache["a"].numel() * ours._cache["a"].element_size()
+
+
+def test_decoding_a_batch_gives_each_clip_its_frames_alone(tiny_upstream: Path) -> None:
+    """s3prl gives a clip ceil(N / 320) frames, one or two past the encoder's; in a padded batch
+    those are padding outputs. With batch_as_alone (as the decoder runs it) each clip gets the
+    frames it gets alone: copies of its last frame."""
+    _, ours = _pair(tiny_upstream)
+    lengths = [16000, 12345, 9000]
+    gen = torch.Generator().manual_seed(7)
+    batch = torch.zeros(len(lengths), max(lengths))
+    for b, n in enumerate(lengths):
+        batch[b, :n] = torch.randn(n, generator=gen) * 3000
+    lens = torch.tensor(lengths)
+    with torch.no_grad():
+        alone = [ours(batch[b:b + 1, :n], lens[b:b + 1])[0][0] for b, n in enumerate(lengths)]
+        plain, feats_lens = ours(batch, lens)
+        ours.batch_as_alone = True
+        fixed, fixed_lens = ours(batch, lens)
+    assert torch.equal(fixed_lens, feats_lens)
+    conv_frames = [(n - 400) // 320 + 1 for n in lengths]
+    for b, n in enumerate(feats_lens.tolist()):
+        assert alone[b].shape[0] == n
+        torch.testing.assert_close(fixed[b, :n], alone[b], rtol=1e-4, atol=1e-4)
+        # without it, only the encoder's frames are the clip's own
+        torch.testing.assert_close(plain[b, :conv_frames[b]], alone[b][:conv_frames[b]],
+                                   rtol=1e-4, atol=1e-4)
+    assert not torch.allclose(plain[2, conv_frames[2]:feats_lens[2]],
+                              alone[2][conv_frames[2]:], atol=1e-2)

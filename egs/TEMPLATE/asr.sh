@@ -25,7 +25,7 @@ stop_stage=5            # last stage to run
 work_dir=${recipe_dir}  # where data/, dump/, exp/ and RESULTS.md go
 lang=                   # Common Voice language code (run.sh sets the recipe's)
 demo=false              # true: the corpus's demo data (local/data.sh) + tiny model, runs on CPU
-upstream_ckpt=          # local XLS-R checkpoint (s3prl or fairseq format); unset: s3prl downloads
+upstream_ckpt=          # local XLS-R checkpoint (s3prl or fairseq format, or a transformers dir); unset: s3prl downloads
 train_config=           # default: conf/train_xlsr300m_ctc.yaml (conf/train_demo_ctc.yaml with --demo)
 decode_config=          # default: conf/decode_ctc.yaml
 ngpu=1                  # GPUs for training (0: CPU)
@@ -40,10 +40,11 @@ asr_tag=                # the experiment is exp/asr_<tag> (default: <train confi
 use_lm=true             # stage 3 builds the word n-gram LM, stage 5 decodes with it too
 lm_order=               # its order
 lm_text=                # extra LM text (one sentence a line, raw or normalised)
+asr_exp=                # experiment dir for stage 5 (e.g. from cvasr import-hf); default: stage 4's
 
 options=(stage stop_stage work_dir lang demo upstream_ckpt train_config decode_config ngpu nj
          max_drop min_duration max_duration token_type nbpe train_args asr_tag use_lm lm_order
-         lm_text)
+         lm_text asr_exp)
 
 . "${recipe_dir}/path.sh"
 . "${recipe_dir}/utils/console.sh"
@@ -67,7 +68,8 @@ Usage: $prog [--name value ...]   (--stop-stage and --stop_stage are the same)
   --work_dir DIR       outputs: data/ dump/ exp/ RESULTS.md (default: ${recipe_dir})
   --lang CODE          Common Voice language code${lang:+ (default: ${lang})}; picks the text normaliser
   --demo true          the corpus's demo data and a tiny model, on CPU
-  --upstream_ckpt PATH local wav2vec 2.0 / XLS-R checkpoint; unset: s3prl downloads xls_r_300m
+  --upstream_ckpt PATH local wav2vec 2.0 / XLS-R checkpoint (or transformers directory);
+                       unset: s3prl downloads xls_r_300m
   --train_config FILE  --decode_config FILE   YAML (defaults in conf/)
   --ngpu N             GPUs for training (default ${ngpu})   --nj N  parallel CPU jobs (default ${nj})
   --max_drop F         share of a split stages 1-2 may drop for bad input (default ${max_drop})
@@ -78,6 +80,8 @@ Usage: $prog [--name value ...]   (--stop-stage and --stop_stage are the same)
   --use_lm true|false  word n-gram LM in stage 3, decoding with it in stage 5 (default ${use_lm})
   --lm_order N         its order (default ${lm_order})
   --lm_text FILE       extra LM text, one sentence a line (dev/test sentences are removed)
+  --asr_exp DIR        the experiment stage 5 decodes (e.g. from cvasr import-hf); default:
+                       stage 4's exp/asr_<train config>_<token type>
 EOF
     "${recipe_dir}/local/data.sh" --help | sed -n '/^Corpus options/,$p'
 }
@@ -228,6 +232,11 @@ stage0() {
     if [ -n "$upstream_ckpt" ]; then
         cvasr check-upstream "$upstream_ckpt"
         upstream=$(cd "$(dirname "$upstream_ckpt")" && pwd)/$(basename "$upstream_ckpt")
+        if [ -d "$upstream" ]; then  # a transformers directory, converted to s3prl's format
+            local converted=${work_dir}/downloads/upstream/$(basename "$upstream").s3prl.pt
+            cvasr import-hf-upstream --model "$upstream" --out "$converted"
+            upstream=$converted
+        fi
     elif [ "$demo" = true ]; then
         upstream=${work_dir}/downloads/upstream/wav2vec2_tiny_random.pt
         [ -f "$upstream" ] || cvasr make-upstream --arch tiny --out "$upstream"
@@ -278,7 +287,14 @@ stage3() {
 }
 
 # ---- stage 4: training (espnet2; resumes from the experiment's checkpoint) ----------------------
-asr_exp=${exp_dir}/asr_${asr_tag:-$(basename "${train_config%.*}")_${token_type}}
+asr_exp_given=$asr_exp
+if [ -n "$asr_exp" ]; then
+    [ -d "$asr_exp" ] || die "--asr_exp $asr_exp does not exist"
+    (( stage > 4 || stop_stage < 4 )) || die "--asr_exp names an experiment to decode (stage 5); stage 4 trains into exp/asr_<config>_<token type> (or exp/asr_<tag> with --asr_tag): give --asr_exp with --stage 5"
+    asr_exp=$(cd "$asr_exp" && pwd)
+else
+    asr_exp=${exp_dir}/asr_${asr_tag:-$(basename "${train_config%.*}")_${token_type}}
+fi
 
 stage4() {
     local extra=() words=()
@@ -349,7 +365,7 @@ stats_signature="dump=$(record_of 2) token_type=${token_type} nbpe=${nbpe} confi
 lm_signature="use_lm=${use_lm} lm_order=${lm_order} lm_text=${lm_text}:$(file_stamp "$lm_text")"
 run_stage 3 "${stats_signature} ${lm_signature}" stage3
 run_stage 4 "stats=${stats_signature} config=$(file_digest "$train_config") ngpu=${ngpu} train_args=${train_args} exp=${asr_exp}" stage4
-run_stage 5 "train=$(record_of 4) ${lm_signature} lm_built=$(record_of 3 | md5sum | cut -c1-8) decode=$(file_digest "$decode_config") lang=${lang}" stage5
+run_stage 5 "train=$(record_of 4)${asr_exp_given:+ exp=${asr_exp}} ${lm_signature} lm_built=$(record_of 3 | md5sum | cut -c1-8) decode=$(file_digest "$decode_config") lang=${lang}" stage5
 
 if (( stop_stage < 5 )); then
     next=$((stop_stage + 1))

@@ -7,3 +7,8 @@ __version__ = "0.1.0"
 # Before anything imports espnet2: g2p_en's nltk downloads at import (cvasr.offline).
 defer_network_imports()
 
+# Our experiments name a frontend, encoder and model of ours: make them known to stock espnet2
+# (Speech2Text and the like) as soon as it loads its ASR task, without importing espnet2 here.
+from cvasr.models.espnet_choices import register_when_espnet2_loads as _register  # noqa: E402
+
+_register()

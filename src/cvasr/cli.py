@@ -58,6 +58,11 @@ def _extract_release(args: argparse.Namespace) -> int:
 
 
 def _check_upstream(args: argparse.Namespace) -> int:
+    if args.path.is_dir():  # a transformers directory: stage 0 converts it
+        from cvasr.interop.hf import describe_hf_upstream
+
+        say(describe_hf_upstream(args.path))
+        return 0
     from cvasr.models.upstream import inspect_upstream
 
     say(inspect_upstream(args.path).describe())
@@ -323,7 +328,8 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--lang", required=True, help="language code of the release (e.g. as)")
 
     p = add("check-upstream", _check_upstream,
-            "Check that a file is a wav2vec 2.0 checkpoint s3prl can load (s3prl or fairseq format).")
+            "Check that a file is a wav2vec 2.0 checkpoint s3prl can load (s3prl or fairseq "
+            "format), or a directory a transformers wav2vec 2.0 that stage 0 converts.")
     p.add_argument("path", type=Path)
 
     p = add("fetch-upstream", _fetch_upstream,
@@ -495,6 +501,10 @@ def build_parser() -> argparse.ArgumentParser:
                    help="python: built-in, identical counts; sclite: run the real binary (sctk)")
     p.add_argument("--label", default="",
                    help="what was scored, printed before the error rate (e.g. 'test')")
+
+    from cvasr.interop.commands import add_commands
+
+    add_commands(add)  # import-hf, import-hf-upstream, export-hf, export-onnx, export-espnet
     return parser
 
 

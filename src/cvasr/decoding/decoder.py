@@ -146,6 +146,8 @@ class CTCDecoder:
         model, args = CvasrASRTask.build_model_from_file(exp_dir / "config.yaml", exp_dir / name,
                                                          self.device)
         self.model = model.eval()
+        if hasattr(model.frontend, "batch_as_alone"):  # batching changes no hypothesis
+            model.frontend.batch_as_alone = True
         self.model_file = exp_dir / name
         bpe = args.bpemodel if getattr(args, "token_type", "char") == "bpe" else None
         self.tokens = Tokens(list(args.token_list), bpe)

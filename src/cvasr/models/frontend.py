@@ -38,6 +38,8 @@ import torch
 import torch.nn.functional as F
 from espnet2.asr.frontend.s3prl import S3prlFrontend
 
+from cvasr.models import inline_upstream
+
 #: s3prl.nn.upstream pads batches shorter than this many samples (MIN_SECOND x 16 kHz).
 MIN_SAMPLES = 800
 #: wav2vec 2.0's feature encoder turns 320 samples into one frame.
@@ -55,11 +57,29 @@ def _to_device_async(values: list[int], device: torch.device) -> torch.Tensor:
     return host.pin_memory().to(device, non_blocking=True)
 
 
+def repeat_last_valid_frame(feats: torch.Tensor, frames: list[int]) -> torch.Tensor:
+    """Each clip's frames past its encoder frames (`frames`) as copies of its last one.
+
+    Why: s3prl gives a clip of N samples ceil(N / 320) frames, one or two more than the
+    convolutional encoder makes; alone, a clip gets copies of its last frame there, but in a
+    padded batch those frames are the transformer's output at padding positions, unrelated to
+    the clip, and a decoder reads them as the clip's last frames (a stray token at the end of a
+    transcript). With `batch_as_alone` (the decoder sets it) every clip then gets in evaluation
+    what it gets alone, so batching changes no hypothesis; training and espnet2's validation
+    keep the numbers of espnet2's own frontend.
+    """
+    total = feats.size(1)
+    last = torch.tensor([min(n, total) - 1 for n in frames], device=feats.device)
+    index = torch.minimum(torch.arange(total, device=feats.device)[None, :], last[:, None])
+    return feats.gather(1, index[..., None].expand(-1, -1, feats.size(2)))
+
+
 class Wav2Vec2S3prlFrontend(S3prlFrontend):
     """S3prlFrontend whose last-layer path for s3prl's wav2vec 2.0 experts needs one host sync."""
 
     def __init__(self, *args, cache_conv_features: bool = False, cache_max_gb: float = 4.0,
                  **kwargs) -> None:
+        inline_upstream.register()  # `upstream: wav2vec2_inline`: the shape in the config itself
         super().__init__(*args, **kwargs)
         self._compiled_contextualise = None  # set by compile_encoder()
         self.cache_conv_features = cache_conv_features
@@ -68,6 +88,9 @@ class Wav2Vec2S3prlFrontend(S3prlFrontend):
         self._cache_bytes = 0
         #: the batch's utterance ids, set by the model around each forward (CTCWerASRModel)
         self.utt_ids: list[str] | None = None
+        #: in evaluation, give each clip of a batch the frames it gets alone (see
+        #: repeat_last_valid_frame); decoding sets it
+        self.batch_as_alone = False
 
     def _cacheable(self) -> bool:
         """Conv features can be reused: asked for, ids given, encoder frozen and without dropout."""
@@ -252,4 +275,7 @@ class Wav2Vec2S3prlFrontend(S3prlFrontend):
         expected = -(-longest // STRIDE)  # len(range(0, longest, STRIDE)), as S3PRLUpstream
         feats = self.upstream._match_length(feats, expected)
         feats_lens = torch.div(input_lengths - 1, STRIDE, rounding_mode="floor") + 1
-        return feats[:, : (max(lengths) - 1) // STRIDE + 1], feats_lens
+        feats = feats[:, : (max(lengths) - 1) // STRIDE + 1]
+        if self.batch_as_alone and not self.training and len(frames) > 1:
+            feats = repeat_last_valid_frame(feats, frames)
+        return feats, feats_lens

@@ -74,15 +74,21 @@ _REQUIRED_KEYS = ("task_cfg", "model_cfg", "model_weight")
 
 def build_random_model(arch: str, seed: int = 0) -> torch.nn.Module:
     """A randomly initialised s3prl `Wav2Vec2Model` of the named architecture."""
+    if arch not in ARCHS:
+        raise ValueError(f"unknown upstream arch {arch!r}; choose from {sorted(ARCHS)}")
+    return build_random_model_from_cfg(ARCHS[arch], seed)
+
+
+def build_random_model_from_cfg(model_cfg: dict[str, Any], seed: int = 0) -> torch.nn.Module:
+    """A randomly initialised s3prl `Wav2Vec2Model` for a `model_cfg` (fields not named keep
+    s3prl's defaults)."""
     from s3prl.upstream.wav2vec2.wav2vec2_model import Wav2Vec2Config, Wav2Vec2Model
     from s3prl.upstream.utils import merge_with_parent
 
-    if arch not in ARCHS:
-        raise ValueError(f"unknown upstream arch {arch!r}; choose from {sorted(ARCHS)}")
     torch.manual_seed(seed)
     with warnings.catch_warnings():  # s3prl's positional conv uses the deprecated weight_norm
         warnings.filterwarnings("ignore", message=".*weight_norm.*", category=FutureWarning)
-        return Wav2Vec2Model(merge_with_parent(Wav2Vec2Config, dict(ARCHS[arch])))
+        return Wav2Vec2Model(merge_with_parent(Wav2Vec2Config, dict(model_cfg)))
 
 
 def write_random_upstream(arch: str, out: Path, seed: int = 0) -> int:

@@ -32,14 +32,14 @@ import numpy as np
 import torch
 from espnet2.iterators.sequence_iter_factory import SequenceIterFactory
 from espnet2.schedulers.piecewise_linear_warmup_lr import PiecewiseLinearWarmupLR
-from espnet2.tasks.asr import ASRTask, encoder_choices, frontend_choices, model_choices
+from espnet2.tasks.asr import ASRTask
 from espnet2.train import trainer as trainer_module
 from espnet2.train.reporter import Reporter
 from espnet2.train.trainer import Trainer, TrainerOptions, autocast_args
 from espnet2.utils.build_dataclass import build_dataclass
 from espnet2.utils.types import str2bool
 
-from cvasr.models.ctc_model import CTCWerASRModel, IdentityEncoder
+from cvasr.models.espnet_choices import register
 from cvasr.models.frontend import Wav2Vec2S3prlFrontend
 from cvasr.speedups import sync_free_step
 from cvasr.speedups.persistent_loader import PersistentSequenceIterFactory
@@ -247,14 +247,6 @@ class SafeCheckpointTrainer(Trainer):
         states = torch.load(checkpoint, map_location="cpu", weights_only=False, mmap=True)
         if RNG_KEY in states:
             _restore_rng_states(states[RNG_KEY])
-
-
-def register() -> None:
-    """Make `frontend: wav2vec2_s3prl`, `encoder: identity` and `model: cvasr_ctc` known to
-    espnet2's ASR task."""
-    frontend_choices.classes.setdefault("wav2vec2_s3prl", Wav2Vec2S3prlFrontend)
-    encoder_choices.classes.setdefault("identity", IdentityEncoder)
-    model_choices.classes.setdefault("cvasr_ctc", CTCWerASRModel)
 
 
 # At import, not only in main(): DDP workers are spawned processes that import this module
