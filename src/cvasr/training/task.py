@@ -29,13 +29,13 @@ from typing import Any
 import numpy as np
 import torch
 from espnet2.iterators.sequence_iter_factory import SequenceIterFactory
-from espnet2.tasks.asr import ASRTask, encoder_choices, frontend_choices, model_choices
+from espnet2.tasks.asr import ASRTask
 from espnet2.train.trainer import Trainer, TrainerOptions, autocast_args
 from espnet2.utils.build_dataclass import build_dataclass
 from espnet2.utils.types import str2bool
 
-from cvasr.models.ctc_model import CTCWerASRModel, IdentityEncoder
 from cvasr.models.frontend import Wav2Vec2S3prlFrontend
+from cvasr.models.loader import register_with_espnet2
 from cvasr.speedups import sync_free_step
 from cvasr.speedups.persistent_loader import PersistentSequenceIterFactory
 from cvasr.speedups.regional_compile import compile_encoder_layers
@@ -165,10 +165,8 @@ class SafeCheckpointTrainer(Trainer):
 
 def register() -> None:
     """Make `frontend: wav2vec2_s3prl`, `encoder: identity` and `model: cvasr_ctc` known to
-    espnet2's ASR task."""
-    frontend_choices.classes.setdefault("wav2vec2_s3prl", Wav2Vec2S3prlFrontend)
-    encoder_choices.classes.setdefault("identity", IdentityEncoder)
-    model_choices.classes.setdefault("cvasr_ctc", CTCWerASRModel)
+    espnet2's ASR task (the names and classes are stated once, in cvasr.models.loader)."""
+    register_with_espnet2()
 
 
 # At import, not only in main(): DDP workers are spawned processes that import this module
