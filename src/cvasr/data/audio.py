@@ -57,8 +57,14 @@ class AudioInfo:
 def read_audio(path: Path) -> tuple[np.ndarray, AudioInfo]:
     """Decode a whole file to float32 (frames, channels); raise AudioError if it is unusable."""
     path = Path(path)
-    if not path.is_file():
+    if path.is_dir():
+        raise AudioError("is a directory, not an audio file")
+    if not path.exists():
         raise AudioError("audio file not found")
+    if not path.is_file():
+        raise AudioError("not a regular file")
+    if not os.access(path, os.R_OK):
+        raise AudioError("cannot be read (permission denied)")
     if path.stat().st_size == 0:
         raise AudioError("audio file is empty (0 bytes)")
     try:
@@ -96,3 +102,28 @@ def load_16k(path: Path) -> np.ndarray:
     """A clip as the 16 kHz mono int16 samples the dump holds for it."""
     audio, info = read_audio(path)
     return to_mono_16k(audio, info.rate)
+
+
+def array_to_16k(audio: np.ndarray, rate: int) -> np.ndarray:
+    """Samples in memory as load_16k gives a file's: `audio` is (samples,) or (samples,
+    channels), float in [-1, 1] or integer PCM (int16, int32), at `rate` Hz. Mono int16 at
+    16 kHz, the dump's own format, is taken as it is."""
+    audio = np.asarray(audio)
+    if isinstance(rate, bool) or not isinstance(rate, (int, np.integer)) or rate <= 0:
+        raise ValueError(f"the sample rate must be a positive whole number of Hz, got {rate!r}")
+    if audio.ndim not in (1, 2) or (audio.ndim == 2 and audio.shape[1] > 16):
+        raise ValueError(f"audio must be (samples,) or (samples, channels), got shape "
+                         f"{audio.shape}")
+    if audio.size == 0:
+        raise ValueError("no audio (0 samples)")
+    if audio.dtype == np.int16 and audio.ndim == 1 and rate == TARGET_RATE:
+        return audio
+    if np.issubdtype(audio.dtype, np.integer):
+        audio = audio.astype(np.float32) / float(np.iinfo(audio.dtype).max + 1)
+    elif np.issubdtype(audio.dtype, np.floating):
+        audio = audio.astype(np.float32)
+        if not np.isfinite(audio).all():
+            raise ValueError("audio holds NaN or infinite samples")
+    else:
+        raise ValueError(f"audio must hold numbers, got dtype {audio.dtype}")
+    return to_mono_16k(audio, int(rate))
