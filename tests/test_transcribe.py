@@ -198,6 +198,24 @@ def test_arrays_are_converted_as_files_are(tmp_path: Path) -> None:
             array_to_16k(bad, rate)
 
 
+def test_files_are_read_a_block_at_a_time_into_the_whole_decodes_samples(
+        small_release: Path, tmp_path: Path) -> None:
+    """load_16k decodes and resamples in 10-second blocks; the oracle is to_mono_16k of the
+    whole decode at once (stage 2's conversion before)."""
+    from cvasr.data.audio import load_16k, read_audio, to_mono_16k
+
+    rng = np.random.default_rng(0)
+    long_files = []
+    for rate, channels, subtype in [(44100, 2, "FLOAT"), (16000, 1, "PCM_16"), (8000, 3, None)]:
+        long_files.append(tmp_path / f"{rate}.flac" if subtype is None else
+                          tmp_path / f"{rate}.wav")
+        sf.write(long_files[-1], rng.uniform(-0.6, 0.6, (rate * 25 + 7, channels)), rate,
+                 subtype=subtype)
+    for path in [*sorted(small_release.glob("clips/*.mp3"))[:10], *long_files]:
+        audio, info = read_audio(path)
+        np.testing.assert_array_equal(load_16k(path), to_mono_16k(audio, info.rate))
+
+
 @pytest.mark.slow
 def test_decoding_imports_no_task_and_prints_nothing(local_exp: Path, tmp_path: Path) -> None:
     """A fresh interpreter transcribes without importing espnet2's tasks (g2p_en, transformers,
