@@ -8,10 +8,10 @@ All in one run, each a fresh process as a user starts it, wall time best of `--r
 - `python -c "import espnet2.tasks.asr"`: what building the model through espnet2's ASR task
   imported before (the SSL task, g2p_en, transformers' BART, ...), for reference;
 - `cvasr transcribe` of one demo clip, decoded as stage 5 recorded (beam, word LM);
-- `cvasr transcribe` of 1-, 2-, 5- and 10-minute files made of the demo's test clips end to
-  end (16 kHz wav): wall time and the process's peak resident memory (its own rusage), and
-  the text's CER against the clips' references next to the CER of the clips transcribed one
-  by one (so windows and segments cost no accuracy).
+- `cvasr transcribe` of 1-, 2-, 5-, 10- and 30-minute files made of the demo's test clips
+  end to end (16 kHz wav): wall time and the process's peak resident memory (its own
+  rusage), and the text's CER against the clips' references next to the CER of the same
+  clips transcribed each on its own (what windows and segments cost in accuracy).
 
 Needs a finished `make demo` work dir (the experiment, data/lm, dump/test, the clips). Prints a
 table and writes JSON (default bench/results/transcribe.json).
@@ -69,7 +69,7 @@ def main() -> int:
     parser.add_argument("--work-dir", type=Path, default=REPO / "egs" / "as_cv7",
                         help="a finished `make demo` work dir")
     parser.add_argument("--exp", default="asr_train_demo_ctc_char", help="model under exp/")
-    parser.add_argument("--minutes", type=float, nargs="+", default=[1, 2, 5, 10])
+    parser.add_argument("--minutes", type=float, nargs="+", default=[1, 2, 5, 10, 30])
     parser.add_argument("--repeats", type=int, default=3, help="runs of each start-up row")
     parser.add_argument("--long-repeats", type=int, default=2, help="runs of each long file")
     parser.add_argument("--out", type=Path, default=REPO / "bench" / "results" /
