@@ -11,7 +11,9 @@ All in one run, each a fresh process as a user starts it, wall time best of `--r
 - `cvasr transcribe` of 1-, 2-, 5-, 10- and 30-minute files made of the demo's test clips
   end to end (16 kHz wav): wall time and the process's peak resident memory (its own
   rusage), and the text's CER against the clips' references next to the CER of the same
-  clips transcribed each on its own (what windows and segments cost in accuracy).
+  clips transcribed each on its own (what windows and segments cost in accuracy), and of
+  the same windows' log-posteriors searched at once instead of in segments (in this
+  process: the choice decoding/chunks.py explains).
 
 Needs a finished `make demo` work dir (the experiment, data/lm, dump/test, the clips). Prints a
 table and writes JSON (default bench/results/transcribe.json).
@@ -62,6 +64,18 @@ def cer(hyp: str, ref: str) -> float:
     from cvasr.scoring.sclite import count_errors
 
     return round(count_errors([(ref.split(), hyp.split())], "char").pct("err"), 2)
+
+
+def one_search_cer(exp: Path, wav: Path, ref: str) -> float:
+    """CER of the long file's log-posteriors (the same windows) searched in one piece, with
+    the recorded decoding, rather than in segments cut at pauses."""
+    from cvasr import Transcriber
+    from cvasr.data.audio import load_16k
+    from cvasr.decoding.decoder import Search
+
+    asr = Transcriber(exp)
+    [logp] = asr.decoder.all_log_probs([load_16k(wav)], asr.options.batch_size, asr.options)
+    return cer(Search(asr.decoder.tokens, asr.options)(logp).text, ref)
 
 
 def main() -> int:
@@ -130,9 +144,11 @@ def main() -> int:
             show({"what": f"cvasr transcribe, {minutes:g} min ({len(ids)} test clips end to end)",
                   **row, "audio_seconds": round(n / RATE, 1), "clips": len(ids),
                   "cer_vs_refs": cer(text, ref),
-                  "clips_one_by_one_cer_vs_refs": cer(" ".join(clip_text[u] for u in ids), ref)})
+                  "clips_one_by_one_cer_vs_refs": cer(" ".join(clip_text[u] for u in ids), ref),
+                  "one_search_cer_vs_refs": one_search_cer(exp, wav, ref)})
             print(f"  CER against the references: {rows[-1]['cer_vs_refs']}% (the same clips "
-                  f"one by one: {rows[-1]['clips_one_by_one_cer_vs_refs']}%)", flush=True)
+                  f"one by one: {rows[-1]['clips_one_by_one_cer_vs_refs']}%; searched in one "
+                  f"piece, not in segments: {rows[-1]['one_search_cer_vs_refs']}%)", flush=True)
 
     for row in rows:
         row.pop("stdout")
