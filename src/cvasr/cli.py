@@ -208,8 +208,10 @@ def _transcribe(args: argparse.Namespace) -> int:
     """stdout gets `FILE<TAB>text` lines (with --segments `FILE<TAB>start<TAB>end<TAB>text`)
     and nothing else: anything else that writes to stdout meanwhile goes to stderr. A file that
     cannot be transcribed gets one line on stderr and the exit status 1; the others are still
-    transcribed."""
+    transcribed. Third-party warnings (deprecations inside espnet2 and s3prl while decoding)
+    are not shown: stderr is for the files that failed."""
     import contextlib
+    import warnings
 
     from cvasr.decoding.transcriber import Transcriber
 
@@ -217,7 +219,8 @@ def _transcribe(args: argparse.Namespace) -> int:
     failed = 0
     threads = _set_threads(args)
     options = _decoding_options(args)
-    with contextlib.redirect_stdout(sys.stderr):
+    with contextlib.redirect_stdout(sys.stderr), warnings.catch_warnings():
+        warnings.simplefilter("ignore")
         transcriber = Transcriber(args.model, checkpoint=args.checkpoint, device=args.device,
                                   options=options, threads=threads)
         try:

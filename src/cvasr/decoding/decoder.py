@@ -13,7 +13,8 @@ how): memory stays bounded and time grows linearly with the length. Shorter inpu
 whole, as they always were.
 
 The model is built by cvasr.models.loader (only the classes its config names, not espnet2's
-whole task), with the third-party chatter of building it held back (cvasr.quiet).
+whole task), with the third-party chatter of importing and building it held back
+(cvasr.quiet).
 """
 
 from __future__ import annotations
@@ -239,17 +240,17 @@ class CTCDecoder:
 
     def __init__(self, exp_dir: Path, device: str | None = None,
                  model_file: Path | str | None = None):
-        from cvasr.models.loader import load_model
+        from cvasr.models.loader import build_model, read_config, trained
 
         exp_dir = Path(exp_dir)
-        if not (exp_dir / "config.yaml").is_file():
-            raise FileNotFoundError(f"no trained model in {exp_dir} (no config.yaml): run "
-                                    "stage 4 first")
+        conf = read_config(exp_dir / "config.yaml")
         self.model_file = resolve_model_file(exp_dir, model_file)
         self.device = device or ("cuda" if torch.cuda.is_available() else "cpu")
+        # third-party code prints, logs and warns while it is imported and built; a model file
+        # that does not fit is our own one-line error, so its loading is outside
         with captured_chatter():
-            model, conf = load_model(exp_dir / "config.yaml", self.model_file, self.device)
-        self.model = model
+            model = build_model(conf)
+        self.model = trained(model, self.model_file, self.device)
         self.tokens = Tokens.of_config(conf)
 
     @property
@@ -269,7 +270,7 @@ class CTCDecoder:
         lengths = lengths.clamp(min=int(defaults.MIN_DURATION * RATE))
         # bf16 on GPUs that have it, as in training; CPUs decode in fp32
         bf16 = self.device.startswith("cuda") and torch.cuda.is_bf16_supported()
-        with captured_chatter(), torch.autocast("cuda", dtype=torch.bfloat16, enabled=bf16):
+        with torch.autocast("cuda", dtype=torch.bfloat16, enabled=bf16):
             enc, enc_lens = self.model.encode(batch.to(self.device), lengths.to(self.device))
         logp = self.model.ctc.log_softmax(enc).float().cpu()
         return [logp[i, : int(enc_lens[i])] for i in range(len(wavs))]

@@ -198,15 +198,20 @@ def load_weights(model: torch.nn.Module, model_file: Path, device: str = "cpu") 
 
 def load_model(config: Path, model_file: Path, device: str = "cpu"
                ) -> tuple[torch.nn.Module, dict[str, Any]]:
-    """The trained model in eval mode on `device`, and its config.
+    """The trained model in eval mode on `device`, and its config."""
+    conf = read_config(config)
+    return trained(build_model(conf), model_file, device), conf
+
+
+def trained(model: torch.nn.Module, model_file: Path, device: str = "cpu") -> torch.nn.Module:
+    """A model build_model built, with its trained weights, on `device`, in eval mode.
 
     espnet2's SSL frontends keep a copy of the pretrained upstream's weights for training's
     initialisation (`pretrained_params`, 1.3 GB for XLS-R 300M); a trained model does not
     need it, so it is dropped."""
-    conf = read_config(config)
-    model = build_model(conf).to(device)
+    model = model.to(device)
     for module in model.modules():
         if isinstance(getattr(module, "pretrained_params", None), dict):
             del module.pretrained_params
     load_weights(model, model_file, device)
-    return model.eval(), conf
+    return model.eval()
