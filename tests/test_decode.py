@@ -188,6 +188,7 @@ def test_decode_data_dir_writes_token_and_token_score_tables(tmp_path: Path) -> 
     d = object.__new__(CTCDecoder)  # a decoder whose "model" is log_probs above
     d.tokens = Tokens(TOKENS)
     d.log_probs = log_probs  # type: ignore[method-assign]
+    d.frame_shift_samples = 1  # one frame a "sample"
     out = tmp_path / "decode"
     decode_data_dir(d, data, out, DecodingOptions(batch_size=2), save_logp=True)
     lines = {name: (out / name).read_text(encoding="utf-8").splitlines()

@@ -346,7 +346,8 @@ def test_decode_and_transcribe_with_the_trained_model(demo_exp: Path, prepared: 
 
     from cvasr.cli import main
     from cvasr.data.kaldi import read_table
-    from cvasr.decoding.decoder import CTCDecoder, decode_data_dir, transcribe
+    from cvasr.decoding.decoder import CTCDecoder, decode_data_dir
+    from cvasr.decoding.transcriber import Transcriber
     from cvasr.decoding.options import DecodingOptions
 
     decoder = CTCDecoder(demo_exp)
@@ -374,7 +375,7 @@ def test_decode_and_transcribe_with_the_trained_model(demo_exp: Path, prepared: 
     stereo = soxr.resample(samples.astype(np.float32) / 32768, 16000, 44100)
     wav = tmp_path / "clip 44k stereo.wav"
     sf.write(wav, np.stack([stereo, stereo], axis=1), 44100)
-    [text] = transcribe(decoder, [wav])
+    text = Transcriber(demo_exp, beam_size=1, lm=None).transcribe(wav).text
     import editdistance
 
     # Resampling there and back is not bit-exact: allow a few characters to differ.

@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import argparse
+import os
 import sys
 from pathlib import Path
 from typing import Callable
@@ -133,7 +134,7 @@ def _decoding_options(args: argparse.Namespace):
         options = options.updated(read_yaml(args.config), str(args.config))
     given = {"beam_size": args.beam, "batch_size": getattr(args, "batch_size", None),
              "lm_weight": args.lm_weight, "word_bonus": args.word_bonus,
-             "lm_beam_size": args.lm_beam}
+             "lm_beam_size": args.lm_beam, "window": args.window}
     options = options.updated(given, "the command line")
     if args.no_lm:
         options = options.updated({"lm": None}, "the command line")
@@ -172,7 +173,8 @@ def _decode(args: argparse.Namespace) -> int:
 
 def _tune_lm(args: argparse.Namespace) -> int:
     from cvasr.data.kaldi import read_table
-    from cvasr.decoding.decoder import Search, Tokens, read_log_probs, write_decode_dir
+    from cvasr.decoding.decoder import (Search, Tokens, read_frame_shift, read_log_probs,
+                                        write_decode_dir)
     from cvasr.decoding.options import write_record
     from cvasr.decoding.tune import tune_lm, write_grid
 
@@ -182,6 +184,7 @@ def _tune_lm(args: argparse.Namespace) -> int:
     options = _decoding_options(args)
     tokens = Tokens.of_experiment(args.model)
     logps = read_log_probs(args.logp)
+    frame_shift = read_frame_shift(args.logp)
     refs = read_table(args.ref)
     grid = len(options.lm_weights) * len(options.word_bonuses)
     say(f"tuning the LM weight and word bonus on {args.ref}: {grid} settings, "
@@ -192,11 +195,12 @@ def _tune_lm(args: argparse.Namespace) -> int:
               f"WER {point.wer:6.2f}  CER {point.cer:6.2f}  ({point.seconds:.1f} s)",
               file=sys.stderr, flush=True)
 
-    chosen, points = tune_lm(tokens, logps, refs, options, threads, on_point=report)
+    chosen, points = tune_lm(tokens, logps, refs, options, threads, on_point=report,
+                             frame_shift=frame_shift)
     out = Path(args.out)
     out.mkdir(parents=True, exist_ok=True)
     write_grid(out / "tuning.tsv", points, chosen)
-    hyps = Search(tokens, chosen).many([logps[u] for u in sorted(logps)], threads)
+    hyps = Search(tokens, chosen, frame_shift).many([logps[u] for u in sorted(logps)], threads)
     text = write_decode_dir(out, dict(zip(sorted(logps), hyps)))
     write_record(out, chosen)
     record = write_record(args.model, chosen)
@@ -208,15 +212,47 @@ def _tune_lm(args: argparse.Namespace) -> int:
     return 0
 
 
-def _transcribe(args: argparse.Namespace) -> int:
-    from cvasr.decoding.decoder import CTCDecoder, transcribe
+def _printable(path: Path) -> str:
+    """A path as one field of a line: tabs and line breaks shown as \\t, \\n, \\r."""
+    return str(path).replace("\t", "\\t").replace("\n", "\\n").replace("\r", "\\r")
 
+
+def _transcribe(args: argparse.Namespace) -> int:
+    """stdout gets `FILE<TAB>text` lines (with --segments `FILE<TAB>start<TAB>end<TAB>text`)
+    and nothing else: anything else that writes to stdout meanwhile goes to stderr. A file that
+    cannot be transcribed gets one line on stderr and the exit status 1; the others are still
+    transcribed. Third-party warnings (deprecations inside espnet2 and s3prl while decoding)
+    are not shown: stderr is for the files that failed."""
+    import contextlib
+    import warnings
+
+    from cvasr.decoding.transcriber import Transcriber
+
+    out = sys.stdout
+    failed = 0
     threads = _set_threads(args)
     options = _decoding_options(args)
-    decoder = CTCDecoder(args.model, device=args.device)
-    for path, text in zip(args.files, transcribe(decoder, args.files, options, threads)):
-        print(f"{path}\t{text}")
-    return 0
+    with contextlib.redirect_stdout(sys.stderr), warnings.catch_warnings():
+        warnings.simplefilter("ignore")
+        transcriber = Transcriber(args.model, checkpoint=args.checkpoint, device=args.device,
+                                  options=options, threads=threads)
+        try:
+            for result in transcriber.transcribe_files(args.files):
+                name = _printable(result.path)
+                if result.transcript is None:
+                    failed += 1
+                    print(f"cvasr transcribe: {name}: {result.error}", file=sys.stderr,
+                          flush=True)
+                elif args.segments:
+                    out.writelines(f"{name}\t{s.start:.2f}\t{s.end:.2f}\t{s.text}\n"
+                                   for s in result.transcript.segments)
+                else:
+                    out.write(f"{name}\t{result.transcript.text}\n")
+                out.flush()
+        except BrokenPipeError:  # the reader went away (`| head -1`): stop as a pipe does
+            os.dup2(os.open(os.devnull, os.O_WRONLY), out.fileno())
+            return 141
+    return 1 if failed else 0
 
 
 def _results(args: argparse.Namespace) -> int:
@@ -422,6 +458,10 @@ def build_parser() -> argparse.ArgumentParser:
         p.add_argument("--lm-weight", type=float, default=None, help="the LM's weight (alpha)")
         p.add_argument("--word-bonus", type=float, default=None, help="added per word (beta)")
         p.add_argument("--lm-beam", type=int, default=None, help="beams of the search with the LM")
+        p.add_argument("--window", type=float, default=None,
+                       help="seconds of audio the model sees at once; longer inputs run in "
+                            "overlapping windows (default: recorded, else config, else "
+                            f"{defaults.DECODE_WINDOW:g})")
         p.add_argument("--device", default=None, help="cpu or cuda (default: cuda if present)")
         p.add_argument("--nj", type=int, default=None,
                        help="CPU threads of the model's forward pass and the LM search "
@@ -457,9 +497,18 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--out", type=Path, required=True, help="decode folder for dev with the LM")
 
     p = add("transcribe", _transcribe,
-            "Print the text of audio files (mp3/wav/flac, any rate or channels), one line each: "
-            "the file, a tab, the text; decoded as stage 5 chose (EXP/decoding.yaml: beam, LM).")
+            "Print the text of audio files (mp3/wav/flac, any rate or channels, any length), "
+            "one line each on stdout: the file, a tab, the text; decoded as stage 5 chose "
+            "(EXP/decoding.yaml: beam, LM). A file that cannot be read gets one line on stderr "
+            "and exit status 1; the others are still transcribed.")
     add_decoding(p)
+    p.add_argument("--checkpoint", type=Path, default=None,
+                   help="model file: a path, or a name in the experiment dir (e.g. "
+                        "valid.cer_ctc.best.pth, 10epoch.pth, checkpoint.pth); default: "
+                        "valid.cer_ctc.ave.pth")
+    p.add_argument("--segments", action="store_true",
+                   help="one line per stretch of speech between pauses: the file, start and "
+                        "end in seconds, the text (tab-separated)")
     p.add_argument("files", type=Path, nargs="+")
 
     p = add("make-lm", _make_lm,

@@ -17,6 +17,12 @@ TOKEN_TYPE = "char"
 NBPE = 150
 #: utterances a decoding batch (formed from length-sorted utterances)
 DECODE_BATCH_SIZE = 8
+#: decoding a long input: the model sees windows of this many seconds (the longest clip stage 2
+#: lets into training), overlapping by this many (each kept frame has half of it as context on
+#: either side); the search cuts it into segments at pauses of at least this many seconds
+DECODE_WINDOW = MAX_DURATION
+DECODE_WINDOW_OVERLAP = 4.0
+DECODE_SEGMENT_PAUSE = 0.5
 #: parallel worker processes of the CPU stages when the caller gives none
 NJ = 2
 #: stage 3's word n-gram LM order

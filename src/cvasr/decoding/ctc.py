@@ -43,6 +43,13 @@ def ctc_viterbi_token_scores(logp: np.ndarray, ids: Sequence[int], blank: int = 
     the sum of logp over the frames aligned to it, blank frames count for no token. Defined on
     the final labelling alone, so greedy and beam search hypotheses get comparable scores.
     """
+    return ctc_best_alignment(logp, ids, blank)[0]
+
+
+def ctc_best_alignment(logp: np.ndarray, ids: Sequence[int], blank: int = 0
+                       ) -> tuple[list[float], list[tuple[int, int]]]:
+    """The best (Viterbi) CTC alignment of the labelling `ids`: each token's score (see
+    ctc_viterbi_token_scores) and the frames [first, end) aligned to it (its time)."""
     logp = np.asarray(logp, dtype=np.float64)
     ids = [int(i) for i in ids]
     if blank in ids:
@@ -53,7 +60,7 @@ def ctc_viterbi_token_scores(logp: np.ndarray, ids: Sequence[int], blank: int = 
         raise ValueError(f"a labelling of {len(ids)} tokens ({needed - len(ids)} repeat(s) that "
                          f"need a blank in between) needs {needed} frames; logp has {n_frames}")
     if not ids:
-        return []
+        return [], []
     # States: blank, ids[0], blank, ids[1], ..., blank. Odd states are tokens.
     states = np.full(2 * len(ids) + 1, blank)
     states[1::2] = ids
@@ -74,23 +81,30 @@ def ctc_viterbi_token_scores(logp: np.ndarray, ids: Sequence[int], blank: int = 
     # The path ends in the last token or in the blank after it.
     state = n_states - 1 if best[-1] >= best[-2] else n_states - 2
     scores = np.zeros(len(ids))
+    first = np.zeros(len(ids), dtype=np.int64)
+    last = np.zeros(len(ids), dtype=np.int64)
     for t in range(n_frames - 1, -1, -1):
         if state % 2:
-            scores[state // 2] += logp[t, states[state]]
+            k = state // 2
+            scores[k] += logp[t, states[state]]
+            if not last[k]:
+                last[k] = t + 1
+            first[k] = t
         state -= int(step[t, state])
-    return scores.tolist()
+    return scores.tolist(), list(zip(first.tolist(), last.tolist()))
 
 
-def greedy_search(logp: np.ndarray, blank: int = 0) -> tuple[list[int], float, list[float]]:
-    """The best path's labelling, its log-probability, and each token's score (the log-probs of
+def greedy_search(logp: np.ndarray, blank: int = 0
+                  ) -> tuple[list[int], float, list[float], list[tuple[int, int]]]:
+    """The best path's labelling, its log-probability, each token's score (the log-probs of
     its run's frames: the greedy path is the best alignment of the labelling it collapses to, so
-    this is what ctc_viterbi_token_scores gives for it)."""
+    this is what ctc_viterbi_token_scores gives for it) and each token's frames [first, end)."""
     logp = np.asarray(logp)
     ids = logp.argmax(axis=-1)
     best = logp[np.arange(len(ids)), ids].astype(np.float64)
     runs = ctc_runs(ids.tolist(), blank)
     return ([label for label, _, _ in runs], float(best.sum()),
-            [float(best[a:b].sum()) for _, a, b in runs])
+            [float(best[a:b].sum()) for _, a, b in runs], [(a, b) for _, a, b in runs])
 
 
 def prefix_beam_search(logp: np.ndarray, beam: int = 10, blank: int = 0

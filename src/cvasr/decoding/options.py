@@ -27,6 +27,9 @@ RECORD = "decoding.yaml"
 class DecodingOptions:
     beam_size: int = 1  # 1: greedy; more: CTC prefix beam search (without an LM)
     batch_size: int = defaults.DECODE_BATCH_SIZE  # utterances a forward pass
+    # long inputs (cvasr.decoding.chunks): the model's windows and their overlap, seconds
+    window: float = defaults.DECODE_WINDOW
+    window_overlap: float = defaults.DECODE_WINDOW_OVERLAP
     lm: str | None = None  # word n-gram LM dir (stage 3's data/lm); None: CTC alone
     lm_weight: float = defaults.LM_WEIGHT  # the LM's log-probability weight (alpha)
     word_bonus: float = defaults.WORD_BONUS  # added for every word (beta)
@@ -57,6 +60,9 @@ class DecodingOptions:
     def check(self) -> None:
         if self.beam_size < 1 or self.lm_beam_size < 1 or self.batch_size < 1:
             raise ValueError("beam_size, lm_beam_size and batch_size must be at least 1")
+        if not 0 < self.window_overlap < self.window:
+            raise ValueError(f"window_overlap ({self.window_overlap:g} s) must be more than 0 and "
+                             f"less than the window ({self.window:g} s)")
 
     def describe(self, lm_shown_as: str | None = None) -> str:
         """For logs and RESULTS.md (which shows the LM path relative to itself)."""

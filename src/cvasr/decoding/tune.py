@@ -32,10 +32,12 @@ class GridPoint:
 
 
 def tune_lm(tokens: Tokens, logps: Mapping[str, np.ndarray], refs: Mapping[str, str],
-            options: DecodingOptions, threads: int = 1,
-            on_point=None) -> tuple[DecodingOptions, list[GridPoint]]:
+            options: DecodingOptions, threads: int = 1, on_point=None,
+            frame_shift: float | None = None) -> tuple[DecodingOptions, list[GridPoint]]:
     """Every (lm_weight, word_bonus) of the options' grid decoded and scored on `refs`; the
-    options with the best pair, and the grid's results in grid order."""
+    options with the best pair, and the grid's results in grid order. `frame_shift`: the
+    log-posteriors' seconds a frame, so that long utterances are cut as decode cuts them
+    (see Search)."""
     if options.lm is None:
         raise ValueError("tuning the LM weights needs an LM (options.lm is not set)")
     missing = [u for u in logps if u not in refs]
@@ -47,7 +49,8 @@ def tune_lm(tokens: Tokens, logps: Mapping[str, np.ndarray], refs: Mapping[str, 
         for bonus in options.word_bonuses:
             start = time.perf_counter()
             point_options = dataclasses.replace(options, lm_weight=weight, word_bonus=bonus)
-            hyps = Search(tokens, point_options).many([logps[u] for u in utts], threads)
+            hyps = Search(tokens, point_options, frame_shift).many([logps[u] for u in utts],
+                                                                   threads)
             pairs = [(refs[u].split(), h.text.split()) for u, h in zip(utts, hyps)]
             words, chars = count_errors(pairs, "word"), count_errors(pairs, "char")
             point = GridPoint(weight, bonus, words.pct("err"), chars.pct("err"), words.wrd,

@@ -21,15 +21,11 @@ ESPNET2_ASR_TASK = "espnet2.tasks.asr"
 
 
 def register() -> None:
-    """Add our frontend, encoder and model to espnet2's ASR task (idempotent)."""
-    from espnet2.tasks.asr import encoder_choices, frontend_choices, model_choices
+    """Add our frontend, encoder and model to espnet2's ASR task (idempotent; the names and
+    classes are stated once, in cvasr.models.loader)."""
+    from cvasr.models.loader import register_with_espnet2
 
-    from cvasr.models.ctc_model import CTCWerASRModel, IdentityEncoder
-    from cvasr.models.frontend import Wav2Vec2S3prlFrontend
-
-    frontend_choices.classes.setdefault("wav2vec2_s3prl", Wav2Vec2S3prlFrontend)
-    encoder_choices.classes.setdefault("identity", IdentityEncoder)
-    model_choices.classes.setdefault("cvasr_ctc", CTCWerASRModel)
+    register_with_espnet2()
 
 
 class _RegisterAfterLoading(importlib.abc.Loader):

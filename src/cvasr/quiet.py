@@ -1,0 +1,62 @@
+"""Keep third-party chatter out of the console, without hiding what explains a failure.
+
+Importing and building espnet2's model pieces prints on stdout ("Failed to import Flash
+Attention, using ESPnet default", from espnet's attention module), logs ("Set decoder to none
+as ctc_weight==1.0") and warns (torchaudio's empty mel filters, deprecated autocast calls).
+None of it is ours to act on, and on stdout it breaks pipes that expect only results
+(`cvasr transcribe ... | cut -f2`). `captured_chatter` holds all of it back while a block runs:
+dropped if the block succeeds, written to stderr before the error if it fails, so a real
+failure still comes with whatever the library said about it.
+"""
+
+from __future__ import annotations
+
+import contextlib
+import io
+import logging
+import sys
+import warnings
+from typing import Iterator, TextIO
+
+
+class _BufferHandler(logging.Handler):
+    def __init__(self, buffer: io.StringIO) -> None:
+        super().__init__(logging.NOTSET)
+        self.buffer = buffer
+        self.setFormatter(logging.Formatter("%(levelname)s:%(name)s:%(message)s"))
+
+    def emit(self, record: logging.LogRecord) -> None:
+        self.buffer.write(self.format(record) + "\n")
+
+
+@contextlib.contextmanager
+def captured_chatter(keep: TextIO | None = None) -> Iterator[io.StringIO]:
+    """Run a block with what it prints (Python's stdout and stderr), warns and logs (root
+    logger) held back in a buffer; on success the buffer goes to `keep` (e.g. a log file) or
+    nowhere, on failure to stderr before the exception propagates.
+
+    A handler on the root logger for the block's duration also keeps `logging.warning()`
+    from calling `basicConfig()` and leaving a handler bound to the captured stream behind.
+    """
+    buffer = io.StringIO()
+    handler = _BufferHandler(buffer)
+    root = logging.getLogger()
+    root.addHandler(handler)
+    ok = False
+    try:
+        with warnings.catch_warnings(record=True) as caught:
+            with contextlib.redirect_stdout(buffer), contextlib.redirect_stderr(buffer):
+                try:
+                    yield buffer
+                finally:
+                    for w in caught:
+                        buffer.write(warnings.formatwarning(w.message, w.category, w.filename,
+                                                            w.lineno, w.line))
+        ok = True
+    finally:
+        root.removeHandler(handler)
+        text = buffer.getvalue()
+        if not ok and text:
+            sys.stderr.write(text if text.endswith("\n") else text + "\n")
+        elif ok and keep is not None and text:
+            keep.write(text)
