@@ -17,6 +17,7 @@ from typing import Any
 import yaml
 
 from cvasr import defaults
+from cvasr.yaml_config import read_mapping
 
 #: the file in an experiment dir that records stage 5's choice (and in each decode dir, how it
 #: was decoded)
@@ -96,16 +97,8 @@ def _checked(key: str, value: Any, default: Any, source: str) -> Any:
 
 
 def read_yaml(path: Path) -> dict[str, Any]:
-    path = Path(path)
-    if not path.is_file():
-        raise FileNotFoundError(f"decode config {path} does not exist")
-    try:
-        conf = yaml.safe_load(path.read_text(encoding="utf-8")) or {}
-    except yaml.YAMLError as err:
-        raise ValueError(f"{path}: not valid YAML: {err}".replace("\n", " ")) from err
-    if not isinstance(conf, dict):
-        raise ValueError(f"{path}: expected a mapping of options, got {type(conf).__name__}")
-    return conf
+    """A decode config's options."""
+    return read_mapping(path, "decode config")
 
 
 def recorded(exp_dir: Path) -> DecodingOptions:

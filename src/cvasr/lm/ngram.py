@@ -192,6 +192,20 @@ def _unigrams(arpa: Path) -> list[str]:
     return words
 
 
+def _run_tool(cmd: list[str], out: Path, log: Path) -> None:
+    """A KenLM program writing `out` (given as its last argument, under a temporary name,
+    renamed when it succeeds), its output appended to `log`."""
+    partial = out.with_name(out.name + ".partial")
+    with open(log, "a", encoding="utf-8") as handle:
+        handle.write("# " + " ".join([*cmd, str(partial)]) + "\n")
+        handle.flush()
+        status = subprocess.run([*cmd, str(partial)], stdout=handle,
+                                stderr=subprocess.STDOUT).returncode
+    if status != 0:
+        raise LMError(f"{Path(cmd[0]).name} failed (exit {status}) writing {out}; see {log}")
+    os.replace(partial, out)
+
+
 def build_lm(lm_dir: Path, train_texts: Iterable[Path], eval_texts: Iterable[Path],
              extra_texts: Iterable[Path] = (), order: int = 4,
              normalize: Callable[[str], str] | None = None) -> LMReport:
@@ -209,26 +223,12 @@ def build_lm(lm_dir: Path, train_texts: Iterable[Path], eval_texts: Iterable[Pat
         raise LMError(f"no LM text left in {lm_dir / TEXT}: the training transcripts are empty "
                       "or every line holds a dev/test sentence")
     log = lm_dir / "lmplz.log"
-    arpa_partial = lm_dir / (ARPA + ".partial")
-    with tempfile.TemporaryDirectory(prefix="cvasr-lmplz-", dir=lm_dir) as tmp, \
-            open(log, "w", encoding="utf-8") as log_handle:
-        cmd = [lmplz, "-o", str(order), "--discount_fallback", "-S", _memory_for(lm_dir / TEXT),
-               "-T", tmp, "--text", str(lm_dir / TEXT), "--arpa", str(arpa_partial)]
-        log_handle.write("# " + " ".join(cmd) + "\n")
-        log_handle.flush()
-        status = subprocess.run(cmd, stdout=log_handle, stderr=subprocess.STDOUT).returncode
-    if status != 0:
-        raise LMError(f"lmplz failed (exit {status}) on {lm_dir / TEXT}; see {log}")
-    os.replace(arpa_partial, lm_dir / ARPA)
-    binary_partial = lm_dir / (BINARY + ".partial")
-    with open(log, "a", encoding="utf-8") as log_handle:
-        cmd = [build_binary, str(lm_dir / ARPA), str(binary_partial)]
-        log_handle.write("# " + " ".join(cmd) + "\n")
-        log_handle.flush()
-        status = subprocess.run(cmd, stdout=log_handle, stderr=subprocess.STDOUT).returncode
-    if status != 0:
-        raise LMError(f"build_binary failed (exit {status}) on {lm_dir / ARPA}; see {log}")
-    os.replace(binary_partial, lm_dir / BINARY)
+    log.write_text("", encoding="utf-8")
+    with tempfile.TemporaryDirectory(prefix="cvasr-lmplz-", dir=lm_dir) as tmp:
+        _run_tool([lmplz, "-o", str(order), "--discount_fallback", "-S",
+                   _memory_for(lm_dir / TEXT), "-T", tmp, "--text", str(lm_dir / TEXT),
+                   "--arpa"], lm_dir / ARPA, log)
+    _run_tool([build_binary, str(lm_dir / ARPA)], lm_dir / BINARY, log)
     unigrams = _unigrams(lm_dir / ARPA)
     (lm_dir / UNIGRAMS).write_text("".join(w + "\n" for w in unigrams), encoding="utf-8")
     report = LMReport(order=order, text=text_report, vocabulary=len(unigrams),

@@ -84,11 +84,13 @@ class LazyHub(types.ModuleType):
         setattr(self, name, value)
         return value
 
-    @staticmethod
-    def options(only_registered_ckpt: bool = False) -> list[str]:
-        """As s3prl.hub.options: the upstream names (without the local/url/custom variants)."""
+    def options(self, only_registered_ckpt: bool = False) -> list[str]:
+        """As s3prl.hub.options: the upstream names (without the local/url/custom variants),
+        and the entries added to the hub at run time (cvasr.models.inline_upstream's)."""
         suffixes = ("_local", "_url", "_gdriveid", "_custom")
-        return [name for name in index()
+        added = [name for name, value in vars(self).items()
+                 if not name.startswith("_") and callable(value) and name not in index()]
+        return [name for name in [*index(), *added]
                 if not (only_registered_ckpt and name.endswith(suffixes))]
 
 

@@ -20,6 +20,7 @@ import yaml
 
 from cvasr.console import child_env, say
 from cvasr.text.tokens import read_token_list
+from cvasr.yaml_config import read_mapping
 
 #: s3prl upstream names that stand for "the wav2vec 2.0 model from stage 0".
 WAV2VEC2_PLACEHOLDERS = ("xls_r_300m", "wav2vec2_custom")
@@ -46,14 +47,7 @@ def resolve_config(config: Path, upstream: str, download_dir: Path, out: Path) -
     `upstream` is stage 0's record: a checkpoint path, or `s3prl:<name>` for s3prl's own.
     """
     config = Path(config)
-    if not config.is_file():
-        raise ConfigError(f"training config {config} does not exist")
-    try:
-        conf = yaml.safe_load(config.read_text(encoding="utf-8")) or {}
-    except yaml.YAMLError as err:
-        raise ConfigError(f"{config}: not valid YAML: {err}".replace("\n", " ")) from err
-    if not isinstance(conf, dict):
-        raise ConfigError(f"{config}: expected a mapping of options, got {type(conf).__name__}")
+    conf = read_mapping(config, "training config", ConfigError)
     known = _task_option_names()
     for key in conf:
         if key not in known:
