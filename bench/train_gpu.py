@@ -9,6 +9,14 @@ and peak GPU memory. The first epoch (warm-up, cuDNN autotuning) is reported but
 
     python bench/train_gpu.py --release path/to/demo_corpus --gpus 1 2 --epochs 4
     python bench/train_gpu.py --release path/to/demo_corpus -- --compile_upstream false
+    python bench/train_gpu.py --synth-hours 10 --batch-per-gpu 32 --gpus 1 2 --epochs 3
+
+`--synth-hours`: instead of a release, a synthetic one of that many hours of training audio
+with CV 7.0 Assamese's durations (bench/train_throughput.py's clips: noise with an envelope,
+random letters), for scaling runs on more than the demo's 45 minutes. `--batch-per-gpu B`: the
+batch is B x GPUs (espnet2 splits each batch over the GPUs, so every GPU steps on B clips, as
+when a user adds GPUs to go faster); the JSON then has `scaling_2gpu` (2-GPU over 1-GPU
+audio-s/s, same run) and `corpus_hours`.
 """
 
 from __future__ import annotations
@@ -21,6 +29,10 @@ import re
 import subprocess
 import sys
 from pathlib import Path
+
+import numpy as np
+
+sys.path.insert(0, str(Path(__file__).resolve().parent))
 
 REPO = Path(__file__).resolve().parents[1]
 CONFIG = REPO / "egs" / "as_cv7" / "conf" / "train_xlsr300m_ctc.yaml"
@@ -55,6 +67,11 @@ def epoch_rows(lines: list[str]) -> list[dict[str, float]]:
 def main() -> int:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     parser.add_argument("--release", type=Path, help="demo corpus (CV layout)")
+    parser.add_argument("--synth-hours", type=float, default=None,
+                        help="a synthetic release of this many hours of training audio instead")
+    parser.add_argument("--batch-per-gpu", type=int, default=None,
+                        help="clips a GPU steps on: --batch_size this x GPUs (default: the "
+                             "config's batch, split over the GPUs)")
     parser.add_argument("--summarize", type=Path, default=None,
                         help="only summarise a saved log of an earlier run of this script")
     parser.add_argument("--audio-seconds", type=float, default=None,
@@ -75,14 +92,13 @@ def main() -> int:
     if args.summarize:
         accum = args.accum_grad or int(yaml.safe_load(CONFIG.read_text()).get("accum_grad", 1))
         lines = args.summarize.read_text(encoding="utf-8").splitlines()
-        runs = {n: [ln for ln in lines if ln.startswith(f"[vm:0/{n}]" if n > 1 else "[vm]")]
-                for n in args.gpus}
+        runs = {n: rank0_lines(lines, n) for n in args.gpus}
         results = {f"{n}gpu": summarise(epoch_rows(r), n, args.audio_seconds, accum)
                    for n, r in runs.items()}
         report(results, args, args.gpu_name, "", f"from {args.summarize.name}")
         return 0
-    if args.release is None:
-        parser.error("--release is needed to run the benchmark")
+    if (args.release is None) == (args.synth_hours is None):
+        parser.error("give one of --release and --synth-hours")
 
     import torch
 
@@ -94,7 +110,11 @@ def main() -> int:
     from cvasr.models.upstream import write_random_upstream
 
     work = args.work
-    prepare_data(args.release, work / "data", nj=args.nj, show_progress=False)
+    release, source = args.release, f"{args.release}"
+    if args.synth_hours is not None:
+        release = work / "release" / "as"
+        source = synth_release(release, args.synth_hours)
+    prepare_data(release, work / "data", nj=args.nj, show_progress=False)
     dump(work / "data", work / "dump", DumpConfig(nj=args.nj), show_progress=False)
     upstream = work / "xls_r_300m_random.pt"
     if not upstream.is_file():
@@ -109,16 +129,41 @@ def main() -> int:
     results = {}
     for n in args.gpus:
         exp = work / f"exp_{n}gpu"
-        train(work / "dump", tokens, work / "stats", resolved, exp, ngpu=n,
-              extra_args=["--max_epoch", str(args.epochs), "--keep_nbest_models", "1",
-                          *args.extra])
+        batch = ["--batch_size", str(args.batch_per_gpu * n)] if args.batch_per_gpu else []
+        try:
+            train(work / "dump", tokens, work / "stats", resolved, exp, ngpu=n,
+                  extra_args=["--max_epoch", str(args.epochs), "--keep_nbest_models", "1",
+                              *batch, *args.extra])
+        except RuntimeError as err:  # the other GPU counts still run and are reported
+            print(f"{n} GPU(s) failed: {err}", flush=True)
+            continue
         lines = (exp / "train.log").read_text(encoding="utf-8").splitlines()
-        rank0 = [ln for ln in lines if ln.startswith(f"[vm:0/{n}]" if n > 1 else "[vm]")] or lines
+        rank0 = rank0_lines(lines, n)
         ran = yaml.safe_load((exp / "config.yaml").read_text())  # espnet2's, options applied
         results[f"{n}gpu"] = summarise(epoch_rows(rank0), n, audio_per_epoch, ran["accum_grad"])
     report(results, args, torch.cuda.get_device_name(0), torch.__version__,
-           f"{len(samples)} demo clips")
+           f"{len(samples)} clips, {audio_per_epoch / 3600:.2f} h ({source})",
+           corpus_hours=round(audio_per_epoch / 3600, 2))
     return 0
+
+
+def synth_release(root: Path, hours: float, dev_clips: int = 80) -> str:
+    """A Common Voice 7.0-layout release with `hours` of training audio (and `dev_clips` for
+    dev and test); what it is, in words."""
+    from train_e2e import write_release
+    from train_throughput import clip_durations, synth_clips
+
+    durations = clip_durations(int(hours * 3600 / 4) + dev_clips)
+    n = int(np.searchsorted(np.cumsum(durations), hours * 3600)) + 1  # clips that fill `hours`
+    write_release(root, synth_clips(n + dev_clips), dev_clips)
+    return f"synthetic, CV 7.0 Assamese durations, {n} training clips"
+
+
+def rank0_lines(lines: list[str], n: int) -> list[str]:
+    """The lines of rank 0 of an n-process run: espnet2 prefixes them `[host:0/n]`."""
+    if n == 1:  # `[host]`: no rank
+        return [ln for ln in lines if not re.match(r"\[[^\]]*:\d+/\d+\]", ln)]
+    return [ln for ln in lines if re.match(rf"\[[^\]]*:0/{n}\]", ln)]
 
 
 def summarise(rows: list[dict[str, float]], n: int, audio_per_epoch: float,
@@ -139,7 +184,7 @@ def summarise(rows: list[dict[str, float]], n: int, audio_per_epoch: float,
 
 
 def report(results: dict, args: argparse.Namespace, gpu: str, torch_version: str,
-           source: str) -> None:
+           source: str, corpus_hours: float | None = None) -> None:
     options = ("the options of that run" if args.summarize
                else " ".join(args.extra) or "as committed")
     print(f"XLS-R 300M shape (random init) + CTC, espnet2 stage 4, {source}, "
@@ -147,7 +192,7 @@ def report(results: dict, args: argparse.Namespace, gpu: str, torch_version: str
     print(f"| {'GPUs':>4} | {'epochs timed':>12} | {'steps/s':>7} | {'audio-s/s':>9} | "
           f"{'peak GiB':>8} | {'scaling':>7} |")
     print("|------|--------------|---------|-----------|----------|---------|")
-    base = results[f"{args.gpus[0]}gpu"]["audio_seconds_per_s"]
+    base = next(iter(results.values()), {}).get("audio_seconds_per_s", 1.0)
     for r in results.values():
         print(f"| {r['gpus']:>4} | {len(r['epochs']) - 1:>12} | {r['optimizer_steps_per_s']:7.2f} | "
               f"{r['audio_seconds_per_s']:9.1f} | {r['peak_mem_gb']:8.1f} | "
@@ -156,10 +201,16 @@ def report(results: dict, args: argparse.Namespace, gpu: str, torch_version: str
         ["git", "-C", str(REPO), "rev-parse", "--short", "HEAD"],
         capture_output=True, text=True).stdout.strip()
     args.out.parent.mkdir(parents=True, exist_ok=True)
+    summary = {}
+    if "1gpu" in results and "2gpu" in results:
+        summary["scaling_2gpu"] = round(results["2gpu"]["audio_seconds_per_s"]
+                                        / results["1gpu"]["audio_seconds_per_s"], 3)
+    if corpus_hours is not None:
+        summary["corpus_hours"] = corpus_hours
     args.out.write_text(json.dumps({
         "benchmark": "train_gpu", "gpu": gpu, "torch": torch_version, "source": source,
         "python": platform.python_version(), "git_revision": rev, "config": str(CONFIG.name),
-        "options": args.extra,
+        "options": args.extra, "batch_per_gpu": args.batch_per_gpu, **summary,
         "results": results}, indent=2) + "\n")
     print(f"saved {args.out}")
 

@@ -97,3 +97,21 @@ def test_train_e2e_reads_epoch_times_from_espnet2s_log(tmp_path: Path) -> None:
     assert timed["train_s_per_epoch"] == pytest.approx((2.0 + 62.5) / 2)
     with pytest.raises(ValueError, match="at least 3 epochs"):
         per_epoch(rows[:2])
+
+
+def test_scaling_corpus_holds_the_hours_asked_for(tmp_path: Path) -> None:
+    sys.path.insert(0, str(REPO / "bench"))
+    from train_gpu import rank0_lines, synth_release
+
+    import soundfile as sf
+
+    from cvasr.corpora.commonvoice import read_tsv
+
+    hours = 0.05  # 180 s
+    synth_release(tmp_path / "as", hours, dev_clips=3)
+    train = read_tsv(tmp_path / "as" / "train.tsv").rows
+    seconds = [sf.info(str(tmp_path / "as" / "clips" / row["path"])).duration for row in train]
+    assert sum(seconds) >= hours * 3600 > sum(seconds[:-1])  # the fewest clips that fill it
+    assert len(read_tsv(tmp_path / "as" / "dev.tsv").rows) == 3
+    lines = ["[host] 1epoch results", "[gpu-7:0/2] 1epoch results", "[gpu-7:1/2] 1epoch results"]
+    assert rank0_lines(lines, 1) == lines[:1] and rank0_lines(lines, 2) == lines[1:2]

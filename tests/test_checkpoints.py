@@ -9,6 +9,7 @@ import pytest
 import torch
 
 from cvasr.training.checkpoints import EpochWriter, nbest_epochs
+from cvasr.training.validation import has_validated, sort_validated_epochs, validates
 
 CRITERIA = [["valid", "cer_ctc", "min"]]
 
@@ -24,6 +25,39 @@ def test_nbest_epochs_is_espnet2s_choice() -> None:
     state = reporter_state([0.9, 0.5, 0.7, 0.4, 0.8])
     assert nbest_epochs(state, CRITERIA, 2) == {4, 2}
     assert nbest_epochs(state, [["valid", "acc", "max"]], 2) == set()  # not reported: ignored
+
+
+@pytest.mark.parametrize("mode", ["min", "max"])
+def test_validated_ranking_is_espnet2s_where_every_epoch_validated(mode: str) -> None:
+    from espnet2.train.reporter import Reporter
+
+    reporter = Reporter()
+    reporter.load_state_dict(reporter_state([0.9, 0.5, 0.7, 0.5, 0.8]))  # a tie: epoch order
+    assert sort_validated_epochs(reporter, "valid", "cer_ctc", mode) == \
+        reporter.sort_epochs_and_values("valid", "cer_ctc", mode)
+
+
+def test_epochs_without_validation_are_left_out_of_the_n_best() -> None:
+    from espnet2.train.reporter import Reporter
+
+    state = reporter_state([0.9, 0.5, 0.7, 0.4, 0.8])
+    for epoch in (2, 5):  # not validated: espnet2 keeps only the time of its [valid] phase
+        state["stats"][epoch]["valid"] = {"time": 1.0, "total_count": 3}
+    assert nbest_epochs(state, CRITERIA, 2) == {4, 3}  # at epoch 5, which has no value itself
+    reporter = Reporter()
+    reporter.load_state_dict(state)
+    assert sort_validated_epochs(reporter, "valid", "cer_ctc", "min") == [(4, 0.4), (3, 0.7),
+                                                                          (1, 0.9)]
+    assert has_validated(reporter, "valid", "cer_ctc") and not reporter.has("valid", "cer_ctc")
+    assert not has_validated(reporter, "valid", "cer_ctc", epoch=5)
+    with pytest.raises(KeyError, match="valid.acc is not found"):
+        sort_validated_epochs(reporter, "valid", "acc", "min")
+
+
+@pytest.mark.parametrize("every, max_epoch, validated", [
+    (1, 4, [1, 2, 3, 4]), (0, 3, [1, 2, 3]), (3, 7, [3, 6, 7]), (5, 10, [5, 10]), (5, 4, [4])])
+def test_which_epochs_validate(every: int, max_epoch: int, validated: list[int]) -> None:
+    assert [e for e in range(1, max_epoch + 1) if validates(e, every, max_epoch)] == validated
 
 
 @pytest.mark.parametrize("minutes, epochs, due", [

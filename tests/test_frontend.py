@@ -95,13 +95,22 @@ def test_conv_features_are_not_cached_while_the_encoder_trains(tiny_upstream: Pa
     assert not ours._cache  # feature encoder parameters still require grad
 
 
-def test_encoder_compiles_as_one_graph_with_the_same_numbers(tiny_upstream: Path) -> None:
+@pytest.mark.parametrize("shared_layers", [False, True])
+def test_encoder_compiles_as_one_graph_with_the_same_numbers(tiny_upstream: Path,
+                                                             shared_layers: bool) -> None:
+    compile_and_compare(tiny_upstream, shared_layers)
+
+
+def compile_and_compare(tiny_upstream: Path, shared_layers: bool) -> int:
+    """Compiled (as one graph) and espnet2's frontend give the same numbers; the calls the
+    graph captured."""
     # aot_eager: dynamo's capture and AOT autograd without code generation, which is what a CPU
     # test can check (the GPU runs inductor on the same graph; bench/train_throughput.py)
     from torch._dynamo.utils import counters
 
     ref, ours = _pair(tiny_upstream)
-    assert ours.compile_encoder(mode=None, backend="aot_eager", fullgraph=True)  # no graph break
+    assert ours.compile_encoder(mode=None, backend="aot_eager", fullgraph=True,  # no graph break
+                                shared_layers=shared_layers)
     torch._dynamo.reset()
     counters.clear()
     # 49, 50 and 21 frames: an odd and an even length share the graph (frames padded to 8)
@@ -116,6 +125,21 @@ def test_encoder_compiles_as_one_graph_with_the_same_numbers(tiny_upstream: Path
         (got.sum() - want.sum()).backward()  # the compiled graph's backward runs too
     assert ours._compiled_contextualise is not None
     assert counters["stats"]["unique_graphs"] == 1
+    # the layers traced once for all of them (2 here) where they are shared
+    captured = counters["stats"]["calls_captured"]
+    with torch.no_grad():  # validation: the eager transformer, no second graph to compile
+        batch = torch.randn(2, 9000) * 3000
+        torch.testing.assert_close(ours(batch, torch.tensor([9000, 8000]))[0],
+                                   ref(batch, torch.tensor([9000, 8000]))[0], rtol=1e-4, atol=1e-4)
+    assert counters["stats"]["unique_graphs"] == 1
+    return captured
+
+
+def test_shared_layers_trace_each_layer_once(tiny_upstream: Path) -> None:
+    calls = [compile_and_compare(tiny_upstream, shared) for shared in (False, True)]
+    layers = len(_pair(tiny_upstream)[1].upstream.upstream.model.encoder.layers)
+    per_layer = (calls[0] - calls[1]) // (layers - 1)  # the calls one layer's trace captures
+    assert layers == 2 and per_layer > 10 and calls[0] - calls[1] == per_layer * (layers - 1)
 
 
 def test_conv_feature_cache_stops_growing_at_its_limit(tiny_upstream: Path) -> None:

@@ -130,19 +130,28 @@ def _train_cmd(prepared: dict[str, Path], demo_stats: Path, exp: Path, *extra: s
             "--num_workers", "0", "--batch_size", "2", "--keep_nbest_models", "2", *extra]
 
 
+EVERY_2 = ["--checkpoint_every_minutes", "0", "--checkpoint_every_epochs", "2", "--max_epoch", "4"]
+
+
+@pytest.fixture(scope="module")
+def uninterrupted(demo_stats: Path, prepared: dict[str, Path]) -> Path:
+    """4 epochs, a checkpoint every 2, validated every epoch (espnet2's way)."""
+    exp = prepared["work"] / "exp_uninterrupted"
+    subprocess.run(_train_cmd(prepared, demo_stats, exp, *EVERY_2), check=True,
+                   stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)
+    return exp
+
+
 @pytest.mark.slow
 def test_resume_after_kill_from_an_older_checkpoint_is_exact(demo_stats: Path,
-                                                             prepared: dict[str, Path]) -> None:
+                                                             prepared: dict[str, Path],
+                                                             uninterrupted: Path) -> None:
     """Checkpoints every 2 epochs; killed in epoch 4, the run resumes from epoch 2's checkpoint,
     trains epochs 3 and 4 again, and ends exactly where an uninterrupted run ends."""
-    every_2 = ["--checkpoint_every_minutes", "0", "--checkpoint_every_epochs", "2",
-               "--max_epoch", "4"]
-    reference = prepared["work"] / "exp_uninterrupted"
-    subprocess.run(_train_cmd(prepared, demo_stats, reference, *every_2), check=True,
-                   stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)
+    reference = uninterrupted
 
     exp = prepared["work"] / "exp_resume"
-    cmd = _train_cmd(prepared, demo_stats, exp, *every_2)
+    cmd = _train_cmd(prepared, demo_stats, exp, *EVERY_2)
     proc = subprocess.Popen(cmd, stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL,
                             start_new_session=True)
     deadline = time.monotonic() + 300
@@ -184,6 +193,28 @@ def test_resume_after_kill_from_an_older_checkpoint_is_exact(demo_stats: Path,
     subprocess.run([*cmd[:-2], "--max_epoch", "5"], check=True, stdout=subprocess.DEVNULL,
                    stderr=subprocess.DEVNULL)
     assert len(phase_values(exp / "train.log")) == 6
+
+
+@pytest.mark.slow
+def test_validation_every_3_epochs_trains_the_same_and_ranks_the_validated(
+        demo_stats: Path, prepared: dict[str, Path], uninterrupted: Path) -> None:
+    """Epochs 3 and 4 (every 3rd and the last) validated: training is the same number for
+    number (each epoch is seeded on its own), their validation too, and the n best, the best
+    link and the average come from them alone."""
+    exp = prepared["work"] / "exp_valid_every_3"
+    subprocess.run(_train_cmd(prepared, demo_stats, exp, *EVERY_2, "--valid_every_epochs", "3"),
+                   check=True, stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)
+    got, want = phase_values(exp / "train.log"), phase_values(uninterrupted / "train.log")
+    assert [e["train"] for e in got] == [e["train"] for e in want]
+    assert [e["valid"] for e in got] == [{}, {}, want[2]["valid"], want[3]["valid"]]
+    assert sorted(p.name for p in exp.glob("*epoch.pth")) == ["3epoch.pth", "4epoch.pth"]
+    best = 3 if want[2]["valid"]["cer_ctc"] <= want[3]["valid"]["cer_ctc"] else 4
+    assert os.readlink(exp / "valid.cer_ctc.best.pth") == f"{best}epoch.pth"
+    models = [torch.load(exp / f"{e}epoch.pth", weights_only=False) for e in (3, 4)]
+    averaged = torch.load(exp / "valid.cer_ctc.ave.pth", weights_only=False)
+    for key, value in averaged.items():
+        if value.is_floating_point():
+            torch.testing.assert_close(value, (models[0][key] + models[1][key]) / 2)
 
 
 @pytest.mark.slow
@@ -280,7 +311,8 @@ def test_xlsr_speedups_leave_the_demo_loss_curve_unchanged(prepared: dict[str, P
         config.write_text(yaml.safe_dump(variant))
         exp = work / f"exp_curve_{name}"
         train(prepared["dump"], prepared["tokens"], work / "stats_curve", config, exp,
-              extra_args=[*QUICK, "--max_epoch", "3", "--use_amp", "false"])
+              extra_args=[*QUICK, "--max_epoch", "3", "--use_amp", "false",
+                          "--valid_every_epochs", "1"])  # a CER every epoch to compare
         curves[name] = [v for r in epoch_results(exp / "train.log")
                         for v in (r["loss_ctc"], r["cer_ctc"])]
     assert len(curves["espnet2"]) == 2 * 3

@@ -74,6 +74,16 @@ def repeat_last_valid_frame(feats: torch.Tensor, frames: list[int]) -> torch.Ten
     return feats.gather(1, index[..., None].expand(-1, -1, feats.size(2)))
 
 
+def _layer_forward(layer: torch.nn.Module, x: torch.Tensor, padding: torch.Tensor) -> torch.Tensor:
+    """One s3prl transformer layer (T, B, D) -> (T, B, D), its attention weights not computed."""
+    return layer.forward(x, self_attn_padding_mask=padding, need_weights=False)[0]
+
+
+#: the same inside torch.compile's hierarchical compilation: the layer's code is generated once
+#: and reused by all 24 layers of the one graph (eager: a plain call)
+_shared_layer_forward = torch.compiler.nested_compile_region(_layer_forward)
+
+
 class Wav2Vec2S3prlFrontend(S3prlFrontend):
     """S3prlFrontend whose last-layer path for s3prl's wav2vec 2.0 experts needs one host sync."""
 
@@ -82,6 +92,7 @@ class Wav2Vec2S3prlFrontend(S3prlFrontend):
         inline_upstream.register()  # `upstream: wav2vec2_inline`: the shape in the config itself
         super().__init__(*args, **kwargs)
         self._compiled_contextualise = None  # set by compile_encoder()
+        self._shared_layers = False  # compile_encoder(shared_layers=True)
         self.cache_conv_features = cache_conv_features
         self.cache_max_bytes = int(cache_max_gb * 2**30)
         self._cache: dict[str, torch.Tensor] = {}
@@ -117,15 +128,19 @@ class Wav2Vec2S3prlFrontend(S3prlFrontend):
                 and hasattr(model, "cfg"))
 
     def compile_encoder(self, mode: str | None = "default", backend: str = "inductor",
-                        fullgraph: bool = False) -> bool:
+                        fullgraph: bool = False, shared_layers: bool = False) -> bool:
         """torch.compile the transformer (`contextualise`) as one graph with dynamic shapes.
 
-        The convolutional feature encoder before it stays eager: with symbolic lengths,
+        `shared_layers`: the layers as one nested compile region, generated once for all of them
+        (hierarchical compilation), which cuts the compile time a fresh run pays. The graph is
+        used for training only: without gradients (validation) the eager transformer runs, which
+        would otherwise cost a compile of its own. The convolutional feature encoder before it stays eager: with symbolic lengths,
         inductor (torch 2.11) fails on its stride order ("cannot determine truth value of
         Relational"). False where the fast path is not taken and nothing was compiled.
         """
         if not self._fast_path():
             return False
+        self._shared_layers = shared_layers
         self._compiled_contextualise = torch.compile(self.contextualise, mode=mode,
                                                      backend=backend, fullgraph=fullgraph)
         return True
@@ -141,7 +156,7 @@ class Wav2Vec2S3prlFrontend(S3prlFrontend):
             features = self.cached_conv_features(wavs, sample_lens, frames)
         else:
             features = self.conv_features(wavs, sample_lens)
-        if self._compiled_contextualise is None:
+        if self._compiled_contextualise is None or not torch.is_grad_enabled():
             return self.contextualise(features, frame_lens)
         # compiled: one graph for all lengths, one per batch size (few: batches are sorted;
         # inductor in torch 2.11 fails on a symbolic batch size, as on a symbolic sample count).
@@ -239,8 +254,9 @@ class Wav2Vec2S3prlFrontend(S3prlFrontend):
             padding = F.pad(padding, (0, pad_length), value=True)
         x = F.dropout(x, p=encoder.dropout, training=encoder.training)
         x = x.transpose(0, 1)
+        run_layer = _shared_layer_forward if self._shared_layers else _layer_forward
         for layer in encoder.layers:  # .forward: the hooks s3prl hangs on each layer stay out
-            x, _ = layer.forward(x, self_attn_padding_mask=padding, need_weights=False)
+            x = run_layer(layer, x, padding)
         x = x.transpose(0, 1)
         if pad_length:
             x = x[:, :-pad_length]

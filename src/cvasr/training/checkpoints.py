@@ -37,6 +37,8 @@ from typing import Any, Callable
 
 import torch
 
+from cvasr.training.validation import has_validated, sort_validated_epochs
+
 EPOCH_FILE = re.compile(r"(\d+)epoch\.pth")
 CHECKPOINT = "checkpoint.pth"
 #: where the epoch models of the checkpoint on disk live (espnet2 does not look there)
@@ -81,8 +83,8 @@ def nbest_epochs(reporter_state: dict, criteria: list, keep: int) -> set[int]:
 
     reporter = Reporter()
     reporter.load_state_dict(reporter_state)
-    return set().union(*[set(reporter.sort_epochs(phase, key, mode)[:keep])
-                         for phase, key, mode in criteria if reporter.has(phase, key)])
+    return set().union(*[{epoch for epoch, _ in sort_validated_epochs(reporter, ph, key, mode)[:keep]}
+                         for ph, key, mode in criteria if has_validated(reporter, ph, key)])
 
 
 class EpochWriter:

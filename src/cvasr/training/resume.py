@@ -33,7 +33,9 @@ RESUMABLE = frozenset({
     "keep_nbest_models", "nbest_averaging_interval", "best_model_criterion",  # from the reporter
     "use_matplotlib", "use_tensorboard", "create_graph_in_tensorboard", "use_wandb",
     "wandb_project", "wandb_id", "wandb_entity", "wandb_name", "wandb_model_log_interval",
-    "num_att_plot", "detect_anomaly", "log_interval",
+    "num_att_plot", "detect_anomaly", "log_interval", "valid_every_epochs",
+    "checkpoint_every_minutes", "checkpoint_every_epochs", "background_checkpoints",
+    "plot_every_epochs", "empty_cache_between_phases",
     # hardware and speed
     "ngpu", "num_workers", "persistent_workers", "dist_backend", "dist_init_method",
     "dist_world_size", "dist_rank", "local_rank", "dist_master_addr", "dist_master_port",

@@ -9,6 +9,7 @@ match the model being resumed. Each such problem is one `ConfigError` line namin
 from __future__ import annotations
 
 import difflib
+import os
 import subprocess
 import sys
 import uuid
@@ -102,16 +103,18 @@ def _data_args(dump_dir: Path, split: str, role: str) -> list[str]:
             f"--{role}_data_path_and_name_and_type", f"{d / 'text'},text,text"]
 
 
-def _run(args: Sequence[str], log: Path, on_line: Callable[[str], None] | None = None) -> None:
+def _run(args: Sequence[str], log: Path, on_line: Callable[[str], None] | None = None,
+         env: dict[str, str] | None = None) -> None:
     """Run espnet2's task, its output both on our stdout (the stage log under run.sh) and
-    appended to `log`; `on_line` sees every line (stage 4's console lines)."""
+    appended to `log`; `on_line` sees every line (stage 4's console lines); `env` on top of
+    the environment."""
     cmd = [sys.executable, "-m", "cvasr.training.task", *args]
     log.parent.mkdir(parents=True, exist_ok=True)
     last = ""
     with open(log, "a", encoding="utf-8") as out:
         out.write("# " + " ".join(cmd) + "\n")
         out.flush()
-        env = {**child_env(), "PYTHONUNBUFFERED": "1"}
+        env = {**child_env(), "PYTHONUNBUFFERED": "1", **(env or {})}
         proc = subprocess.Popen(cmd, stdout=subprocess.PIPE, stderr=subprocess.STDOUT, text=True,
                                 bufsize=1, env=env)
         assert proc.stdout is not None
@@ -270,4 +273,15 @@ def _train_as_planned(args: list[str], exp_dir: Path, derived: Sequence[str] = (
         if (summary := epochs(line)) is not None:
             say(summary)
 
-    _run([*args, *plan.extra_args], log=exp_dir / "train.log", on_line=on_line)
+    _run([*args, *plan.extra_args], log=exp_dir / "train.log", on_line=on_line,
+         env=compile_cache_env(exp_dir))
+
+
+def compile_cache_env(exp_dir: Path) -> dict[str, str]:
+    """torch.compile's caches (inductor's graphs and kernels, Triton's binaries) under the
+    experiment dir, unless TORCHINDUCTOR_CACHE_DIR is set: a resumed or repeated run, on this
+    machine or another sharing the dir, loads the compiled upstream in seconds instead of
+    compiling it for minutes (bench/NOTES.md, cold start)."""
+    if os.environ.get("TORCHINDUCTOR_CACHE_DIR"):
+        return {}
+    return {"TORCHINDUCTOR_CACHE_DIR": str(Path(exp_dir).resolve() / "compile_cache")}

@@ -31,6 +31,7 @@ from typing import Any
 import numpy as np
 import torch
 from espnet2.iterators.sequence_iter_factory import SequenceIterFactory
+from espnet2.schedulers.abs_scheduler import AbsValEpochStepScheduler
 from espnet2.schedulers.piecewise_linear_warmup_lr import PiecewiseLinearWarmupLR
 from espnet2.tasks.asr import ASRTask
 from espnet2.train import trainer as trainer_module
@@ -46,6 +47,7 @@ from cvasr.speedups.persistent_loader import PersistentSequenceIterFactory
 from cvasr.speedups.regional_compile import compile_encoder_layers
 from cvasr.training.checkpoints import CHECKPOINT, EPOCH_FILE, EpochWriter, atomic_save
 from cvasr.training.plots import plot_curves
+from cvasr.training.validation import ranking_validated_epochs, validates
 
 RNG_KEY = "cvasr_rng_states"
 #: torch.compile modes --compile_mode accepts (no autotuning: compile time is paid every run)
@@ -74,6 +76,7 @@ class CvasrTrainerOptions(TrainerOptions):
     compile_mode: str = "default"
     compile_scope: str = "encoder"
     sync_free_step: bool = False
+    valid_every_epochs: int = 1
     checkpoint_every_minutes: float = 5.0
     checkpoint_every_epochs: int = 0
     background_checkpoints: bool = True
@@ -93,9 +96,16 @@ class SafeCheckpointTrainer(Trainer):
         parser.add_argument("--compile_mode", default="default", choices=COMPILE_MODES,
                             help="torch.compile mode for --compile_upstream ('reduce-overhead' "
                                  "replays CUDA graphs, one per batch shape)")
-        parser.add_argument("--compile_scope", default="encoder", choices=("encoder", "layers"),
+        parser.add_argument("--compile_scope", default="encoder",
+                            choices=("encoder", "encoder_shared_layers", "layers"),
                             help="what --compile_upstream compiles: the wav2vec2_s3prl encoder "
-                                 "as one graph, or each transformer layer")
+                                 "as one graph; the same with its layers generated once for "
+                                 "all (hierarchical compilation: a shorter compile); or each "
+                                 "transformer layer")
+        parser.add_argument("--valid_every_epochs", type=int, default=1,
+                            help="validate after every this many epochs and after the last "
+                                 "(espnet2: 1); the n best models and their average are "
+                                 "chosen among the validated epochs (cvasr.training.validation)")
 
         parser.add_argument("--sync_free_step", type=str2bool, default=False,
                             help="train with a loop that issues each step without waiting for "
@@ -136,10 +146,14 @@ class SafeCheckpointTrainer(Trainer):
             return
         mode = getattr(options, "compile_mode", "default")
         frontend = getattr(model, "frontend", None)
-        if (getattr(options, "compile_scope", "encoder") == "encoder"
-                and isinstance(frontend, Wav2Vec2S3prlFrontend) and frontend.compile_encoder(mode)):
+        scope = getattr(options, "compile_scope", "encoder")
+        if (scope in ("encoder", "encoder_shared_layers")
+                and isinstance(frontend, Wav2Vec2S3prlFrontend)
+                and frontend.compile_encoder(mode, shared_layers=scope == "encoder_shared_layers")):
             logging.info(f"compile_upstream: the wav2vec 2.0 encoder is one compiled graph "
-                         f"(mode {mode}, dynamic shapes)")
+                         f"(mode {mode}, dynamic shapes"
+                         + (", its layers generated once" if scope != "encoder" else "")
+                         + "); validation runs it eager")
             return
         if mode != "default":
             raise ValueError(f"compile_mode {mode!r} needs frontend: wav2vec2_s3prl on its "
@@ -164,11 +178,24 @@ class SafeCheckpointTrainer(Trainer):
             distributed_option=distributed_option)
 
     @classmethod
+    def validate_one_epoch(cls, model, iterator, reporter, options, distributed_option) -> None:
+        """espnet2's validation, on the epochs `valid_every_epochs` picks (all by default)."""
+        if not validates(reporter.epoch, getattr(options, "valid_every_epochs", 1),
+                         options.max_epoch):
+            return
+        super().validate_one_epoch(model=model, iterator=iterator, reporter=reporter,
+                                   options=options, distributed_option=distributed_option)
+
+    @classmethod
     def run(cls, *args: Any, **kwargs: Any) -> None:
         """espnet2's run, with its between-epoch work routed through an EpochWriter: its
         torch.save calls (checkpoint, epoch models, averages), its plots and its cache emptying
         are intercepted for the run's duration (cvasr.training.checkpoints says why)."""
         options = kwargs["trainer_options"]
+        if getattr(options, "valid_every_epochs", 1) > 1 and any(
+                isinstance(s, AbsValEpochStepScheduler) for s in kwargs.get("schedulers", [])):
+            raise ValueError("valid_every_epochs > 1 leaves epochs without the validation value "
+                             "the scheduler steps on (val_scheduler_criterion): use 1")
         cls.prepare_model(kwargs["model"], options)
         keep = options.keep_nbest_models
         writer = EpochWriter(
@@ -214,7 +241,8 @@ class SafeCheckpointTrainer(Trainer):
         if not getattr(options, "empty_cache_between_phases", True):
             torch.cuda.empty_cache = lambda: None
         try:
-            super().run(*args, **kwargs)
+            with ranking_validated_epochs():
+                super().run(*args, **kwargs)
             reporter = plotted.get("reporter")
             if reporter is not None and plotted.get("epoch") != reporter.get_epoch():
                 plot_curves(reporter, Path(plotted["output_dir"]))

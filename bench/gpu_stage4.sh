@@ -1,0 +1,49 @@
+#!/usr/bin/env bash
+# Stage 4's GPU benchmarks (issue 17) on a machine of the device tool, one job a call:
+#   e2e      bench/train_e2e.py: stage 4 through run.sh for 50 epochs with the committed config,
+#            then 5 more resumed (a warm compile cache), and the seed's stack for 50 epochs
+#   scaling  bench/train_gpu.py: 1 and 2 GPUs, 32 clips a GPU, on a 10-hour synthetic corpus
+# Every output goes to OUT_DIR (the device tool's $OUT). Needs the wheels of
+# bench/device_wheels.sh in .whl/ (carry it) and CVASR_GIT_REV set to the revision run (the
+# machine's copy of .git is not this checkout's).
+#   bash bench/gpu_stage4.sh e2e "$OUT"
+set -euo pipefail
+job=$1
+out=$2
+cd "$(dirname "$0")/.."
+python3 -m pip install -q --no-index --no-deps --no-compile --no-cache-dir --upgrade \
+    --target /tmp/site .whl/*.whl
+export PYTHONPATH=/tmp/site PYTHONUNBUFFERED=1
+python3 -m venv --system-site-packages /tmp/venv
+printf '#!/bin/sh\nexec /tmp/venv/bin/python -m cvasr.cli "$@"\n' > /tmp/venv/bin/cvasr
+chmod +x /tmp/venv/bin/cvasr
+export CVASR_PYTHON_ENV=/tmp/venv
+nvidia-smi --query-gpu=name,memory.total --format=csv > "$out/gpus.txt"
+nj=$(nproc)
+status=0
+case $job in
+    e2e)
+        work=/tmp/cvasr-e2e
+        timeout "${E2E_TIMEOUT:-520}" python3 bench/train_e2e.py --epochs 50 --resume-epochs 5 \
+            --only ours seed --nj "$nj" --work "$work" --out "$out/train_e2e.json" \
+            2>&1 | tee "$out/e2e_log.txt" || status=$?
+        exp=$work/recipe/exp/asr_train_xlsr300m_ctc_char
+        cp "$exp/train.log" "$out/ours_train.log" 2>/dev/null || true
+        cp "$work/bench.log" "$out/bench.log" 2>/dev/null || true
+        du -sh "$exp/compile_cache" > "$out/compile_cache_size.txt" 2>/dev/null || true
+        ;;
+    scaling)
+        work=/tmp/cvasr-scaling
+        timeout "${SCALING_TIMEOUT:-540}" python3 bench/train_gpu.py --synth-hours 10 \
+            --batch-per-gpu 32 --gpus 1 2 --epochs 3 --nj "$nj" --work "$work" \
+            --out "$out/train_gpu.json" 2>&1 | tee "$out/scaling_log.txt" || status=$?
+        for n in 1 2; do
+            cp "$work/exp_${n}gpu/train.log" "$out/exp_${n}gpu_train.log" 2>/dev/null || true
+        done
+        ;;
+    *)
+        echo "unknown job $job (e2e or scaling)" >&2
+        exit 2
+        ;;
+esac
+exit "$status"
