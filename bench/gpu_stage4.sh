@@ -13,7 +13,7 @@ out=$2
 cd "$(dirname "$0")/.."
 python3 -m pip install -q --no-index --no-deps --no-compile --no-cache-dir --upgrade \
     --target /tmp/site .whl/*.whl
-export PYTHONPATH=/tmp/site PYTHONUNBUFFERED=1
+export PYTHONPATH=$PWD/src:/tmp/site PYTHONUNBUFFERED=1
 python3 -m venv --system-site-packages /tmp/venv
 printf '#!/bin/sh\nexec /tmp/venv/bin/python -m cvasr.cli "$@"\n' > /tmp/venv/bin/cvasr
 chmod +x /tmp/venv/bin/cvasr
