@@ -1,8 +1,10 @@
 #!/usr/bin/env bash
 # Stage 4's GPU benchmarks (issue 17) on a machine of the device tool, one job a call:
-#   e2e      bench/train_e2e.py: stage 4 through run.sh for 50 epochs with the committed config,
-#            then 5 more resumed (a warm compile cache), and the seed's stack for 50 epochs
-#   scaling  bench/train_gpu.py: 1 and 2 GPUs, 32 clips a GPU, on a 10-hour synthetic corpus
+#   e2e      bench/train_e2e.py: stage 4 through run.sh for 50 epochs with the committed config
+#            (then RESUME_EPOCHS more, resumed: a warm compile cache), and the seed's stack for
+#            SEED_EPOCHS (25) epochs
+#   scaling  bench/train_gpu.py: 1 and 2 GPUs, 32 clips a GPU, on a 10-hour synthetic corpus,
+#            SCALING_OPTIONS (espnet2 options) over the committed config
 # Every output goes to OUT_DIR (the device tool's $OUT). Needs the wheels of
 # bench/device_wheels.sh in .whl/ (carry it) and CVASR_GIT_REV set to the revision run (the
 # machine's copy of .git is not this checkout's).
@@ -24,8 +26,8 @@ status=0
 case $job in
     e2e)
         work=/tmp/cvasr-e2e
-        timeout "${E2E_TIMEOUT:-520}" python3 bench/train_e2e.py --epochs 50 --resume-epochs 5 \
-            --only ours seed --nj "$nj" --work "$work" --out "$out/train_e2e.json" \
+        timeout "${E2E_TIMEOUT:-520}" python3 bench/train_e2e.py --epochs 50 \
+            --seed-epochs "${SEED_EPOCHS:-25}" --resume-epochs "${RESUME_EPOCHS:-0}" --only ours seed --nj "$nj" --work "$work" --out "$out/train_e2e.json" \
             2>&1 | tee "$out/e2e_log.txt" || status=$?
         exp=$work/recipe/exp/asr_train_xlsr300m_ctc_char
         cp "$exp/train.log" "$out/ours_train.log" 2>/dev/null || true
@@ -36,7 +38,7 @@ case $job in
         work=/tmp/cvasr-scaling
         timeout "${SCALING_TIMEOUT:-540}" python3 bench/train_gpu.py --synth-hours 10 \
             --batch-per-gpu 32 --gpus 1 2 --epochs 3 --nj "$nj" --work "$work" \
-            --out "$out/train_gpu.json" 2>&1 | tee "$out/scaling_log.txt" || status=$?
+            --out "$out/train_gpu.json" -- ${SCALING_OPTIONS:-} 2>&1 | tee "$out/scaling_log.txt" || status=$?
         for n in 1 2; do
             cp "$work/exp_${n}gpu/train.log" "$out/exp_${n}gpu_train.log" 2>/dev/null || true
         done

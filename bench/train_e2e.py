@@ -144,6 +144,8 @@ def main() -> int:
     parser.add_argument("--dev-clips", type=int, default=80)
     parser.add_argument("--epochs", type=int, default=60)
     parser.add_argument("--baseline-epochs", type=int, default=12)
+    parser.add_argument("--seed-epochs", type=int, default=None,
+                        help="epochs of (c), the seed's stack (default: --epochs)")
     parser.add_argument("--resume-epochs", type=int, default=0,
                         help="after (a), run stage 4 again for this many more epochs: the "
                              "first epoch of a resumed run, its compile from the cache the "
@@ -240,11 +242,12 @@ def main() -> int:
         print(f"  wall {base['wall_s_per_epoch']} s an epoch, espnet2's train+valid "
               f"{base['train_s_per_epoch']} s ({base['wall_over_train']}x)", flush=True)
     if "seed" in args.only:
-        print(f"(c) the seed's stack, {args.epochs} epochs, saving as its script did", flush=True)
+        print(f"(c) the seed's stack, {args.seed_epochs or args.epochs} epochs, saving as its "
+              "script did", flush=True)
         tokens = read_token_list(work / "data" / "token_list" / "char" / "tokens.txt")
         from cvasr.models.upstream import ARCHS
 
-        seed_args = argparse.Namespace(device=args.device, epochs=args.epochs,
+        seed_args = argparse.Namespace(device=args.device, epochs=args.seed_epochs or args.epochs,
                                        work=args.work / "seed")
         seed = run_seed_stack(train_clips, tokens, ARCHS[args.arch], seed_args,
                               group_by_length=False, script_defaults=True)
