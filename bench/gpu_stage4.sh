@@ -16,9 +16,13 @@ cd "$(dirname "$0")/.."
 python3 -m pip install -q --no-index --no-deps --no-compile --no-cache-dir --upgrade \
     --target /tmp/site .whl/*.whl
 export PYTHONPATH=$PWD/src:/tmp/site PYTHONUNBUFFERED=1
-python3 -m venv --system-site-packages /tmp/venv
-printf '#!/bin/sh\nexec /tmp/venv/bin/python -m cvasr.cli "$@"\n' > /tmp/venv/bin/cvasr
-chmod +x /tmp/venv/bin/cvasr
+# path.sh wants an environment dir with bin/cvasr: the image's own Python (itself a virtualenv,
+# so a new virtualenv on top would not see its packages) behind small wrappers
+py=$(command -v python3)
+mkdir -p /tmp/venv/bin
+for name in python python3; do printf '#!/bin/sh\nexec %s "$@"\n' "$py" > /tmp/venv/bin/$name; done
+printf '#!/bin/sh\nexec %s -m cvasr.cli "$@"\n' "$py" > /tmp/venv/bin/cvasr
+chmod +x /tmp/venv/bin/*
 export CVASR_PYTHON_ENV=/tmp/venv
 nvidia-smi --query-gpu=name,memory.total --format=csv > "$out/gpus.txt"
 nj=$(nproc)
