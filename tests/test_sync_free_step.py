@@ -168,9 +168,80 @@ def test_deferred_reports_replay_registrations_exactly() -> None:
 def test_unsupported_setups_fall_back_with_the_reason(tmp_path: Path) -> None:
     opts = options(tmp_path)
     assert sync_free_step.unsupported_reason(opts, False, None) is None
-    assert "one process" in sync_free_step.unsupported_reason(opts, True, None)
+    assert sync_free_step.unsupported_reason(opts, True, None) is None  # DDP: one GPU a process
+    several = options(tmp_path, "--ngpu", "2")
+    assert "DataParallel" in sync_free_step.unsupported_reason(several, False, None)
     amp = options(tmp_path, "--use_amp", "true")
     assert "fp16" in sync_free_step.unsupported_reason(amp, False, None)
     assert sync_free_step.unsupported_reason(amp, False, torch.bfloat16) is None
     noisy = options(tmp_path, "--grad_noise", "true")
     assert "grad_noise" in sync_free_step.unsupported_reason(noisy, False, None)
+
+
+class GatherableToy(Toy):
+    """Toy with what espnet2's models hand a DDP loop (`force_gatherable`): one-element tensors."""
+
+    def forward(self, x, x_lengths, y, y_lengths, utt_id=None):
+        loss, stats, weight = super().forward(x, x_lengths, y, y_lengths, utt_id)
+        return (loss.reshape(1), {k: v if v is None else v.reshape(1) for k, v in stats.items()},
+                weight.reshape(1))
+
+
+def _ddp_rank(rank: int, world: int, init_file: str, out: str, fused: bool) -> None:
+    """One rank: espnet2's loop, then ours, each on its DDP-wrapped copy of the same model."""
+    from torch.nn.parallel import DistributedDataParallel
+
+    torch.distributed.init_process_group("gloo", init_method=f"file://{init_file}", rank=rank,
+                                         world_size=world)
+    try:
+        opts = options(Path(out))
+        # each batch split over the ranks as espnet2's sampler splits it; rank 1 has one batch
+        # fewer (espnet2's loop then stops every rank at the shortest)
+        data = [(ids[rank::world], {k: v[rank::world] for k, v in b.items()})
+                for ids, b in batches(7 - rank)]
+        results = {}
+        for loop in ("espnet2", "ours"):
+            model = DistributedDataParallel(GatherableToy())
+            optimizer = torch.optim.Adam(model.parameters(), lr=0.1, fused=fused)
+            scheduler = PiecewiseLinearWarmupLR(optimizer, warmup_steps_list=[0, 3, 10],
+                                                warmup_lr_list=[0.0, 0.1, 0.0])
+            reporter = Reporter()
+            reporter.set_epoch(1)
+            with reporter.observe("train") as sub:
+                if loop == "espnet2":
+                    Trainer.train_one_epoch(
+                        model=model, iterator=data, optimizers=[optimizer],
+                        schedulers=[scheduler], scaler=None, reporter=sub, summary_writer=None,
+                        options=opts, distributed_option=DistributedOption(distributed=True))
+                else:
+                    sync_free_step.train_one_epoch(model, data, [optimizer], [scheduler], sub,
+                                                   opts, distributed=True)
+            results[loop] = {"weight": model.module.proj.weight.detach().clone(),
+                             "bias": model.module.proj.bias.detach().clone(),
+                             "stats": {k: v for k, v in reporter.stats[1]["train"].items()
+                                       if not k.endswith("time")}}
+        torch.save(results, Path(out) / f"rank{rank}.pt")
+    finally:
+        torch.distributed.destroy_process_group()
+
+
+@pytest.mark.parametrize("fused", [False, True])
+def test_ddp_same_parameters_and_statistics_as_espnet2s_loop(tmp_path: Path, fused: bool) -> None:
+    """Two CPU processes (gloo): our loop under DDP updates and reports as espnet2's does,
+    uneven batch counts included."""
+    import torch.multiprocessing as mp
+
+    mp.spawn(_ddp_rank, args=(2, str(tmp_path / "init"), str(tmp_path), fused), nprocs=2)
+    ranks = [torch.load(tmp_path / f"rank{r}.pt", weights_only=False) for r in (0, 1)]
+    for rank, got in enumerate(ranks):
+        assert torch.equal(got["ours"]["weight"], got["espnet2"]["weight"])
+        assert torch.equal(got["ours"]["bias"], got["espnet2"]["bias"])
+        ours, ref = got["ours"]["stats"], got["espnet2"]["stats"]
+        assert sorted(ours) == sorted(ref)
+        # 6 steps trained on each rank; espnet2's rank 0 also counts the batch it fetched
+        # before its stop flag told it rank 1 had run out (an iter_time, no training)
+        assert ours["total_count"] == 6 and ref["total_count"] == 6 + (rank == 0)
+        for key in ("loss", "peak", "grad_norm", "clip", "optim0_lr0"):
+            assert ours[key] == pytest.approx(ref[key], rel=1e-6), key
+    # the ranks hold one model: DDP averaged the gradients
+    assert torch.equal(ranks[0]["ours"]["weight"], ranks[1]["ours"]["weight"])

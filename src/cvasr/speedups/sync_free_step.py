@@ -1,4 +1,4 @@
-"""`sync_free_step: true`: espnet2's training loop for one process, issued without waiting for the GPU.
+"""`sync_free_step: true`: espnet2's training loop, issued without waiting for the GPU.
 
 Why: espnet2's `Trainer.train_one_epoch` stops the CPU until the GPU is idle several times a
 step: a blocking copy of the batch, the GradScaler's found-inf check, `isfinite(grad_norm)` in an
@@ -17,13 +17,17 @@ is bound by eager kernel issue more than by the stops):
   transfer, with the same names, weights and order (logs, plots, best-model choice unchanged);
 - the batch is copied with `non_blocking` from the DataLoader's pinned memory, and for models
   that say they take them (`takes_host_lengths`), the `*_lengths` tensors stay on the host, so
-  the model reads lengths without a sync.
+  the model reads lengths without a sync;
+- under DDP (one GPU a process), each step's loss and statistics are averaged over the
+  processes as espnet2's loop averages them, with the same collectives but no host read, and
+  the batches a rank trains are settled once an epoch (espnet2 all-reduces a stop flag and
+  reads it every step).
 
 One difference from espnet2, logged when it happens: a skipped (non-finite) update still advances
 the learning-rate schedule, since holding it back needs the host to know. Everything else is
 espnet2's step: the same autocast, loss divided by accum_grad, gradient clipping, optimizer and
 scheduler calls, in the same order. Where the loop cannot do what espnet2's would (several
-processes or GPUs, fp16 autocast, gradient noise, models choosing an optimizer per batch),
+GPUs in one process, fp16 autocast, gradient noise, models choosing an optimizer per batch),
 `unsupported_reason` says why and the trainer runs espnet2's loop.
 """
 
@@ -42,8 +46,8 @@ from espnet2.train.reporter import SubReporter
 def unsupported_reason(options: Any, distributed: bool, autocast_dtype: Optional[torch.dtype]
                        ) -> Optional[str]:
     """Why this loop cannot replace espnet2's for these options, or None."""
-    if distributed or getattr(options, "ngpu", 0) > 1:
-        return "it runs one process on at most one GPU"
+    if getattr(options, "ngpu", 0) > 1 and not distributed:
+        return "it runs one GPU a process (DDP), not DataParallel over several"
     if getattr(options, "use_amp", False) and autocast_dtype is not torch.bfloat16:
         return "fp16 autocast needs espnet2's GradScaler"
     if getattr(options, "grad_noise", False):
@@ -91,6 +95,44 @@ class DeferredReports:
             self.reporter.next()
 
 
+def _sum_over_ranks(value: torch.Tensor, weight: torch.Tensor) -> torch.Tensor:
+    """espnet2's `recursive_sum` of one statistic over the ranks, without its host read: the
+    weighted sums of all ranks gathered, NaN-skipping mean x ranks unless every rank is NaN
+    (then their plain sum, NaN), chosen on the device."""
+    assert value.size() == weight.size(), (value.size(), weight.size())
+    local = (value * weight.type(value.dtype)).sum()
+    gathered = [torch.empty_like(local) for _ in range(torch.distributed.get_world_size())]
+    torch.distributed.all_gather(gathered, local)
+    stacked = torch.stack(gathered)
+    return torch.where(torch.isnan(stacked).all(), torch.sum(stacked),
+                       torch.nanmean(stacked) * len(gathered))
+
+
+def average_over_ranks(stats: dict[str, Any], weight: torch.Tensor
+                       ) -> tuple[dict[str, Any], torch.Tensor]:
+    """espnet2's `recursive_average(stats, weight, distributed=True)` (the weighted mean of each
+    statistic over all ranks, and the ranks' total weight) computed on the device alone."""
+    sums = {k: _sum_over_ranks(v, weight) if isinstance(v, torch.Tensor) else v
+            for k, v in stats.items()}
+    total = weight.sum()
+    torch.distributed.all_reduce(total, op=torch.distributed.ReduceOp.SUM)
+    return {k: v / total.type(v.dtype) if isinstance(v, torch.Tensor) else v
+            for k, v in sums.items()}, total
+
+
+def _batches_on_every_rank(iterator: Iterable, device: str) -> int:
+    """The batches each rank trains this epoch: the fewest any rank has, as espnet2's loop ends
+    every rank when the first runs out (its stop flag, all-reduced every step)."""
+    try:
+        mine = len(iterator)  # type: ignore[arg-type]
+    except TypeError:
+        raise RuntimeError("sync_free_step under DDP needs an iterator with a length; train "
+                           "with --sync_free_step false") from None
+    count = torch.tensor([mine], device=device)
+    torch.distributed.all_reduce(count, op=torch.distributed.ReduceOp.MIN)
+    return int(count.item())  # once an epoch
+
+
 def _to_device(batch: dict[str, Any], device: str, keep_lengths_on_host: bool) -> dict[str, Any]:
     """espnet2's `to_device` without blocking (the DataLoader pins batches on GPU runs), the
     `*_lengths` left on the host where asked."""
@@ -101,9 +143,11 @@ def _to_device(batch: dict[str, Any], device: str, keep_lengths_on_host: bool) -
 def train_one_epoch(model: torch.nn.Module, iterator: Iterable,
                     optimizers: Sequence[torch.optim.Optimizer], schedulers: Sequence[Any],
                     reporter: SubReporter, options: Any, summary_writer: Any = None,
-                    autocast_dtype: Optional[torch.dtype] = None) -> bool:
-    """espnet2's `Trainer.train_one_epoch` for one process without host syncs; returns whether
-    every update of the epoch was skipped (espnet2 then stops training)."""
+                    autocast_dtype: Optional[torch.dtype] = None, distributed: bool = False
+                    ) -> bool:
+    """espnet2's `Trainer.train_one_epoch` without host syncs; returns whether every update of
+    the epoch was skipped (espnet2 then stops training). `distributed`: one of several DDP
+    processes, each step's loss and statistics averaged over them as espnet2 does."""
     device = "cuda" if options.ngpu > 0 else "cpu"
     accum_grad, grad_clip = options.accum_grad, options.grad_clip
     log_interval = options.log_interval
@@ -112,7 +156,10 @@ def train_one_epoch(model: torch.nn.Module, iterator: Iterable,
             log_interval = max(len(iterator) // 20, 10)
         except TypeError:
             log_interval = 100
+    # (a DDP wrapper has no such attribute; with device_ids it copies every input, lengths too)
     host_lengths = bool(getattr(model, "takes_host_lengths", False))
+    world = torch.distributed.get_world_size() if distributed else 1
+    limit = _batches_on_every_rank(iterator, device) if distributed else None
     amp = dict(device_type="cuda", enabled=bool(options.use_amp) and device == "cuda")
     if autocast_dtype is not None:
         amp["dtype"] = autocast_dtype
@@ -135,6 +182,8 @@ def train_one_epoch(model: torch.nn.Module, iterator: Iterable,
     start_time = time.perf_counter()
     fetch_start = time.perf_counter()
     for iiter, (utt_id, batch) in enumerate(iterator, 1):
+        if limit is not None and iiter > limit:
+            break
         reports.register({"iter_time": time.perf_counter() - fetch_start})
         batch["utt_id"] = utt_id
         batch = _to_device(batch, device, host_lengths)
@@ -151,6 +200,11 @@ def train_one_epoch(model: torch.nn.Module, iterator: Iterable,
             retval = None
             reports.register({"forward_time": time.perf_counter() - forward_start})
             stats = {k: v for k, v in stats.items() if v is not None}
+            if distributed:  # as espnet2: weighted over the ranks, x ranks (DDP averages)
+                loss = (loss * weight.type(loss.dtype)).sum()
+                stats, weight = average_over_ranks(stats, weight)
+                loss /= weight
+                loss *= world
             # in place, as espnet2 does: the model's detached stats share the loss's storage,
             # so espnet2 reports them divided by accum_grad too; the logs stay comparable
             loss /= accum_grad

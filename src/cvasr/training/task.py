@@ -109,8 +109,8 @@ class SafeCheckpointTrainer(Trainer):
 
         parser.add_argument("--sync_free_step", type=str2bool, default=False,
                             help="train with a loop that issues each step without waiting for "
-                                 "the GPU (cvasr.speedups.sync_free_step); one process only, else "
-                                 "espnet2's loop runs")
+                                 "the GPU (cvasr.speedups.sync_free_step); one GPU a process "
+                                 "(DDP included), else espnet2's loop runs")
         # between epochs (cvasr.training.checkpoints)
         parser.add_argument("--checkpoint_every_minutes", type=float, default=5.0,
                             help="write checkpoint.pth (what --resume continues from) when this "
@@ -170,7 +170,8 @@ class SafeCheckpointTrainer(Trainer):
             if why is None:
                 return sync_free_step.train_one_epoch(
                     model, iterator, optimizers, schedulers, reporter, options,
-                    summary_writer=summary_writer, autocast_dtype=dtype)
+                    summary_writer=summary_writer, autocast_dtype=dtype,
+                    distributed=distributed_option.distributed)
             logging.warning(f"sync_free_step: espnet2's training loop runs instead, since {why}")
         return super().train_one_epoch(
             model=model, iterator=iterator, optimizers=optimizers, schedulers=schedulers,
