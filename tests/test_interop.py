@@ -334,14 +334,15 @@ def test_export_hf_writes_the_lm_for_processor_with_lm(imported: Path, clips: li
              order=3)
     exp = tmp_path / "exp"
     shutil.copytree(imported, exp)
-    options = DecodingOptions(lm=str(lm), lm_weight=0.75, word_bonus=2.0, lm_beam_size=20)
+    options = DecodingOptions(lm=str(lm), lm_weight=0.75, word_bonus=2.0, lm_beam_size=20,
+                              unk_offset=-7.5)
     write_record(exp, options)
     out = tmp_path / "hf"
     assert main(["export-hf", "--model", str(exp), "--out", str(out)]) == 0
     assert sorted(p.name for p in (out / "language_model").iterdir()) == [
         "attrs.json", "lm.bin", "unigrams.txt"]
     assert json.loads((out / "language_model" / "attrs.json").read_text()) == {
-        "alpha": 0.75, "beta": 2.0, "unk_score_offset": -10.0, "score_boundary": True}
+        "alpha": 0.75, "beta": 2.0, "unk_score_offset": -7.5, "score_boundary": True}
     conf = json.loads((out / "processor_config.json").read_text())
     assert conf["processor_class"] == "Wav2Vec2ProcessorWithLM"
 
