@@ -44,7 +44,8 @@ case $job in
         work=/tmp/cvasr-e2e
         timeout "${E2E_TIMEOUT:-520}" python3 bench/train_e2e.py --epochs 50 \
             --seed-epochs "${SEED_EPOCHS:-25}" --resume-epochs "${RESUME_EPOCHS:-0}" \
-            --only ours seed --nj "$nj" --work "$work" --out "$out/train_e2e.json" "$@" 2>&1 | tee "$out/e2e_log.txt" || status=$?
+            --only ours seed --nj "$nj" --work "$work" --out "$out/train_e2e.json" "$@" 2>&1 \
+            | tee "$out/e2e_log.txt" || status=$?
         exp=$work/recipe/exp/asr_train_xlsr300m_ctc_char
         cp "$exp/train.log" "$out/ours_train.log" 2>/dev/null || true
         cp "$work/bench.log" "$out/bench.log" 2>/dev/null || true

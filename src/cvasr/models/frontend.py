@@ -134,9 +134,10 @@ class Wav2Vec2S3prlFrontend(S3prlFrontend):
         `shared_layers`: the layers as one nested compile region, generated once for all of them
         (hierarchical compilation), which cuts the compile time a fresh run pays. The graph is
         used for training only: without gradients (validation) the eager transformer runs, which
-        would otherwise cost a compile of its own. The convolutional feature encoder before it stays eager: with symbolic lengths,
-        inductor (torch 2.11) fails on its stride order ("cannot determine truth value of
-        Relational"). False where the fast path is not taken and nothing was compiled.
+        would otherwise cost a compile of its own. The convolutional feature encoder before it
+        stays eager: with symbolic lengths, inductor (torch 2.11) fails on its stride order
+        ("cannot determine truth value of Relational"). False where the fast path is not taken
+        and nothing was compiled.
         """
         if not self._fast_path():
             return False

@@ -83,8 +83,9 @@ def nbest_epochs(reporter_state: dict, criteria: list, keep: int) -> set[int]:
 
     reporter = Reporter()
     reporter.load_state_dict(reporter_state)
-    return set().union(*[{epoch for epoch, _ in sort_validated_epochs(reporter, ph, key, mode)[:keep]}
-                         for ph, key, mode in criteria if has_validated(reporter, ph, key)])
+    ranked = [sort_validated_epochs(reporter, ph, key, mode)[:keep]
+              for ph, key, mode in criteria if has_validated(reporter, ph, key)]
+    return {epoch for best in ranked for epoch, _ in best}
 
 
 class EpochWriter:
