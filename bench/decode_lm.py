@@ -187,6 +187,22 @@ def run_candidates(args: argparse.Namespace, logps: dict[str, np.ndarray], refs:
     return rows
 
 
+def lm_without_words(work: Path, words: set[str], lm_dir: Path):
+    """Stage 3's LM built from the training lines with every word of `words` deleted from them:
+    it keeps the rest of their word sequences and knows none of `words`. Its build report."""
+    from cvasr.data.kaldi import read_table
+    from cvasr.lm.ngram import build_lm
+    from cvasr.text.normalize import get_normalizer
+
+    train = read_table(work / "data" / "train" / "text")
+    kept = {u: " ".join(w for w in s.split() if w not in words) for u, s in train.items()}
+    text = lm_dir.parent / f"{lm_dir.name}.text"
+    text.write_text("".join(f"{u} {s}\n" for u, s in kept.items() if s), encoding="utf-8")
+    return build_lm(lm_dir, [text], [work / "data" / "dev" / "text",
+                                     work / "data" / "test" / "text"],
+                    order=4, normalize=get_normalizer("as"))
+
+
 def acoustic_forward_ms(exp: Path, data_dir: Path) -> float:
     """What the LM search is set against: the model's own forward pass per utterance (CPU, one
     thread, batch 1, as `cvasr transcribe` runs it), best of two passes over the set."""
@@ -225,8 +241,6 @@ def main() -> None:
     from cvasr.data.kaldi import read_table
     from cvasr.decoding.decoder import Tokens, read_log_probs
     from cvasr.decoding.options import recorded
-    from cvasr.lm.ngram import build_lm
-    from cvasr.text.normalize import get_normalizer
 
     work = args.work_dir.resolve()
     exp = work / "exp" / args.exp
@@ -254,18 +268,9 @@ def main() -> None:
     # Out of vocabulary: an LM that knows none of the test set's words
     test_refs = read_table(work / "dump" / "test" / "text")
     test_words = {w for s in test_refs.values() for w in s.split()}
-    train = read_table(work / "data" / "train" / "text")
     with tempfile.TemporaryDirectory() as tmp:
-        # every training line with the test set's words deleted from it: the LM keeps the rest
-        # of its word sequences and knows no test word
-        kept = {u: " ".join(w for w in s.split() if w not in test_words) for u, s in train.items()}
-        kept = {u: s for u, s in kept.items() if s}
-        text = Path(tmp) / "train_text"
-        text.write_text("".join(f"{u} {s}\n" for u, s in kept.items()), encoding="utf-8")
         oov_lm = Path(tmp) / "lm_without_test_words"
-        report = build_lm(oov_lm, [text], [work / "data" / "dev" / "text",
-                                            work / "data" / "test" / "text"],
-                          order=4, normalize=get_normalizer("as"))
+        report = lm_without_words(work, test_words, oov_lm)
         print(f"test with an LM of the {report.text.kept_lines} training lines with every test "
               f"word deleted ({len(test_words)} test words, all unknown to it):")
         logps = read_log_probs(exp / "decode_ctc" / "test" / "logp.scp")
