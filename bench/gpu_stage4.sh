@@ -3,8 +3,12 @@
 #   e2e      bench/train_e2e.py: stage 4 through run.sh for 50 epochs with the committed config
 #            (then RESUME_EPOCHS more, resumed: a warm compile cache), and the seed's stack for
 #            SEED_EPOCHS (25) epochs
+#   e2e2     the same on a machine of 2 GPUs, two runs at once: GPU 0 stage 4 as committed
+#            (then resumed), GPU 1 stage 4 with the transformer not compiled, then the seed's
+#            stack; merged into one train_e2e.json (the same clips, machine and revision)
 #   scaling  bench/train_gpu.py: 1 and 2 GPUs, 32 clips a GPU, on a 10-hour synthetic corpus,
-#            SCALING_OPTIONS (espnet2 options) over the committed config
+#            SCALING_OPTIONS (espnet2 options) over the committed config; the 2 GPUs started
+#            by each of SCALING_LAUNCHERS (espnet2's launcher, torchrun, torchrun as 2 nodes)
 # Every output goes to OUT_DIR (the device tool's $OUT). Needs the wheels of
 # bench/device_wheels.sh in .whl/ (carry it) and CVASR_GIT_REV set to the revision run (the
 # machine's copy of .git is not this checkout's).
@@ -51,18 +55,43 @@ case $job in
         cp "$work/bench.log" "$out/bench.log" 2>/dev/null || true
         du -sh "$exp/compile_cache" > "$out/compile_cache_size.txt" 2>/dev/null || true
         ;;
+    e2e2)
+        half=$(( nj / 2 ))
+        CUDA_VISIBLE_DEVICES=0 timeout "${E2E_TIMEOUT:-540}" python3 bench/train_e2e.py \
+            --epochs 50 --resume-epochs "${RESUME_EPOCHS:-3}" --only ours --nj "$half" \
+            --work /tmp/cvasr-e2e-a --out "$out/e2e_compiled.json" "$@" \
+            > "$out/e2e_compiled_log.txt" 2>&1 &
+        compiled=$!
+        CUDA_VISIBLE_DEVICES=1 timeout "${E2E_TIMEOUT:-540}" python3 bench/train_e2e.py \
+            --epochs 50 --seed-epochs "${SEED_EPOCHS:-25}" --only ours seed --name ours_eager \
+            --train-args "--compile_upstream false" --nj "$half" --work /tmp/cvasr-e2e-b \
+            --out "$out/e2e_eager_seed.json" "$@" > "$out/e2e_eager_seed_log.txt" 2>&1 || status=$?
+        wait "$compiled" || status=$?
+        tail -n 3 "$out"/e2e_*_log.txt
+        python3 bench/train_e2e.py --merge "$out/e2e_compiled.json" "$out/e2e_eager_seed.json" \
+            --out "$out/train_e2e.json" 2>&1 | tee "$out/e2e_log.txt" || status=$?
+        for run in a b; do
+            exp=/tmp/cvasr-e2e-$run/recipe/exp/asr_train_xlsr300m_ctc_char
+            cp "$exp/train.log" "$out/e2e_${run}_train.log" 2>/dev/null || true
+            cp "/tmp/cvasr-e2e-$run/bench.log" "$out/e2e_${run}_bench.log" 2>/dev/null || true
+        done
+        du -sh /tmp/cvasr-e2e-a/recipe/exp/*/compile_cache > "$out/compile_cache_size.txt" \
+            2>/dev/null || true
+        ;;
     scaling)
         work=/tmp/cvasr-scaling
         timeout "${SCALING_TIMEOUT:-540}" python3 bench/train_gpu.py --synth-hours 10 \
-            --batch-per-gpu 32 --gpus 1 2 --epochs 3 --nj "$nj" --work "$work" \
+            --batch-per-gpu 32 --gpus 1 2 --launchers ${SCALING_LAUNCHERS:-espnet2 torchrun torchrun_2nodes} \
+            --epochs 3 --nj "$nj" --work "$work" \
             --out "$out/train_gpu.json" "$@" -- ${SCALING_OPTIONS:-} 2>&1 \
             | tee "$out/scaling_log.txt" || status=$?
-        for n in 1 2; do
-            cp "$work/exp_${n}gpu/train.log" "$out/exp_${n}gpu_train.log" 2>/dev/null || true
+        for exp in "$work"/exp_*; do
+            cp "$exp/train.log" "$out/$(basename "$exp")_train.log" 2>/dev/null || true
+            cp "$exp/train.node1.log" "$out/$(basename "$exp")_train.node1.log" 2>/dev/null || true
         done
         ;;
     *)
-        echo "unknown job $job (e2e or scaling)" >&2
+        echo "unknown job $job (e2e, e2e2 or scaling)" >&2
         exit 2
         ;;
 esac

@@ -153,10 +153,19 @@ def main() -> int:
     parser.add_argument("--only", nargs="*", default=["ours", "baseline", "seed"],
                         help="which of ours, baseline, seed to run")
     parser.add_argument("--train-args", default="", help="espnet2 options on top of the config")
+    parser.add_argument("--name", default="ours",
+                        help="the key of (a) in the JSON's runs (e.g. ours_eager for a run "
+                             "with --train-args '--compile_upstream false')")
+    parser.add_argument("--merge", type=Path, nargs="+", default=None, metavar="JSON",
+                        help="no run: merge the runs of these JSONs (e.g. (a) on one GPU, "
+                             "another (a) and (c) on a second GPU of the same machine) into "
+                             "--out, with the summary and table")
     parser.add_argument("--nj", type=int, default=os.cpu_count() or 2)
     parser.add_argument("--work", type=Path, default=Path("/tmp/cvasr-bench-e2e"))
     parser.add_argument("--out", type=Path, default=REPO / "bench" / "results" / "train_e2e.json")
     args = parser.parse_args()
+    if args.merge:
+        return merge(args.merge, args.out)
 
     import torch
 
@@ -206,6 +215,8 @@ def main() -> int:
         ours.update(stage4_wall_s=round(stage4, 1), first_epoch_wall_s=round(first, 1),
                     first_epoch_over_warm_s=round(first - ours["wall_s_per_epoch"], 1),
                     checkpoints=sorted(p.name for p in exp.glob("*.pth")), epochs_log=rows)
+        result["runs"][args.name] = ours
+        save()  # kept if the resumed run below is cut short
         if args.resume_epochs:
             print(f"  resumed for {args.resume_epochs} more epochs", flush=True)
             resumed_wall = run([*recipe_cmd, "--stage", "4", "--stop-stage", "4", "--train_args",
@@ -216,7 +227,6 @@ def main() -> int:
                 "stage4_wall_s": round(resumed_wall, 1), "epochs_log": resumed,
                 "first_epoch_wall_s": round(resumed[0]["train_seconds"]
                                             + resumed[0]["valid_seconds"], 1)}
-        result["runs"]["ours"] = ours
         save()
         print(f"  wall {ours['wall_s_per_epoch']} s an epoch, espnet2's train+valid "
               f"{ours['train_s_per_epoch']} s ({ours['wall_over_train']}x); first epoch "
@@ -258,31 +268,74 @@ def main() -> int:
         save()
         print(f"  wall {seed['wall_s_per_epoch']} s an epoch", flush=True)
 
+    finish(result, args.out)
+    return 0
+
+
+#: the table's label of each run key
+LABELS = {"ours": "(a) ours, committed config, through run.sh",
+          "ours_eager": "(a') ours, transformer not compiled, through run.sh",
+          "baseline_espnet2_between_epochs": "(b) ours, espnet2's between-epoch behaviour",
+          "seed": "(c) seed's stack, its script's saving defaults"}
+
+
+def finish(result: dict, out: Path) -> None:
+    """The summary figures (ours and each other (a) against the seed's stack), the JSON, the
+    table."""
     runs = result["runs"]
     if "ours" in runs and "seed" in runs:
         result["seed_wall_s_per_epoch"] = runs["seed"]["wall_s_per_epoch"]
         result["wall_s_per_epoch"] = runs["ours"]["wall_s_per_epoch"]
         result["train_s_per_epoch"] = runs["ours"]["train_s_per_epoch"]
-        result["speedup_end_to_end"] = round(runs["seed"]["wall_s_per_epoch"]
-                                             / runs["ours"]["wall_s_per_epoch"], 2)
-    save()
-    print(f"\n{args.arch}, {len(train_clips)} clips ({audio_per_epoch:.0f} audio-s an epoch), "
-          f"{gpu}, torch {torch.__version__}; the first epoch of each run not timed")
-    print(f"| {'run':<52} | {'epochs':>6} | {'wall s/epoch':>12} | {'train+valid s':>13} |")
-    print(f"|{'-' * 54}|{'-' * 8}|{'-' * 14}|{'-' * 15}|")
-    labels = {"ours": "(a) ours, committed config, through run.sh",
-              "baseline_espnet2_between_epochs": "(b) ours, espnet2's between-epoch behaviour",
-              "seed": "(c) seed's stack, its script's saving defaults"}
+    if "seed" in runs:
+        for name, r in runs.items():
+            if name.startswith("ours"):
+                key = "speedup_end_to_end" + name[len("ours"):]
+                result[key] = round(runs["seed"]["wall_s_per_epoch"] / r["wall_s_per_epoch"], 2)
+    out.parent.mkdir(parents=True, exist_ok=True)
+    out.write_text(json.dumps(result, indent=2) + "\n")
+    print(f"\n{result['arch']}, {result['clips']} clips ({result['audio_seconds_per_epoch']:.0f} "
+          f"audio-s an epoch), {result['gpu']}, torch {result['torch']}; the first epoch of "
+          "each run not timed")
+    print(f"| {'run':<52} | {'epochs':>6} | {'wall s/epoch':>12} | {'train+valid s':>13} | "
+          f"{'first epoch s':>13} |")
+    print(f"|{'-' * 54}|{'-' * 8}|{'-' * 14}|{'-' * 15}|{'-' * 15}|")
     for name, r in runs.items():
         train = f"{r['train_s_per_epoch']:13.3f}" if "train_s_per_epoch" in r else f"{'-':>13}"
-        print(f"| {labels[name]:<52} | {len(r.get('epochs_log', r.get('epochs', []))):>6} | "
-              f"{r['wall_s_per_epoch']:12.3f} | {train} |")
-    if "speedup_end_to_end" in result:
-        print(f"end to end: {result['speedup_end_to_end']}x the seed's stack; ours wall/train "
-              f"{runs['ours']['wall_over_train']}x")
-    print(f"saved {args.out}")
-    return 0
+        first = (f"{r['first_epoch_wall_s']:13.1f}" if r.get("first_epoch_wall_s") is not None
+                 else f"{'-':>13}")
+        print(f"| {LABELS.get(name, name):<52} | "
+              f"{len(r.get('epochs_log', r.get('epochs', []))):>6} | "
+              f"{r['wall_s_per_epoch']:12.3f} | {train} | {first} |")
+    for key, value in result.items():
+        if key.startswith("speedup_end_to_end"):
+            run = "ours" + key[len("speedup_end_to_end"):]
+            print(f"end to end, {run}: {value}x the seed's stack; wall/train "
+                  f"{runs[run]['wall_over_train']}x")
+    print(f"saved {out}")
 
+
+def merge(paths: list[Path], out: Path) -> int:
+    """One result from the runs of several (same machine, same clips, same revision)."""
+    parts = [json.loads(p.read_text()) for p in paths]
+    same = ("git_revision", "arch", "clips", "audio_seconds_per_epoch", "torch")
+    for part, path in zip(parts[1:], paths[1:]):
+        differ = [k for k in same if part.get(k) != parts[0].get(k)]
+        if differ:
+            raise SystemExit(f"{path} differs from {paths[0]} in {differ}: not one comparison")
+    result = {k: v for k, v in parts[0].items() if k in (
+        "benchmark", "git_revision", "gpu", "torch", "python", "config", "arch", "clips",
+        "audio_seconds_per_epoch")}
+    result["merged_from"] = [{"file": p.name, "train_args": part.get("train_args"),
+                              "runs": sorted(part["runs"])} for p, part in zip(paths, parts)]
+    result["runs"] = {}
+    for path, part in zip(paths, parts):
+        for name, r in part["runs"].items():
+            if name in result["runs"]:
+                raise SystemExit(f"{path}: run {name} is in two of the files (see --name)")
+            result["runs"][name] = r
+    finish(result, out)
+    return 0
 
 if __name__ == "__main__":
     sys.exit(main())

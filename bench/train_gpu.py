@@ -10,6 +10,13 @@ and peak GPU memory. The first epoch (warm-up, cuDNN autotuning) is reported but
     python bench/train_gpu.py --release path/to/demo_corpus --gpus 1 2 --epochs 4
     python bench/train_gpu.py --release path/to/demo_corpus -- --compile_upstream false
     python bench/train_gpu.py --synth-hours 10 --batch-per-gpu 32 --gpus 1 2 --epochs 3
+    python bench/train_gpu.py --synth-hours 10 --batch-per-gpu 32 --launchers espnet2 torchrun \
+        torchrun_2nodes
+
+`--launchers`: for each GPU count above 1, a run started by espnet2's own launcher (one process
+that spawns one a GPU), by torchrun, and by torchrun as 2 nodes on this machine (the multi-node
+path: node ranks, a TCP rendezvous); the JSON has `scaling_2gpu`, `scaling_2gpu_torchrun` and
+`scaling_2gpu_torchrun_2nodes`.
 
 `--synth-hours`: instead of a release, a synthetic one of that many hours of training audio
 with CV 7.0 Assamese's durations (bench/train_throughput.py's clips: noise with an envelope,
@@ -79,6 +86,10 @@ def main() -> int:
     parser.add_argument("--gpu-name", default="", help="with --summarize: the GPU it ran on")
     parser.add_argument("--work", type=Path, default=Path("/tmp/cvasr-bench-gpu"))
     parser.add_argument("--gpus", type=int, nargs="+", default=[1, 2])
+    parser.add_argument("--launchers", nargs="+", default=["espnet2"],
+                        choices=["espnet2", "torchrun", "torchrun_2nodes"],
+                        help="for every GPU count > 1, a run started by each: espnet2's own "
+                             "launcher, torchrun, torchrun as 2 nodes on this machine")
     parser.add_argument("--epochs", type=int, default=4)
     parser.add_argument("--nj", type=int, default=8)
     parser.add_argument("--out", type=Path, default=REPO / "bench" / "results" / "train_gpu.json")
@@ -106,6 +117,7 @@ def main() -> int:
     from cvasr.data.prepare import prepare_data
     from cvasr.data.dump import DumpConfig, dump
     from cvasr.text.tokens import make_token_list
+    from cvasr.training.launch import Launch
     from cvasr.training.stages import collect_stats, resolve_config, train
     from cvasr.models.upstream import write_random_upstream
 
@@ -127,20 +139,26 @@ def main() -> int:
     audio_per_epoch = sum(int(n) for n in samples.values()) / 16000
 
     results = {}
-    for n in args.gpus:
-        exp = work / f"exp_{n}gpu"
+    runs = [(n, "espnet2") for n in args.gpus if n == 1] + [
+        (n, launcher) for n in args.gpus if n > 1 for launcher in args.launchers]
+    for n, launcher in runs:
+        name = f"{n}gpu" + ("" if launcher == "espnet2" else f"_{launcher}")
+        exp = work / f"exp_{name}"
         batch = ["--batch_size", str(args.batch_per_gpu * n)] if args.batch_per_gpu else []
+        launch = Launch(launcher.split("_")[0], nnodes=2 if launcher.endswith("2nodes") else 1,
+                        local_nodes=launcher.endswith("2nodes"))
         try:
             train(work / "dump", tokens, work / "stats", resolved, exp, ngpu=n,
                   extra_args=["--max_epoch", str(args.epochs), "--keep_nbest_models", "1",
-                              *batch, *args.extra])
-        except RuntimeError as err:  # the other GPU counts still run and are reported
-            print(f"{n} GPU(s) failed: {err}", flush=True)
+                              *batch, *args.extra], launch=launch)
+        except RuntimeError as err:  # the other runs still run and are reported
+            print(f"{name} failed: {err}", flush=True)
             continue
         lines = (exp / "train.log").read_text(encoding="utf-8").splitlines()
         rank0 = rank0_lines(lines, n)
         ran = yaml.safe_load((exp / "config.yaml").read_text())  # espnet2's, options applied
-        results[f"{n}gpu"] = summarise(epoch_rows(rank0), n, audio_per_epoch, ran["accum_grad"])
+        results[name] = summarise(epoch_rows(rank0), n, audio_per_epoch, ran["accum_grad"])
+        results[name]["launcher"] = launcher
     report(results, args, torch.cuda.get_device_name(0), torch.__version__,
            f"{len(samples)} clips, {audio_per_epoch / 3600:.2f} h ({source})",
            corpus_hours=round(audio_per_epoch / 3600, 2))
@@ -189,12 +207,12 @@ def report(results: dict, args: argparse.Namespace, gpu: str, torch_version: str
                else " ".join(args.extra) or "as committed")
     print(f"XLS-R 300M shape (random init) + CTC, espnet2 stage 4, {source}, "
           f"{CONFIG.name} ({options}), {gpu}; epoch 1 excluded")
-    print(f"| {'GPUs':>4} | {'epochs timed':>12} | {'steps/s':>7} | {'audio-s/s':>9} | "
+    print(f"| {'run':<20} | {'epochs timed':>12} | {'steps/s':>7} | {'audio-s/s':>9} | "
           f"{'peak GiB':>8} | {'scaling':>7} |")
-    print("|------|--------------|---------|-----------|----------|---------|")
+    print(f"|{'-' * 22}|--------------|---------|-----------|----------|---------|")
     base = next(iter(results.values()), {}).get("audio_seconds_per_s", 1.0)
-    for r in results.values():
-        print(f"| {r['gpus']:>4} | {len(r['epochs']) - 1:>12} | {r['optimizer_steps_per_s']:7.2f} | "
+    for name, r in results.items():
+        print(f"| {name:<20} | {len(r['epochs']) - 1:>12} | {r['optimizer_steps_per_s']:7.2f} | "
               f"{r['audio_seconds_per_s']:9.1f} | {r['peak_mem_gb']:8.1f} | "
               f"{r['audio_seconds_per_s'] / base:6.2f}x |")
     rev = os.environ.get("CVASR_GIT_REV") or subprocess.run(
@@ -202,9 +220,10 @@ def report(results: dict, args: argparse.Namespace, gpu: str, torch_version: str
         capture_output=True, text=True).stdout.strip()
     args.out.parent.mkdir(parents=True, exist_ok=True)
     summary = {}
-    if "1gpu" in results and "2gpu" in results:
-        summary["scaling_2gpu"] = round(results["2gpu"]["audio_seconds_per_s"]
-                                        / results["1gpu"]["audio_seconds_per_s"], 3)
+    for name in results:  # scaling_2gpu (espnet2's launcher), scaling_2gpu_torchrun, ...
+        if "1gpu" in results and name.startswith("2gpu"):
+            summary[f"scaling_{name}"] = round(results[name]["audio_seconds_per_s"]
+                                               / results["1gpu"]["audio_seconds_per_s"], 3)
     if corpus_hours is not None:
         summary["corpus_hours"] = corpus_hours
     args.out.write_text(json.dumps({

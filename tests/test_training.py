@@ -569,3 +569,33 @@ def test_plots_only_the_curves_with_data(tmp_path: Path) -> None:
     assert [p.name for p in written] == ["cer_ctc.png", "loss_ctc.png"]
     assert sorted(p.name for p in tmp_path.iterdir()) == ["cer_ctc.png", "loss_ctc.png"]
     assert (tmp_path / "loss_ctc.png").read_bytes().startswith(b"\x89PNG")
+
+
+@pytest.mark.slow
+def test_torchrun_one_machine_and_two_local_nodes_train_the_same(
+        demo_stats: Path, prepared: dict[str, Path], monkeypatch: pytest.MonkeyPatch) -> None:
+    """DDP started by torchrun, 2 processes on one node and 1 process on each of 2 "nodes" of
+    this machine (the multi-node path: node ranks, a TCP rendezvous), CPU and gloo: both runs
+    are 2-rank DDP with the same batches, so they end with the same parameters; every rank
+    trained (espnet2 logs `[host:0/2]`), node 1's output is in its own log."""
+    from cvasr.training.launch import Launch
+
+    # torchrun sets 1 thread a process only when a node has several: the same for both here
+    monkeypatch.setenv("OMP_NUM_THREADS", "1")
+    finals = {}
+    for name, launch in (("one_node", Launch("torchrun", cpu_processes=2)),
+                         ("two_nodes", Launch("torchrun", nnodes=2, local_nodes=True,
+                                              cpu_processes=1))):
+        exp = prepared["work"] / f"exp_torchrun_{name}"
+        train(prepared["dump"], prepared["tokens"], demo_stats, prepared["work"] / "demo.yaml",
+              exp, extra_args=[*QUICK, "--max_epoch", "2"], launch=launch)
+        log = (exp / "train.log").read_text(encoding="utf-8")
+        assert re.search(r"\[[^\]]*:0/2\].*2epoch results", log), name
+        assert len(epoch_results(exp / "train.log")) == 2
+        if name == "two_nodes":
+            node1 = (exp / "train.node1.log").read_text(encoding="utf-8")
+            assert "--node-rank 1" in node1.splitlines()[0]
+        finals[name] = torch.load(exp / "2epoch.pth", map_location="cpu")
+    assert finals["one_node"].keys() == finals["two_nodes"].keys()
+    for key, value in finals["one_node"].items():
+        assert torch.equal(value, finals["two_nodes"][key]), key

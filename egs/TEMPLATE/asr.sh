@@ -29,6 +29,7 @@ upstream_ckpt=          # local XLS-R checkpoint (s3prl or fairseq format, or a 
 train_config=           # default: conf/train_xlsr300m_ctc.yaml (conf/train_demo_ctc.yaml with --demo)
 decode_config=          # default: conf/decode_ctc.yaml
 ngpu=1                  # GPUs for training (0: CPU)
+launcher=espnet2        # who starts one training process a GPU: espnet2 or torchrun
 nj=$(nproc 2>/dev/null || echo 2)  # parallel jobs for CPU stages and decoding
 max_drop=               # share of a split that stages 1-2 may drop for bad input before failing
 min_duration=           # stage 2 keeps train/dev clips of min..max seconds (test: all)
@@ -42,7 +43,7 @@ lm_order=               # its order
 lm_text=                # extra LM text (one sentence a line, raw or normalised)
 asr_exp=                # experiment dir for stage 5 (e.g. from cvasr import-hf); default: stage 4's
 
-options=(stage stop_stage work_dir lang demo upstream_ckpt train_config decode_config ngpu nj
+options=(stage stop_stage work_dir lang demo upstream_ckpt train_config decode_config ngpu launcher nj
          max_drop min_duration max_duration token_type nbpe train_args asr_tag use_lm lm_order
          lm_text asr_exp)
 
@@ -72,6 +73,7 @@ Usage: $prog [--name value ...]   (--stop-stage and --stop_stage are the same)
                        unset: s3prl downloads xls_r_300m
   --train_config FILE  --decode_config FILE   YAML (defaults in conf/)
   --ngpu N             GPUs for training (default ${ngpu})   --nj N  parallel CPU jobs (default ${nj})
+  --launcher espnet2|torchrun   who starts one training process a GPU (default ${launcher})
   --max_drop F         share of a split stages 1-2 may drop for bad input (default ${max_drop})
   --min_duration S --max_duration S   train/dev length filter of stage 2 (default ${min_duration}-${max_duration})
   --token_type char|bpe --nbpe N   token unit of stage 3 (default ${token_type}, ${nbpe} pieces for bpe)
@@ -99,6 +101,7 @@ is_uint "$stop_stage" && (( stop_stage <= 5 )) || die "--stop-stage must be 0..5
 (( stage <= stop_stage )) || die "--stage ($stage) is after --stop-stage ($stop_stage)"
 [[ $demo == true || $demo == false ]] || die "--demo must be true or false, got '$demo'"
 is_uint "$ngpu" || die "--ngpu must be a whole number, got '$ngpu'"
+[[ $launcher == espnet2 || $launcher == torchrun ]] || die "--launcher must be espnet2 or torchrun, got '$launcher'"
 is_uint "$nj" && (( nj >= 1 )) || die "--nj must be at least 1, got '$nj'"
 [[ $max_drop =~ ^(0(\.[0-9]+)?|1(\.0+)?|\.[0-9]+)$ ]] || die "--max_drop must be a number in [0, 1], got '$max_drop'"
 is_seconds "$min_duration" || die "--min_duration must be a number of seconds, got '$min_duration'"
@@ -304,7 +307,7 @@ stage4() {
     cvasr train --dump-dir "${work_dir}/dump" --token-list "${token_dir}/tokens.txt" \
         --config "$train_config" --upstream "$(upstream_spec)" \
         --download-dir "${work_dir}/downloads/s3prl" --stats-dir "$stats_dir" \
-        --exp-dir "$asr_exp" --ngpu "$ngpu" "${extra[@]}"
+        --exp-dir "$asr_exp" --ngpu "$ngpu" --launcher "$launcher" "${extra[@]}"
 }
 
 # ---- stage 5: decoding dev and test (CTC alone, then with the LM), scoring, RESULTS.md ---------

@@ -10,6 +10,7 @@ from typing import Callable
 
 from cvasr import __version__, defaults
 from cvasr.console import say
+from cvasr.training.launch import LAUNCHERS
 
 Handler = Callable[[argparse.Namespace], int]
 
@@ -305,12 +306,16 @@ def _collect_stats(args: argparse.Namespace) -> int:
 
 
 def _train(args: argparse.Namespace) -> int:
+    from cvasr.training.launch import Launch
     from cvasr.training.stages import resolve_config, train
 
     resolved = args.exp_dir / "train_config.resolved.yaml"
     resolve_config(args.config, args.upstream, args.download_dir, resolved)
+    launch = Launch(args.launcher, nnodes=args.nnodes, node_rank=args.node_rank,
+                    master_addr=args.master_addr, master_port=args.master_port,
+                    local_nodes=args.local_nodes)
     train(args.dump_dir, args.token_list, args.stats_dir, resolved, args.exp_dir, ngpu=args.ngpu,
-          extra_args=args.espnet_args)
+          extra_args=args.espnet_args, launch=launch)
     say(f"trained model in {args.exp_dir}")
     return 0
 
@@ -440,7 +445,20 @@ def build_parser() -> argparse.ArgumentParser:
     add_model_inputs(p)
     p.add_argument("--stats-dir", type=Path, required=True, help="collect-stats output")
     p.add_argument("--exp-dir", type=Path, required=True, help="experiment folder")
-    p.add_argument("--ngpu", type=int, default=0, help="GPUs (0: CPU; >1: DDP on one machine)")
+    p.add_argument("--ngpu", type=int, default=0,
+                   help="GPUs of this machine (0: CPU; >1: DDP, one process a GPU)")
+    p.add_argument("--launcher", choices=LAUNCHERS, default="espnet2",
+                   help="who starts the processes: espnet2 itself, or torchrun")
+    p.add_argument("--nnodes", type=int, default=1, help="torchrun: machines in the run")
+    p.add_argument("--node-rank", type=int, default=0, help="torchrun: this machine's rank")
+    p.add_argument("--master-addr", default="127.0.0.1",
+                   help="torchrun: node 0's address, the same on every node")
+    p.add_argument("--master-port", type=int, default=None,
+                   help="torchrun: node 0's port, the same on every node (needed with --nnodes "
+                        "> 1 unless --local-nodes)")
+    p.add_argument("--local-nodes", action="store_true",
+                   help="torchrun: start all --nnodes node ranks on this machine, --ngpu split "
+                        "between them (the multi-node path on one machine)")
     p.add_argument("espnet_args", nargs=argparse.REMAINDER, help=argparse.SUPPRESS)
 
     def add_decoding(p: argparse.ArgumentParser) -> None:

@@ -12,7 +12,6 @@ import difflib
 import os
 import subprocess
 import sys
-import uuid
 from pathlib import Path
 from typing import Any, Callable, Sequence
 
@@ -20,6 +19,7 @@ import numpy as np
 import yaml
 
 from cvasr.console import child_env, say
+from cvasr.training.launch import Launch, processes
 from cvasr.text.tokens import read_token_list
 from cvasr.yaml_config import read_mapping
 
@@ -104,11 +104,11 @@ def _data_args(dump_dir: Path, split: str, role: str) -> list[str]:
 
 
 def _run(args: Sequence[str], log: Path, on_line: Callable[[str], None] | None = None,
-         env: dict[str, str] | None = None) -> None:
-    """Run espnet2's task, its output both on our stdout (the stage log under run.sh) and
-    appended to `log`; `on_line` sees every line (stage 4's console lines); `env` on top of
-    the environment."""
-    cmd = [sys.executable, "-m", "cvasr.training.task", *args]
+         env: dict[str, str] | None = None, cmd: Sequence[str] | None = None) -> None:
+    """Run espnet2's task with `args` (or the whole command `cmd`: a launcher's), its output
+    both on our stdout (the stage log under run.sh) and appended to `log`; `on_line` sees
+    every line (stage 4's console lines); `env` on top of the environment."""
+    cmd = list(cmd) if cmd is not None else [sys.executable, "-m", "cvasr.training.task", *args]
     log.parent.mkdir(parents=True, exist_ok=True)
     last = ""
     with open(log, "a", encoding="utf-8") as out:
@@ -231,8 +231,9 @@ def schedule_from_data(config: Path, shape_files: Sequence[Path],
 
 def train(dump_dir: Path, token_list: Path, stats_dir: Path, config: Path, exp_dir: Path,
           ngpu: int = 0, extra_args: Sequence[str] = (), train_split: str = "train",
-          valid_split: str = "dev") -> None:
-    """espnet2 training into exp_dir, resuming from exp_dir/checkpoint.pth when it exists."""
+          valid_split: str = "dev", launch: Launch = Launch()) -> None:
+    """espnet2 training into exp_dir, resuming from exp_dir/checkpoint.pth when it exists;
+    its processes started as `launch` says (cvasr.training.launch)."""
     exp_dir, stats_dir = Path(exp_dir), Path(stats_dir)
     check_resume_compatible(exp_dir, token_list)
     token_type = _token_type(token_list)
@@ -243,21 +244,20 @@ def train(dump_dir: Path, token_list: Path, stats_dir: Path, config: Path, exp_d
         print(schedule, flush=True)
     derived = SCHEDULE_KEYS if schedule else ()
     args = [*_token_args(token_list), "--config", str(config), "--output_dir", str(exp_dir),
-            "--resume", "true", "--ngpu", str(ngpu),
+            "--resume", "true",
             *_data_args(dump_dir, train_split, "train"), *_data_args(dump_dir, valid_split, "valid"),
             "--train_shape_file", str(stats_dir / "train" / "speech_shape"),
             "--train_shape_file", str(stats_dir / "train" / f"text_shape.{token_type}"),
             "--valid_shape_file", str(stats_dir / "valid" / "speech_shape"),
             "--valid_shape_file", str(stats_dir / "valid" / f"text_shape.{token_type}")]
-    if ngpu > 1:
-        init = exp_dir / f".dist_init_{uuid.uuid4().hex}"
-        args += ["--multiprocessing_distributed", "true", "--dist_init_method", f"file://{init}"]
-    _train_as_planned([*args, *extra_args], exp_dir, derived)
+    _train_as_planned([*args, *extra_args], exp_dir, derived, ngpu, launch)
 
 
-def _train_as_planned(args: list[str], exp_dir: Path, derived: Sequence[str] = ()) -> None:
+def _train_as_planned(args: list[str], exp_dir: Path, derived: Sequence[str] = (),
+                      ngpu: int = 0, launch: Launch = Launch()) -> None:
     """Stage 4's run of espnet2: refused or skipped when resuming could not honour the config
-    (cvasr.training.resume), one console line an epoch (cvasr.training.epoch_lines)."""
+    (cvasr.training.resume), one console line an epoch (cvasr.training.epoch_lines); node
+    ranks other than 0 started here (`launch.local_nodes`) write train.node<R>.log."""
     from cvasr.training.epoch_lines import EpochLines
     from cvasr.training.resume import plan_resume
 
@@ -273,8 +273,30 @@ def _train_as_planned(args: list[str], exp_dir: Path, derived: Sequence[str] = (
         if (summary := epochs(line)) is not None:
             say(summary)
 
-    _run([*args, *plan.extra_args], log=exp_dir / "train.log", on_line=on_line,
-         env=compile_cache_env(exp_dir))
+    env = compile_cache_env(exp_dir)
+    first, *others = processes([*args, *plan.extra_args], ngpu, launch, exp_dir)
+    started: list[tuple[Path, subprocess.Popen]] = []
+    exp_dir.mkdir(parents=True, exist_ok=True)
+    try:
+        for proc in others:
+            log = exp_dir / f"train.node{proc.node_rank}.log"
+            with open(log, "a", encoding="utf-8") as out:
+                out.write("# " + " ".join(proc.cmd) + "\n")
+                out.flush()
+                started.append((log, subprocess.Popen(
+                    proc.cmd, stdout=out, stderr=subprocess.STDOUT,
+                    env={**child_env(), "PYTHONUNBUFFERED": "1", **env, **proc.env})))
+        _run((), log=exp_dir / "train.log", on_line=on_line, env={**env, **first.env},
+             cmd=first.cmd)
+    except BaseException:
+        for _, proc in started:  # node 0 failed or was interrupted: the others cannot go on
+            proc.terminate()
+            proc.wait()
+        raise
+    for log, proc in started:
+        if proc.wait() != 0:
+            raise RuntimeError(f"a node of the training ({log.name}) exited with status "
+                               f"{proc.returncode}; see {log}")
 
 
 def compile_cache_env(exp_dir: Path) -> dict[str, str]:

@@ -1,0 +1,106 @@
+"""How stage 4 starts espnet2's training processes.
+
+- `espnet2`: one process; with --ngpu N > 1 espnet2 spawns one process a GPU itself
+  (`--multiprocessing_distributed true`, a rendezvous file in the experiment dir).
+- `torchrun`: PyTorch's launcher starts one process a GPU (or `processes` CPU processes, gloo)
+  and espnet2 reads RANK, LOCAL_RANK, WORLD_SIZE and the master address from the environment.
+  espnet2 needs `--ngpu 1 --multiprocessing_distributed false` for that: with its default
+  (`true`) it takes WORLD_SIZE for a node count, sets LOCAL_RANK to 0 in every process and
+  puts all of a machine's processes on its first GPU.
+- Several torchrun "nodes": on a cluster, one `cvasr train --launcher torchrun --nnodes K
+  --node-rank R --master-addr HOST` on each machine; with `local_nodes` all K node ranks are
+  started here, each on its own share of the visible GPUs (CUDA_VISIBLE_DEVICES), which runs
+  the multi-node path (a TCP rendezvous, ranks across nodes) on one machine.
+"""
+
+from __future__ import annotations
+
+import os
+import socket
+import sys
+from dataclasses import dataclass
+from pathlib import Path
+
+LAUNCHERS = ("espnet2", "torchrun")
+
+
+class LaunchError(ValueError):
+    """A launcher setting that cannot work (the message says which and why)."""
+
+
+@dataclass(frozen=True)
+class Launch:
+    """Where and how many training processes: `nnodes` x `nproc_per_node`."""
+
+    launcher: str = "espnet2"
+    nnodes: int = 1
+    node_rank: int = 0
+    master_addr: str = "127.0.0.1"
+    master_port: int | None = None
+    #: start every node rank on this machine (the multi-node path on one host)
+    local_nodes: bool = False
+    #: processes a node when training on the CPU under torchrun (gloo)
+    cpu_processes: int = 2
+
+
+@dataclass(frozen=True)
+class Process:
+    """One command to start (a node of torchrun, or espnet2's own process)."""
+
+    cmd: list[str]
+    env: dict[str, str]
+    #: the node rank it is (0 writes the experiment's train.log)
+    node_rank: int
+
+
+def free_port() -> int:
+    with socket.socket(socket.AF_INET, socket.SOCK_STREAM) as sock:
+        sock.bind(("127.0.0.1", 0))
+        return sock.getsockname()[1]
+
+
+def _visible_gpus(ngpu: int) -> list[str]:
+    visible = os.environ.get("CUDA_VISIBLE_DEVICES")
+    ids = [d for d in visible.split(",") if d.strip()] if visible else [str(i) for i in range(ngpu)]
+    if len(ids) < ngpu:
+        raise LaunchError(f"--ngpu {ngpu} but CUDA_VISIBLE_DEVICES={visible} shows {len(ids)}")
+    return ids[:ngpu]
+
+
+def processes(task_args: list[str], ngpu: int, launch: Launch, exp_dir: Path) -> list[Process]:
+    """The commands that run espnet2's task with `task_args` on `ngpu` GPUs of this machine
+    (0: the CPU), node 0's first."""
+    task = ["-m", "cvasr.training.task", *task_args]
+    if launch.launcher not in LAUNCHERS:
+        raise LaunchError(f"unknown launcher {launch.launcher!r} (one of {', '.join(LAUNCHERS)})")
+    if launch.launcher == "espnet2":
+        if launch.nnodes != 1:
+            raise LaunchError("--nnodes > 1 needs --launcher torchrun (or espnet2's own "
+                              "multi-node options, see the README)")
+        extra = []
+        if ngpu > 1:
+            init = exp_dir / f".dist_init_{os.urandom(8).hex()}"
+            extra = ["--multiprocessing_distributed", "true", "--dist_init_method",
+                     f"file://{init}"]
+        return [Process([sys.executable, *task, "--ngpu", str(ngpu), *extra], {}, 0)]
+    if launch.nnodes < 1 or not 0 <= launch.node_rank < launch.nnodes:
+        raise LaunchError(f"--node-rank {launch.node_rank} is not one of the {launch.nnodes} "
+                          "nodes")
+    if ngpu and ngpu % (launch.nnodes if launch.local_nodes else 1):
+        raise LaunchError(f"{ngpu} GPUs do not split over {launch.nnodes} nodes on this machine")
+    per_node = (ngpu // launch.nnodes if launch.local_nodes else ngpu) or launch.cpu_processes
+    port = launch.master_port or free_port()
+    dist = ["--ngpu", "1" if ngpu else "0", "--multiprocessing_distributed", "false",
+            "--dist_init_method", "env://", *([] if ngpu else ["--dist_backend", "gloo"])]
+    ranks = range(launch.nnodes) if launch.local_nodes else [launch.node_rank]
+    gpus = _visible_gpus(ngpu) if ngpu else []
+    out = []
+    for rank in ranks:
+        env = {}
+        if ngpu and launch.local_nodes:
+            env["CUDA_VISIBLE_DEVICES"] = ",".join(gpus[rank * per_node:(rank + 1) * per_node])
+        cmd = [sys.executable, "-m", "torch.distributed.run", "--nnodes", str(launch.nnodes),
+               "--nproc-per-node", str(per_node), "--node-rank", str(rank), "--master-addr",
+               launch.master_addr, "--master-port", str(port), *task, *dist]
+        out.append(Process(cmd, env, rank))
+    return out

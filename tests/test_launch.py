@@ -1,0 +1,66 @@
+"""The training processes stage 4 starts for each launcher (cvasr.training.launch)."""
+
+from __future__ import annotations
+
+import sys
+from pathlib import Path
+
+import pytest
+
+from cvasr.training.launch import Launch, LaunchError, processes
+
+TASK = ["-m", "cvasr.training.task", "--config", "c.yaml"]
+
+
+def test_espnet2_spawns_its_own_processes_for_several_gpus(tmp_path: Path) -> None:
+    (one,) = processes(["--config", "c.yaml"], 1, Launch(), tmp_path)
+    assert one.cmd == [sys.executable, *TASK, "--ngpu", "1"] and one.env == {}
+    (four,) = processes(["--config", "c.yaml"], 4, Launch(), tmp_path)
+    assert four.cmd[:-4] == [sys.executable, *TASK, "--ngpu", "4"]
+    assert four.cmd[-4:-1] == ["--multiprocessing_distributed", "true", "--dist_init_method"]
+    assert four.cmd[-1].startswith(f"file://{tmp_path}/.dist_init_")
+
+
+def test_torchrun_takes_its_ranks_from_the_environment(tmp_path: Path,
+                                                       monkeypatch: pytest.MonkeyPatch) -> None:
+    monkeypatch.delenv("CUDA_VISIBLE_DEVICES", raising=False)
+    (node,) = processes(["--config", "c.yaml"], 2, Launch("torchrun", master_port=29500),
+                        tmp_path)
+    assert node.cmd == [
+        sys.executable, "-m", "torch.distributed.run", "--nnodes", "1", "--nproc-per-node", "2",
+        "--node-rank", "0", "--master-addr", "127.0.0.1", "--master-port", "29500", *TASK,
+        # espnet2's default multiprocessing_distributed would put every process on GPU 0
+        "--ngpu", "1", "--multiprocessing_distributed", "false", "--dist_init_method", "env://"]
+    (cpu,) = processes([], 0, Launch("torchrun", master_port=1, cpu_processes=3), tmp_path)
+    assert cpu.cmd[cpu.cmd.index("--nproc-per-node") + 1] == "3"
+    assert cpu.cmd[-2:] == ["--dist_backend", "gloo"]
+
+
+def test_local_nodes_split_the_visible_gpus(tmp_path: Path,
+                                            monkeypatch: pytest.MonkeyPatch) -> None:
+    monkeypatch.setenv("CUDA_VISIBLE_DEVICES", "3,5,6,7")
+    nodes = processes([], 4, Launch("torchrun", nnodes=2, local_nodes=True, master_port=7),
+                      tmp_path)
+    assert [p.node_rank for p in nodes] == [0, 1]
+    assert [p.env["CUDA_VISIBLE_DEVICES"] for p in nodes] == ["3,5", "6,7"]
+    for rank, p in enumerate(nodes):
+        at = p.cmd.index("--nnodes")
+        assert p.cmd[at:at + 6] == ["--nnodes", "2", "--nproc-per-node", "2", "--node-rank",
+                                    str(rank)]
+    # a real cluster: this machine's rank only, all of its GPUs
+    (mine,) = processes([], 4, Launch("torchrun", nnodes=3, node_rank=2, master_addr="h0",
+                                      master_port=7), tmp_path)
+    assert mine.env == {} and mine.cmd[mine.cmd.index("--nproc-per-node") + 1] == "4"
+    assert mine.cmd[mine.cmd.index("--master-addr") + 1] == "h0"
+
+
+@pytest.mark.parametrize("ngpu, launch, message", [
+    (2, Launch("espnet2", nnodes=2), "needs --launcher torchrun"),
+    (2, Launch("torchrun", nnodes=2, node_rank=2), "--node-rank 2 is not one of the 2"),
+    (3, Launch("torchrun", nnodes=2, local_nodes=True), "3 GPUs do not split over 2"),
+    (2, Launch("mpirun"), "unknown launcher 'mpirun'"),
+])
+def test_impossible_launches_say_why(tmp_path: Path, ngpu: int, launch: Launch,
+                                     message: str) -> None:
+    with pytest.raises(LaunchError, match=message):
+        processes([], ngpu, launch, tmp_path)
