@@ -82,13 +82,15 @@ case $job in
         work=/tmp/cvasr-scaling
         timeout "${SCALING_TIMEOUT:-540}" python3 bench/train_gpu.py --synth-hours 10 \
             --batch-per-gpu 32 --gpus 1 2 --launchers ${SCALING_LAUNCHERS:-espnet2 torchrun torchrun_2nodes} \
-            --epochs 3 --nj "$nj" --work "$work" \
+            --epochs "${SCALING_EPOCHS:-3}" --nj "$nj" --work "$work" \
             --out "$out/train_gpu.json" "$@" -- ${SCALING_OPTIONS:-} 2>&1 \
             | tee "$out/scaling_log.txt" || status=$?
-        for exp in "$work"/exp_*; do
-            cp "$exp/train.log" "$out/$(basename "$exp")_train.log" 2>/dev/null || true
-            cp "$exp/train.node1.log" "$out/$(basename "$exp")_train.node1.log" 2>/dev/null || true
+        # one archive: the device tool brings back a few files a call
+        logs=()
+        for log in "$work"/exp_*/train.log "$work"/exp_*/train.node1.log; do
+            [ -f "$log" ] && logs+=("${log#"$work"/}")
         done
+        [ ${#logs[@]} -gt 0 ] && tar czf "$out/train_logs.tgz" -C "$work" "${logs[@]}"
         ;;
     *)
         echo "unknown job $job (e2e, e2e2 or scaling)" >&2

@@ -159,9 +159,10 @@ def main() -> int:
         ran = yaml.safe_load((exp / "config.yaml").read_text())  # espnet2's, options applied
         results[name] = summarise(epoch_rows(rank0), n, audio_per_epoch, ran["accum_grad"])
         results[name]["launcher"] = launcher
-    report(results, args, torch.cuda.get_device_name(0), torch.__version__,
-           f"{len(samples)} clips, {audio_per_epoch / 3600:.2f} h ({source})",
-           corpus_hours=round(audio_per_epoch / 3600, 2))
+        # after every run: a run cut short by a time limit leaves the ones before it
+        report(results, args, torch.cuda.get_device_name(0), torch.__version__,
+               f"{len(samples)} clips, {audio_per_epoch / 3600:.2f} h ({source})",
+               corpus_hours=round(audio_per_epoch / 3600, 2))
     return 0
 
 
