@@ -599,3 +599,38 @@ def test_torchrun_one_machine_and_two_local_nodes_train_the_same(
     assert finals["one_node"].keys() == finals["two_nodes"].keys()
     for key, value in finals["one_node"].items():
         assert torch.equal(value, finals["two_nodes"][key]), key
+
+
+def test_xlsr_config_leaves_no_trainable_parameter_without_a_gradient(tmp_path: Path,
+                                                                      tiny_upstream: Path
+                                                                      ) -> None:
+    """The XLS-R config runs DDP with `unused_parameters: false` (no search of the autograd
+    graph for unused parameters every step, which DDP would otherwise need): one training step
+    gives every parameter it leaves trainable a gradient; the frozen ones are the conv feature
+    encoder, wav2vec 2.0's pre-training heads and s3prl's layer weights (one layer is used)."""
+    from cvasr.training.task import CvasrASRTask
+
+    resolved = tmp_path / "xlsr.yaml"
+    conf = resolve_config(XLSR_CONFIG, str(tiny_upstream), tmp_path / "dl", resolved)
+    assert conf["unused_parameters"] is False
+    tokens = tmp_path / "tokens.txt"
+    tokens.write_text("\n".join(["<blank>", "<unk>", "<space>", *"abcdefgh", "<sos/eos>"]) + "\n")
+    args = CvasrASRTask.get_parser().parse_args(
+        ["--config", str(resolved), "--token_list", str(tokens), "--token_type", "char",
+         "--output_dir", str(tmp_path / "exp")])
+    torch.manual_seed(0)
+    model = CvasrASRTask.build_model(args)
+    for name, p in model.named_parameters():  # as espnet2's main_worker applies freeze_param
+        if any(name == t or name.startswith(t + ".") for t in args.freeze_param):
+            p.requires_grad = False
+    model.train()
+    speech = torch.randn(2, 16000)
+    loss, _, _ = model(speech=speech, speech_lengths=torch.tensor([16000, 12000]),
+                       text=torch.tensor([[3, 4, 5], [6, 7, 0]]),
+                       text_lengths=torch.tensor([3, 2]))
+    loss.backward()
+    assert [n for n, p in model.named_parameters() if p.requires_grad and p.grad is None] == []
+    frozen = {n.split("model.")[-1].split(".")[0] for n, p in model.named_parameters()
+              if not p.requires_grad}
+    assert frozen == {"feature_extractor", "quantizer", "project_q", "final_proj", "mask_emb",
+                      "frontend"}  # the last: frontend.featurizer.weights, unused with one layer
