@@ -9,7 +9,8 @@
     upstream of XLS-R 300M's shape written by `cvasr make-upstream`, random init), fed by espnet2's
     own iterator from a stage-2 dump, trained by espnet2's Trainer.train_one_epoch. It runs once
     per row of STEPS: the first row is the seed's settings on espnet2, each next row adds one
-    change, the last row is the committed config as it is.
+    change, the last row is the committed config as a long run trains (its `compile_upstream:
+    auto` on: stage 4 compiles from defaults.COMPILE_PAYS_AFTER_STEPS planned steps).
 
 The clips are synthetic (noise, random Assamese letters), their durations drawn like CV 7.0
 Assamese (mean 5.3 s, 1.5-10 s; 508 clips, the size of its train set). Every run trains whole
@@ -48,8 +49,11 @@ LETTERS = [chr(c) for c in range(0x0995, 0x09B9)] + ["া", "ি", "ী", "ু",
 #: options the committed config turned on in a later row: off in the rows before it
 LATER = ["--compile_upstream", "false", "--sync_free_step", "false",
          "--persistent_workers", "false"]
+#: the committed config's `compile_upstream: auto` as stage 4 settles it for a long run (at least
+#: defaults.COMPILE_PAYS_AFTER_STEPS steps): the step bench times the step of such a run
+LONG_RUN = ["--compile_upstream", "true"]
 #: (name, espnet2 options over the committed config). Row 1 is the seed's settings on espnet2;
-#: each next row adds one change; the last row is the committed config unchanged.
+#: each next row adds one change; the last row is the committed config as a long run trains.
 STEPS: list[tuple[str, list[str]]] = [
     ("espnet2, seed settings (16x2, Adam, fp32 upstream)",
      [*LATER, "--frontend", "s3prl", "--batch_size", "16", "--accum_grad", "2",
@@ -65,8 +69,8 @@ STEPS: list[tuple[str, list[str]]] = [
     ("+ frontend without host syncs", [*LATER, "--frontend_conf", "cache_conv_features=false"]),
     ("+ frozen conv features cached", LATER),
     ("+ training step without host syncs", LATER[:2] + LATER[4:]),
-    ("+ the transformer compiled as one graph", LATER[4:]),
-    ("+ DataLoader workers kept across epochs (= committed config)", []),
+    ("+ the transformer compiled as one graph", [*LATER[4:], *LONG_RUN]),
+    ("+ DataLoader workers kept across epochs (= committed config)", LONG_RUN),
 ]
 
 

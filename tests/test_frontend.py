@@ -181,3 +181,31 @@ def test_decoding_a_batch_gives_each_clip_its_frames_alone(tiny_upstream: Path) 
                                    rtol=1e-4, atol=1e-4)
     assert not torch.allclose(plain[2, conv_frames[2]:feats_lens[2]],
                               alone[2][conv_frames[2]:], atol=1e-2)
+
+
+def test_filling_the_cache_tunes_no_cudnn_algorithm(tiny_upstream: Path,
+                                                    monkeypatch: pytest.MonkeyPatch) -> None:
+    """A batch whose conv features go into the cache is never encoded again: cuDNN's autotuning
+    is off for it, and back as it was for the rest of the step; with a full cache (the encoder
+    runs again every epoch) it stays on."""
+    _, ours = _pair(tiny_upstream)
+    for p in ours.upstream.upstream.model.feature_extractor.parameters():
+        p.requires_grad = False
+    ours.cache_conv_features = True
+    seen = []
+    encode = ours.conv_features
+
+    def recording(wavs: torch.Tensor, lens: torch.Tensor) -> torch.Tensor:
+        seen.append(torch.backends.cudnn.benchmark)
+        return encode(wavs, lens)
+
+    monkeypatch.setattr(ours, "conv_features", recording)
+    monkeypatch.setattr(torch.backends.cudnn, "benchmark", True)
+    with torch.no_grad():
+        ours.utt_ids = ["a", "b"]
+        ours(torch.randn(2, 8000) * 3000, torch.tensor([8000, 6000]))
+        assert torch.backends.cudnn.benchmark is True
+        ours.cache_max_bytes = ours._cache_bytes  # full: c is not cached, so its shape repeats
+        ours.utt_ids = ["c"]
+        ours(torch.randn(1, 7000) * 3000, torch.tensor([7000]))
+    assert seen == [False, True] and "c" not in ours._cache

@@ -634,3 +634,42 @@ def test_xlsr_config_leaves_no_trainable_parameter_without_a_gradient(tmp_path: 
               if not p.requires_grad}
     assert frozen == {"feature_extractor", "quantizer", "project_q", "final_proj", "mask_emb",
                       "frontend"}  # the last: frontend.featurizer.weights, unused with one layer
+
+
+@pytest.mark.parametrize("epochs, extra, cached, compiled", [
+    (10, [], False, False),        # 10 x the batches: fewer steps than pay for compiling
+    (10, [], True, True),          # a warm compile cache: compiled however short the run
+    (None, [], False, True),       # enough epochs to pass COMPILE_PAYS_AFTER_STEPS
+    (10, ["--compile_upstream", "true"], False, None),  # set by the options: not settled here
+])
+def test_compile_auto_from_the_planned_steps_and_the_cache(
+        tmp_path: Path, tiny_upstream: Path, prepared: dict[str, Path], demo_stats: Path,
+        epochs: int | None, extra: list[str], cached: bool, compiled: bool | None) -> None:
+    from cvasr.defaults import COMPILE_PAYS_AFTER_STEPS
+    from cvasr.training.stages import compile_from_data, optimizer_steps
+
+    resolved = tmp_path / "xlsr.yaml"
+    conf = resolve_config(XLSR_CONFIG, str(tiny_upstream), tmp_path / "dl", resolved)
+    assert conf["compile_upstream"] == "auto"
+    shapes = [demo_stats / "train" / "speech_shape", demo_stats / "train" / "text_shape.char"]
+    batches = optimizer_steps(resolved, shapes)[2]
+    epochs = epochs or -(-COMPILE_PAYS_AFTER_STEPS // batches)  # the fewest that pay
+    exp = tmp_path / "exp"
+    if cached:
+        (exp / "compile_cache" / "fxgraph" / "ab").mkdir(parents=True)
+        (exp / "compile_cache" / "fxgraph" / "ab" / "graph").write_bytes(b"x")
+    args, line = compile_from_data(resolved, shapes, exp, ["--max_epoch", str(epochs), *extra])
+    if compiled is None:
+        assert (args, line) == ([], None)
+        return
+    assert args == ["--compile_upstream", str(compiled).lower()]
+    assert line.endswith("is compiled" if compiled else "runs eager")
+    if not cached:
+        assert f"{batches} batches an epoch x {epochs} epochs = {batches * epochs}" in line
+    # espnet2 parses what stage 4 passes, and the config's own auto
+    from cvasr.training.task import CvasrASRTask
+
+    parsed = CvasrASRTask.get_parser().parse_args(["--config", str(resolved), *args])
+    assert parsed.compile_upstream is compiled
+    assert CvasrASRTask.get_parser().parse_args(["--config", str(resolved)]).compile_upstream \
+        == "auto"

@@ -304,10 +304,13 @@ stage4() {
     # Split on whitespace only: never evaluated, never globbed.
     read -r -a words <<< "$train_args"
     [ ${#words[@]} -gt 0 ] && extra=(-- "${words[@]}")
-    cvasr train --dump-dir "${work_dir}/dump" --token-list "${token_dir}/tokens.txt" \
-        --config "$train_config" --upstream "$(upstream_spec)" \
-        --download-dir "${work_dir}/downloads/s3prl" --stats-dir "$stats_dir" \
-        --exp-dir "$asr_exp" --ngpu "$ngpu" --launcher "$launcher" "${extra[@]}"
+    local cmd=(cvasr train --dump-dir "${work_dir}/dump" --token-list "${token_dir}/tokens.txt"
+               --config "$train_config" --upstream "$(upstream_spec)"
+               --download-dir "${work_dir}/downloads/s3prl" --stats-dir "$stats_dir"
+               --exp-dir "$asr_exp" --ngpu "$ngpu" --launcher "$launcher" "${extra[@]}")
+    # the command as a line of the stage log, quoted: to run stage 4 by hand (several nodes)
+    echo "# $(printf '%q ' "${cmd[@]}")"
+    "${cmd[@]}"
 }
 
 # ---- stage 5: decoding dev and test (CTC alone, then with the LM), scoring, RESULTS.md ---------

@@ -54,3 +54,10 @@ def shell_lines() -> str:
     """`name=value` lines for run.sh (values are plain numbers and words: nothing to quote)."""
     return "".join(f"{name}={value:g}\n" if isinstance(value, float) else f"{name}={value}\n"
                    for name, value in SHELL_DEFAULTS.items())
+#: stage 4's `compile_upstream: auto` compiles the transformer when a run plans at least this
+#: many training steps (batches x epochs), or when the experiment's compile cache is warm.
+#: One H200, XLS-R 300M, 32 clips a batch: compiling cost 228 s more first epoch than eager
+#: (260.6 s against 32.4 s) and saved 19.2 ms a step after it (1.714 against 2.040 s an epoch of
+#: 17 steps), so it pays from about 228 / 0.0192 = 11,900 steps; the seed's 400 epochs of CV 7.0
+#: Assamese are 16 x 400 = 6,400 (bench/results/e2e2_c27c17e, bench/NOTES.md)
+COMPILE_PAYS_AFTER_STEPS = 11_900

@@ -57,6 +57,14 @@ def _to_device_async(values: list[int], device: torch.device) -> torch.Tensor:
     return host.pin_memory().to(device, non_blocking=True)
 
 
+def _cudnn_without_autotuning():
+    """torch.backends.cudnn's flags as they are, autotuning (benchmark) off."""
+    cudnn = torch.backends.cudnn
+    return cudnn.flags(enabled=cudnn.enabled, benchmark=False,
+                       benchmark_limit=cudnn.benchmark_limit,
+                       deterministic=cudnn.deterministic, allow_tf32=cudnn.allow_tf32)
+
+
 def repeat_last_valid_frame(feats: torch.Tensor, frames: list[int]) -> torch.Tensor:
     """Each clip's frames past its encoder frames (`frames`) as copies of its last one.
 
@@ -214,7 +222,14 @@ class Wav2Vec2S3prlFrontend(S3prlFrontend):
             for b, h in enumerate(hits):  # padding frames stay zero: they are masked later
                 out[b, :, : h.size(1)] = h
             return out
-        features = self.conv_features(wavs, sample_lens)
+        if self._cache_bytes < self.cache_max_bytes:
+            # filling the cache: this batch's shape is not seen by the encoder again, so cuDNN's
+            # autotuning (cudnn_benchmark) would tune it for nothing (about 1 s a new shape on
+            # an H200; a 10-hour corpus has hundreds of batch lengths: bench/NOTES.md, round 4)
+            with _cudnn_without_autotuning():
+                features = self.conv_features(wavs, sample_lens)
+        else:
+            features = self.conv_features(wavs, sample_lens)
         for b, (u, n) in enumerate(zip(ids, frames)):
             if self._cache_bytes >= self.cache_max_bytes:
                 break

@@ -43,12 +43,14 @@ def _scalar_problem(key: str, value: Any, kind: str) -> str | None:
           "int_or_none": is_int or value is None,
           "float_or_none": is_number or value is None,
           "str_or_none": isinstance(value, str) or value is None,
-          "str_or_int": isinstance(value, str) or is_int}.get(kind)
+          "str_or_int": isinstance(value, str) or is_int,
+          "str2bool_or_auto": isinstance(value, bool) or value == "auto"}.get(kind)
     if ok is None or ok:
         return None
     want = {"int": "a whole number", "float": "a number", "str2bool": "true or false",
             "int_or_none": "a whole number or null", "float_or_none": "a number or null",
-            "str_or_none": "text or null", "str_or_int": "text or a whole number"}[kind]
+            "str_or_none": "text or null", "str_or_int": "text or a whole number",
+            "str2bool_or_auto": "true, false or auto"}[kind]
     return f"{key} must be {want}, got {_value_text(value)}"
 
 

@@ -167,6 +167,10 @@ def check_resume_compatible(exp_dir: Path, token_list: Path) -> None:
 
 #: the value a config gives a scheduler step to have stage 4 compute it from the data
 SCHEDULE_FROM_DATA = "auto"
+#: `compile_upstream: auto`: stage 4 decides (compile_from_data)
+COMPILE_FROM_DATA = "auto"
+#: torch.compile's caches under the experiment dir (compile_cache_env)
+COMPILE_CACHE = "compile_cache"
 #: the options schedule_from_data computes (they follow max_epoch when a run is extended)
 SCHEDULE_KEYS = ("scheduler_conf.warmup_steps_list", "scheduler_conf.warmup_lr_list")
 
@@ -229,6 +233,39 @@ def schedule_from_data(config: Path, shape_files: Sequence[Path],
             f"warmup_steps_list {filled}, warmup_lr_list {lrs}{note}")
 
 
+def compile_from_data(config: Path, shape_files: Sequence[Path], exp_dir: Path,
+                      extra_args: Sequence[str] = ()) -> tuple[list[str], str | None]:
+    """Settle `compile_upstream: auto` (the config's, or the last `--compile_upstream` of
+    `extra_args`): true when the run plans at least COMPILE_PAYS_AFTER_STEPS training steps
+    (batches an epoch x max_epoch) or when `exp_dir`'s compile cache holds compiled graphs (a
+    resumed or repeated run loads them in seconds), else false: on a cold machine the compile
+    costs minutes that a short run does not earn back. Returns the option to add after
+    `extra_args` and a line saying what it chose and why; ([], None) when nothing is auto."""
+    from cvasr.defaults import COMPILE_PAYS_AFTER_STEPS
+
+    conf = yaml.safe_load(Path(config).read_text(encoding="utf-8")) or {}
+    value = conf.get("compile_upstream")
+    for i, arg in enumerate(extra_args[:-1]):
+        if arg == "--compile_upstream":
+            value = extra_args[i + 1]
+    if value != COMPILE_FROM_DATA:
+        return [], None
+    _, max_epoch, batches = optimizer_steps(config, shape_files, extra_args)
+    steps = batches * max_epoch
+    cache = Path(exp_dir) / COMPILE_CACHE
+    warm = any(p.is_file() for sub in ("fxgraph", "aotautograd") for p in (cache / sub).rglob("*"))
+    compiled = warm or steps >= COMPILE_PAYS_AFTER_STEPS
+    if warm:
+        why = f"compiled graphs in {cache} (they load in seconds)"
+    else:
+        why = (f"{batches} batches an epoch x {max_epoch} epochs = {steps} training steps, "
+               f"{'at least' if compiled else 'fewer than'} the {COMPILE_PAYS_AFTER_STEPS} that "
+               "pay for compiling on a cold machine")
+    return (["--compile_upstream", str(compiled).lower()],
+            f"compile_upstream auto: {why}; the transformer "
+            + ("is compiled" if compiled else "runs eager"))
+
+
 def train(dump_dir: Path, token_list: Path, stats_dir: Path, config: Path, exp_dir: Path,
           ngpu: int = 0, extra_args: Sequence[str] = (), train_split: str = "train",
           valid_split: str = "dev", launch: Launch = Launch()) -> None:
@@ -237,11 +274,14 @@ def train(dump_dir: Path, token_list: Path, stats_dir: Path, config: Path, exp_d
     exp_dir, stats_dir = Path(exp_dir), Path(stats_dir)
     check_resume_compatible(exp_dir, token_list)
     token_type = _token_type(token_list)
-    schedule = schedule_from_data(config, [stats_dir / "train" / "speech_shape",
-                                           stats_dir / "train" / f"text_shape.{token_type}"],
-                                  extra_args)
+    shape_files = [stats_dir / "train" / "speech_shape",
+                   stats_dir / "train" / f"text_shape.{token_type}"]
+    schedule = schedule_from_data(config, shape_files, extra_args)
     if schedule:
         print(schedule, flush=True)
+    compile_args, compiling = compile_from_data(config, shape_files, exp_dir, extra_args)
+    if compiling:
+        print(compiling, flush=True)
     derived = SCHEDULE_KEYS if schedule else ()
     args = [*_token_args(token_list), "--config", str(config), "--output_dir", str(exp_dir),
             "--resume", "true",
@@ -250,7 +290,7 @@ def train(dump_dir: Path, token_list: Path, stats_dir: Path, config: Path, exp_d
             "--train_shape_file", str(stats_dir / "train" / f"text_shape.{token_type}"),
             "--valid_shape_file", str(stats_dir / "valid" / "speech_shape"),
             "--valid_shape_file", str(stats_dir / "valid" / f"text_shape.{token_type}")]
-    _train_as_planned([*args, *extra_args], exp_dir, derived, ngpu, launch)
+    _train_as_planned([*args, *extra_args, *compile_args], exp_dir, derived, ngpu, launch)
 
 
 def _train_as_planned(args: list[str], exp_dir: Path, derived: Sequence[str] = (),
@@ -306,4 +346,4 @@ def compile_cache_env(exp_dir: Path) -> dict[str, str]:
     compiling it for minutes (bench/NOTES.md, cold start)."""
     if os.environ.get("TORCHINDUCTOR_CACHE_DIR"):
         return {}
-    return {"TORCHINDUCTOR_CACHE_DIR": str(Path(exp_dir).resolve() / "compile_cache")}
+    return {"TORCHINDUCTOR_CACHE_DIR": str(Path(exp_dir).resolve() / COMPILE_CACHE)}

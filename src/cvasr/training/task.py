@@ -84,15 +84,22 @@ class CvasrTrainerOptions(TrainerOptions):
     empty_cache_between_phases: bool = True
 
 
+def str2bool_or_auto(value: str) -> bool | str:
+    """espnet2's str2bool, or "auto" (an option stage 4 settles from the data)."""
+    return "auto" if str(value).lower() == "auto" else str2bool(value)
+
+
 class SafeCheckpointTrainer(Trainer):
     """espnet2's Trainer with atomic checkpoint writes and RNG state in checkpoint.pth."""
 
     @classmethod
     def add_arguments(cls, parser: argparse.ArgumentParser) -> None:
-        parser.add_argument("--compile_upstream", type=str2bool, default=False,
+        parser.add_argument("--compile_upstream", type=str2bool_or_auto, default=False,
                             help="torch.compile the s3prl upstream for training: the whole "
                                  "wav2vec2_s3prl encoder as one graph, else its transformer "
-                                 "layers (cvasr.speedups.regional_compile)")
+                                 "layers (cvasr.speedups.regional_compile); auto: stage 4 "
+                                 "decides from the planned steps and the compile cache "
+                                 "(cvasr.training.stages.compile_from_data)")
         parser.add_argument("--compile_mode", default="default", choices=COMPILE_MODES,
                             help="torch.compile mode for --compile_upstream ('reduce-overhead' "
                                  "replays CUDA graphs, one per batch shape)")
@@ -137,6 +144,10 @@ class SafeCheckpointTrainer(Trainer):
     @staticmethod
     def prepare_model(model: torch.nn.Module, options: CvasrTrainerOptions) -> None:
         """What the options change on the model before training starts."""
+        if getattr(options, "compile_upstream", False) == "auto":
+            logging.info("compile_upstream: auto is settled by stage 4 (cvasr train); started "
+                         "without it, the upstream runs eager")
+            return
         if not getattr(options, "compile_upstream", False):
             return
         if getattr(options, "ngpu", 0) == 0:
