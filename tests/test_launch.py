@@ -56,9 +56,11 @@ def test_local_nodes_split_the_visible_gpus(tmp_path: Path,
 
 @pytest.mark.parametrize("ngpu, launch, message", [
     (2, Launch("espnet2", nnodes=2), "needs --launcher torchrun"),
-    (2, Launch("torchrun", nnodes=2, node_rank=2), "--node-rank 2 is not one of the 2"),
+    (2, Launch("torchrun", nnodes=2, node_rank=2, master_port=7),
+     "--node-rank 2 is not one of the 2"),
     (3, Launch("torchrun", nnodes=2, local_nodes=True), "3 GPUs do not split over 2"),
     (2, Launch("mpirun"), "unknown launcher 'mpirun'"),
+    (2, Launch("torchrun", nnodes=2), "needs --master-port"),
 ])
 def test_impossible_launches_say_why(tmp_path: Path, ngpu: int, launch: Launch,
                                      message: str) -> None:

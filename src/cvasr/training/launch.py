@@ -86,6 +86,9 @@ def processes(task_args: list[str], ngpu: int, launch: Launch, exp_dir: Path) ->
     if launch.nnodes < 1 or not 0 <= launch.node_rank < launch.nnodes:
         raise LaunchError(f"--node-rank {launch.node_rank} is not one of the {launch.nnodes} "
                           "nodes")
+    if launch.nnodes > 1 and not launch.local_nodes and launch.master_port is None:
+        raise LaunchError("--nnodes > 1 needs --master-port, the same on every node (node 0 "
+                          "listens on it)")
     if ngpu and ngpu % (launch.nnodes if launch.local_nodes else 1):
         raise LaunchError(f"{ngpu} GPUs do not split over {launch.nnodes} nodes on this machine")
     per_node = (ngpu // launch.nnodes if launch.local_nodes else ngpu) or launch.cpu_processes
