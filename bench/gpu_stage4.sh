@@ -8,7 +8,8 @@
 #            stack; merged into one train_e2e.json (the same clips, machine and revision)
 #   scaling  bench/train_gpu.py: 1 and 2 GPUs, 32 clips a GPU, on a 10-hour synthetic corpus,
 #            SCALING_OPTIONS (espnet2 options) over the committed config; the 2 GPUs started
-#            by each of SCALING_LAUNCHERS (espnet2's launcher, torchrun, torchrun as 2 nodes)
+#            by each of SCALING_LAUNCHERS (espnet2's launcher, torchrun, torchrun as 2 nodes);
+#            "--profile_epoch 2" in SCALING_OPTIONS brings each process's profile back too
 # Every output goes to OUT_DIR (the device tool's $OUT). Needs the wheels of
 # bench/device_wheels.sh in .whl/ (carry it) and CVASR_GIT_REV set to the revision run (the
 # machine's copy of .git is not this checkout's).
@@ -87,7 +88,8 @@ case $job in
             | tee "$out/scaling_log.txt" || status=$?
         # one archive: the device tool brings back a few files a call
         logs=()
-        for log in "$work"/exp_*/train.log "$work"/exp_*/train.node1.log; do
+        for log in "$work"/exp_*/train.log "$work"/exp_*/train.node1.log \
+                "$work"/exp_*/profile/*.txt; do
             [ -f "$log" ] && logs+=("${log#"$work"/}")
         done
         [ ${#logs[@]} -gt 0 ] && tar czf "$out/train_logs.tgz" -C "$work" "${logs[@]}"

@@ -577,7 +577,8 @@ def test_torchrun_one_machine_and_two_local_nodes_train_the_same(
     """DDP started by torchrun, 2 processes on one node and 1 process on each of 2 "nodes" of
     this machine (the multi-node path: node ranks, a TCP rendezvous), CPU and gloo: both runs
     are 2-rank DDP with the same batches, so they end with the same parameters; every rank
-    trained (espnet2 logs `[host:0/2]`), node 1's output is in its own log."""
+    trained (espnet2 logs `[host:0/2]`), node 1's output is in its own log. The 2-node run
+    also profiles a step of epoch 2 in each process, which changes no number."""
     from cvasr.training.launch import Launch
 
     # torchrun sets 1 thread a process only when a node has several: the same for both here
@@ -587,14 +588,19 @@ def test_torchrun_one_machine_and_two_local_nodes_train_the_same(
                          ("two_nodes", Launch("torchrun", nnodes=2, local_nodes=True,
                                               cpu_processes=1))):
         exp = prepared["work"] / f"exp_torchrun_{name}"
+        profile = ["--profile_epoch", "2", "--profile_steps", "1"] if name == "two_nodes" else []
         train(prepared["dump"], prepared["tokens"], demo_stats, prepared["work"] / "demo.yaml",
-              exp, extra_args=[*QUICK, "--max_epoch", "2"], launch=launch)
+              exp, extra_args=[*QUICK, "--max_epoch", "2", *profile], launch=launch)
         log = (exp / "train.log").read_text(encoding="utf-8")
         assert re.search(r"\[[^\]]*:0/2\].*2epoch results", log), name
         assert len(epoch_results(exp / "train.log")) == 2
         if name == "two_nodes":
             node1 = (exp / "train.node1.log").read_text(encoding="utf-8")
             assert "--node-rank 1" in node1.splitlines()[0]
+            for rank in (0, 1):
+                assert "aten::" in (exp / "profile" / f"epoch2_rank{rank}.txt").read_text()
+        else:
+            assert not (exp / "profile").exists()
         finals[name] = torch.load(exp / "2epoch.pth", map_location="cpu")
     assert finals["one_node"].keys() == finals["two_nodes"].keys()
     for key, value in finals["one_node"].items():

@@ -35,7 +35,7 @@ RESUMABLE = frozenset({
     "wandb_project", "wandb_id", "wandb_entity", "wandb_name", "wandb_model_log_interval",
     "num_att_plot", "detect_anomaly", "log_interval", "valid_every_epochs",
     "checkpoint_every_minutes", "checkpoint_every_epochs", "background_checkpoints",
-    "plot_every_epochs", "empty_cache_between_phases",
+    "plot_every_epochs", "empty_cache_between_phases", "profile_epoch", "profile_steps",
     # hardware and speed
     "ngpu", "num_workers", "persistent_workers", "dist_backend", "dist_init_method",
     "dist_world_size", "dist_rank", "local_rank", "dist_master_addr", "dist_master_port",

@@ -47,6 +47,7 @@ from cvasr.speedups.persistent_loader import PersistentSequenceIterFactory
 from cvasr.speedups.regional_compile import compile_encoder_layers
 from cvasr.training.checkpoints import CHECKPOINT, EPOCH_FILE, EpochWriter, atomic_save
 from cvasr.training.plots import plot_curves
+from cvasr.training.profiling import profile_path, profiled
 from cvasr.training.validation import ranking_validated_epochs, validates
 
 RNG_KEY = "cvasr_rng_states"
@@ -82,6 +83,8 @@ class CvasrTrainerOptions(TrainerOptions):
     background_checkpoints: bool = True
     plot_every_epochs: int = 0
     empty_cache_between_phases: bool = True
+    profile_epoch: int = 0
+    profile_steps: int = 10
 
 
 def str2bool_or_auto(value: str) -> bool | str:
@@ -109,6 +112,10 @@ class SafeCheckpointTrainer(Trainer):
                                  "as one graph; the same with its layers generated once for "
                                  "all (hierarchical compilation: a shorter compile); or each "
                                  "transformer layer")
+        parser.add_argument("--profile_epoch", type=int, default=0,
+                            help="profile --profile_steps training steps of this epoch in every "
+                                 "process, into <exp>/profile/ (cvasr.training.profiling); 0: no")
+        parser.add_argument("--profile_steps", type=int, default=10)
         parser.add_argument("--valid_every_epochs", type=int, default=1,
                             help="validate after every this many epochs and after the last "
                                  "(espnet2: 1); the n best models and their average are "
@@ -174,7 +181,11 @@ class SafeCheckpointTrainer(Trainer):
     @classmethod
     def train_one_epoch(cls, model, iterator, optimizers, schedulers, scaler, reporter,
                         summary_writer, options, distributed_option) -> bool:
-        """espnet2's loop, or with `sync_free_step` the same step without host syncs."""
+        """espnet2's loop, or with `sync_free_step` the same step without host syncs (a few of
+        its steps profiled in `profile_epoch`)."""
+        if getattr(options, "profile_epoch", 0) and reporter.epoch == options.profile_epoch:
+            iterator = profiled(iterator, profile_path(options.output_dir, reporter.epoch),
+                                options.profile_steps, cuda=options.ngpu > 0)
         if getattr(options, "sync_free_step", False):
             dtype = autocast_args.get("dtype")
             why = sync_free_step.unsupported_reason(options, distributed_option.distributed, dtype)

@@ -1,0 +1,67 @@
+"""A profile of a few training steps of a real stage-4 run, in every process.
+
+`--profile_epoch N --profile_steps K`: in epoch N, after 2 steps (the epoch's first batches wait
+for the workers), K steps run under torch.profiler; each process writes
+`<exp>/profile/epoch<N>_rank<R>.txt` (its op tables: GPU time, then CPU time) and
+`.trace.json.gz` (a Chrome trace). What the step bench's profile cannot show, this one does:
+the step under DDP (the gradient all-reduce against the backward), espnet2's own loop, the
+data of the run.
+"""
+
+from __future__ import annotations
+
+import gzip
+import shutil
+from pathlib import Path
+from typing import Any, Iterable, Iterator
+
+import torch
+
+#: steps of the epoch left out before profiling starts
+SKIPPED_STEPS = 2
+
+
+def profile_path(output_dir: Path, epoch: int) -> Path:
+    """Where this process's profile of `epoch` goes (without suffix)."""
+    rank = torch.distributed.get_rank() if torch.distributed.is_initialized() else 0
+    return Path(output_dir) / "profile" / f"epoch{epoch}_rank{rank}"
+
+
+def profiled(iterator: Iterable[Any], out: Path, steps: int, cuda: bool) -> Iterator[Any]:
+    """`iterator`'s items; the work the consumer does on items SKIPPED_STEPS ..
+    SKIPPED_STEPS + steps - 1 runs under torch.profiler, written to `out` (.txt, .trace.json.gz)
+    when done or when the epoch ends first."""
+    from torch.profiler import ProfilerActivity, profile
+
+    activities = [ProfilerActivity.CPU] + ([ProfilerActivity.CUDA] if cuda else [])
+    prof = None
+    try:
+        for n, item in enumerate(iterator):
+            if n == SKIPPED_STEPS:
+                prof = profile(activities=activities)
+                prof.start()
+            yield item  # the consumer's step runs until it asks for the next item
+            if prof is not None and n + 1 == SKIPPED_STEPS + steps:
+                _write(prof, out, cuda)
+                prof = None
+    finally:
+        if prof is not None:
+            _write(prof, out, cuda)
+
+
+def _write(prof: Any, out: Path, cuda: bool) -> None:
+    if cuda:
+        torch.cuda.synchronize()
+    prof.stop()
+    out.parent.mkdir(parents=True, exist_ok=True)
+    averages = prof.key_averages()
+    tables = []
+    if cuda:
+        tables.append(averages.table(sort_by="cuda_time_total", row_limit=60))
+    tables.append(averages.table(sort_by="self_cpu_time_total", row_limit=40))
+    out.with_suffix(".txt").write_text("\n\n".join(tables) + "\n", encoding="utf-8")
+    trace = out.with_suffix(".trace.json")
+    prof.export_chrome_trace(str(trace))
+    with open(trace, "rb") as src, gzip.open(f"{trace}.gz", "wb") as dst:
+        shutil.copyfileobj(src, dst)
+    trace.unlink()

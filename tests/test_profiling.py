@@ -1,0 +1,40 @@
+"""Profiling a few steps of a training run (cvasr.training.profiling)."""
+
+from __future__ import annotations
+
+import gzip
+import json
+from pathlib import Path
+
+import torch
+
+from cvasr.training.profiling import SKIPPED_STEPS, profiled
+
+
+def test_profiles_the_steps_after_the_skipped_ones_and_passes_every_item(tmp_path: Path) -> None:
+    out = tmp_path / "profile" / "epoch1_rank0"
+    items = list(range(SKIPPED_STEPS + 5))
+    seen = []
+    x = torch.arange(1.0, 9.0)
+    for item in profiled(items, out, steps=2, cuda=False):
+        seen.append(item)
+        # a different op in each step: the profile shows exactly the profiled steps' ops
+        op = {SKIPPED_STEPS - 1: torch.cumprod, SKIPPED_STEPS: torch.cumsum,
+              SKIPPED_STEPS + 1: torch.logcumsumexp, SKIPPED_STEPS + 2: torch.cummax}.get(item)
+        if op is not None:
+            op(x, 0)
+    assert seen == items
+    table = out.with_suffix(".txt").read_text()
+    assert "aten::cumsum" in table and "aten::logcumsumexp" in table
+    assert "aten::cumprod" not in table and "aten::cummax" not in table
+    with gzip.open(out.with_suffix(".trace.json.gz")) as f:
+        names = {e.get("name") for e in json.load(f)["traceEvents"]}
+    assert "aten::cumsum" in names
+
+
+def test_an_epoch_shorter_than_the_window_still_writes_its_profile(tmp_path: Path) -> None:
+    out = tmp_path / "p"
+    for item in profiled(range(SKIPPED_STEPS + 1), out, steps=10, cuda=False):
+        if item == SKIPPED_STEPS:
+            torch.cumsum(torch.ones(3), 0)
+    assert "aten::cumsum" in out.with_suffix(".txt").read_text()
