@@ -2,7 +2,7 @@
 
 - `espnet2`: one process; with --ngpu N > 1 espnet2 spawns one process a GPU itself
   (`--multiprocessing_distributed true`, a rendezvous file in the experiment dir).
-- `torchrun`: PyTorch's launcher starts one process a GPU (or `processes` CPU processes, gloo)
+- `torchrun`: PyTorch's launcher starts one process a GPU (or `cpu_processes` on the CPU, gloo)
   and espnet2 reads RANK, LOCAL_RANK, WORLD_SIZE and the master address from the environment.
   espnet2 needs `--ngpu 1 --multiprocessing_distributed false` for that: with its default
   (`true`) it takes WORLD_SIZE for a node count, sets LOCAL_RANK to 0 in every process and
@@ -39,8 +39,9 @@ class Launch:
     master_port: int | None = None
     #: start every node rank on this machine (the multi-node path on one host)
     local_nodes: bool = False
-    #: processes a node when training on the CPU under torchrun (gloo)
-    cpu_processes: int = 2
+    #: processes a node when training on the CPU under torchrun (gloo; more than 1 is for
+    #: testing DDP without GPUs)
+    cpu_processes: int = 1
 
 
 @dataclass(frozen=True)
