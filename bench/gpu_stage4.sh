@@ -47,7 +47,7 @@ status=0
 case $job in
     e2e)
         work=/tmp/cvasr-e2e
-        timeout "${E2E_TIMEOUT:-520}" python3 bench/train_e2e.py --epochs 50 \
+        timeout "${E2E_TIMEOUT:-560}" python3 bench/train_e2e.py --epochs 50 \
             --seed-epochs "${SEED_EPOCHS:-25}" --resume-epochs "${RESUME_EPOCHS:-0}" \
             --only ours seed --nj "$nj" --work "$work" --out "$out/train_e2e.json" "$@" 2>&1 \
             | tee "$out/e2e_log.txt" || status=$?
