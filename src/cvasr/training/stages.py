@@ -259,7 +259,7 @@ def compile_from_data(config: Path, shape_files: Sequence[Path], exp_dir: Path,
         why = f"compiled graphs in {cache} (they load in seconds)"
     else:
         why = (f"{batches} batches an epoch x {max_epoch} epochs = {steps} training steps, "
-               f"{'at least' if compiled else 'fewer than'} the {COMPILE_PAYS_AFTER_STEPS} that "
+               f"{'at least' if compiled else 'fewer than'} the {COMPILE_PAYS_AFTER_STEPS:,} that "
                "pay for compiling on a cold machine")
     return (["--compile_upstream", str(compiled).lower()],
             f"compile_upstream auto: {why}; the transformer "
