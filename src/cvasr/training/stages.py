@@ -237,8 +237,9 @@ def compile_from_data(config: Path, shape_files: Sequence[Path], exp_dir: Path,
                       extra_args: Sequence[str] = ()) -> tuple[list[str], str | None]:
     """Settle `compile_upstream: auto` (the config's, or the last `--compile_upstream` of
     `extra_args`): true when the run plans at least COMPILE_PAYS_AFTER_STEPS training steps
-    (batches an epoch x max_epoch) or when `exp_dir`'s compile cache holds compiled graphs (a
-    resumed or repeated run loads them in seconds), else false: on a cold machine the compile
+    (batches an epoch x max_epoch) or when the compile cache (`exp_dir`'s, see
+    compile_cache_env) holds compiled graphs (a resumed or repeated run loads them in seconds),
+    else false: on a cold machine the compile
     costs minutes that a short run does not earn back. Returns the option to add after
     `extra_args` and a line saying what it chose and why; ([], None) when nothing is auto."""
     from cvasr.defaults import COMPILE_PAYS_AFTER_STEPS
@@ -252,7 +253,7 @@ def compile_from_data(config: Path, shape_files: Sequence[Path], exp_dir: Path,
         return [], None
     _, max_epoch, batches = optimizer_steps(config, shape_files, extra_args)
     steps = batches * max_epoch
-    cache = Path(exp_dir) / COMPILE_CACHE
+    cache = Path(os.environ.get("TORCHINDUCTOR_CACHE_DIR") or Path(exp_dir) / COMPILE_CACHE)
     warm = any(p.is_file() for sub in ("fxgraph", "aotautograd") for p in (cache / sub).rglob("*"))
     compiled = warm or steps >= COMPILE_PAYS_AFTER_STEPS
     if warm:
