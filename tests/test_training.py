@@ -679,3 +679,22 @@ def test_compile_auto_from_the_planned_steps_and_the_cache(
     assert parsed.compile_upstream is compiled
     assert CvasrASRTask.get_parser().parse_args(["--config", str(resolved)]).compile_upstream \
         == "auto"
+
+
+def test_compile_cache_is_the_experiments_unless_the_user_chose_one(
+        tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
+    """Importing espnet2's task sets TORCHINDUCTOR_CACHE_DIR to inductor's default in stage 4's
+    own process; that is not the user's choice, so the training processes still keep their
+    compiled graphs in the experiment (where a resumed run finds them). A path the user set is
+    followed."""
+    from torch._inductor.runtime.cache_dir_utils import default_cache_dir
+
+    from cvasr.training.stages import compile_cache_env
+
+    mine = {"TORCHINDUCTOR_CACHE_DIR": str((tmp_path / "compile_cache").resolve())}
+    monkeypatch.delenv("TORCHINDUCTOR_CACHE_DIR", raising=False)
+    assert compile_cache_env(tmp_path) == mine
+    monkeypatch.setenv("TORCHINDUCTOR_CACHE_DIR", default_cache_dir())
+    assert compile_cache_env(tmp_path) == mine
+    monkeypatch.setenv("TORCHINDUCTOR_CACHE_DIR", str(tmp_path / "users"))
+    assert compile_cache_env(tmp_path) == {}

@@ -253,7 +253,7 @@ def compile_from_data(config: Path, shape_files: Sequence[Path], exp_dir: Path,
         return [], None
     _, max_epoch, batches = optimizer_steps(config, shape_files, extra_args)
     steps = batches * max_epoch
-    cache = Path(os.environ.get("TORCHINDUCTOR_CACHE_DIR") or Path(exp_dir) / COMPILE_CACHE)
+    cache = compile_cache_dir(exp_dir)
     warm = any(p.is_file() for sub in ("fxgraph", "aotautograd") for p in (cache / sub).rglob("*"))
     compiled = warm or steps >= COMPILE_PAYS_AFTER_STEPS
     if warm:
@@ -342,9 +342,23 @@ def _train_as_planned(args: list[str], exp_dir: Path, derived: Sequence[str] = (
 
 def compile_cache_env(exp_dir: Path) -> dict[str, str]:
     """torch.compile's caches (inductor's graphs and kernels, Triton's binaries) under the
-    experiment dir, unless TORCHINDUCTOR_CACHE_DIR is set: a resumed or repeated run, on this
-    machine or another sharing the dir, loads the compiled upstream in seconds instead of
+    experiment dir, unless the user set TORCHINDUCTOR_CACHE_DIR: a resumed or repeated run, on
+    this machine or another sharing the dir, loads the compiled upstream in seconds instead of
     compiling it for minutes (bench/NOTES.md, cold start)."""
-    if os.environ.get("TORCHINDUCTOR_CACHE_DIR"):
+    if _users_inductor_cache() is not None:
         return {}
-    return {"TORCHINDUCTOR_CACHE_DIR": str(Path(exp_dir).resolve() / COMPILE_CACHE)}
+    return {"TORCHINDUCTOR_CACHE_DIR": str(compile_cache_dir(exp_dir))}
+
+
+def compile_cache_dir(exp_dir: Path) -> Path:
+    """Where the training processes keep torch.compile's caches (compile_cache_env)."""
+    return Path(_users_inductor_cache() or Path(exp_dir).resolve() / COMPILE_CACHE)
+
+
+def _users_inductor_cache() -> str | None:
+    """TORCHINDUCTOR_CACHE_DIR as the user set it: importing parts of torch (espnet2's task
+    does) sets it to inductor's default in this process, which is not a choice to follow."""
+    from torch._inductor.runtime.cache_dir_utils import default_cache_dir
+
+    value = os.environ.get("TORCHINDUCTOR_CACHE_DIR")
+    return value if value and value != default_cache_dir() else None
