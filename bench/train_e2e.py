@@ -212,7 +212,8 @@ def main() -> int:
         rows = espnet2_epochs(exp / "train.log")
         ours = per_epoch(rows)
         first = rows[0]["train_seconds"] + rows[0]["valid_seconds"]
-        ours.update(stage4_wall_s=round(stage4, 1), first_epoch_wall_s=round(first, 1),
+        ours.update(train_args=args.train_args.split(),
+                    stage4_wall_s=round(stage4, 1), first_epoch_wall_s=round(first, 1),
                     first_epoch_over_warm_s=round(first - ours["wall_s_per_epoch"], 1),
                     checkpoints=sorted(p.name for p in exp.glob("*.pth")), epochs_log=rows)
         result["runs"][args.name] = ours
@@ -304,7 +305,10 @@ def finish(result: dict, out: Path) -> None:
         train = f"{r['train_s_per_epoch']:13.3f}" if "train_s_per_epoch" in r else f"{'-':>13}"
         first = (f"{r['first_epoch_wall_s']:13.1f}" if r.get("first_epoch_wall_s") is not None
                  else f"{'-':>13}")
-        print(f"| {LABELS.get(name, name):<52} | "
+        label = LABELS.get(name, name)
+        if r.get("train_args"):  # options over the committed config: the label says which
+            label = f"{label.split(', through')[0]} + {' '.join(r['train_args'])}"
+        print(f"| {label:<52} | "
               f"{len(r.get('epochs_log', r.get('epochs', []))):>6} | "
               f"{r['wall_s_per_epoch']:12.3f} | {train} | {first} |")
     for key, value in result.items():
