@@ -5,7 +5,8 @@
 #            SEED_EPOCHS (25) epochs
 #   e2e2     the same on a machine of 2 GPUs, two runs at once: GPU 0 stage 4 as committed
 #            (then resumed), GPU 1 stage 4 with the transformer not compiled, then the seed's
-#            stack; merged into one train_e2e.json (the same clips, machine and revision)
+#            stack; merged into one train_e2e.json (the same clips, machine and revision;
+#            the two runs slow each other: their figures compare with each other only)
 #   scaling  bench/train_gpu.py: 1 and 2 GPUs, 32 clips a GPU, on a 10-hour synthetic corpus,
 #            SCALING_OPTIONS (espnet2 options) over the committed config; the 2 GPUs started
 #            by each of SCALING_LAUNCHERS (espnet2's launcher, torchrun, torchrun as 2 nodes);
