@@ -115,3 +115,33 @@ def test_scaling_corpus_holds_the_hours_asked_for(tmp_path: Path) -> None:
     assert len(read_tsv(tmp_path / "as" / "dev.tsv").rows) == 3
     lines = ["[host] 1epoch results", "[gpu-7:0/2] 1epoch results", "[gpu-7:1/2] 1epoch results"]
     assert rank0_lines(lines, 1) == lines[:1] and rank0_lines(lines, 2) == lines[1:2]
+
+
+def test_train_e2e_merges_runs_of_one_machine_and_refuses_others(tmp_path: Path) -> None:
+    """bench/gpu_stage4.sh e2e2: two GPUs' JSONs become one result with each run's speedup
+    over the seed's stack; JSONs of another revision, or with the same run twice, are refused."""
+    sys.path.insert(0, str(REPO / "bench"))
+    from train_e2e import merge
+
+    common = {"benchmark": "train_e2e", "git_revision": "abc", "gpu": "H200", "torch": "2.11",
+              "python": "3.12", "config": "c.yaml", "arch": "xls_r_300m", "clips": 560,
+              "audio_seconds_per_epoch": 2907.0}
+    ours = {"wall_s_per_epoch": 1.5, "train_s_per_epoch": 1.4, "wall_over_train": 1.071,
+            "first_epoch_wall_s": 260.0, "epochs_log": [{}] * 50}
+    eager = dict(ours, wall_s_per_epoch=2.0, train_s_per_epoch=1.9, wall_over_train=1.053)
+    seed = {"wall_s_per_epoch": 4.5, "first_epoch_wall_s": 15.0, "epochs": [{}] * 25}
+    a, b = tmp_path / "a.json", tmp_path / "b.json"
+    a.write_text(json.dumps({**common, "runs": {"ours": ours}}))
+    b.write_text(json.dumps({**common, "runs": {"ours_eager": eager, "seed": seed}}))
+    out = tmp_path / "merged.json"
+    assert merge([a, b], out) == 0
+    merged = json.loads(out.read_text())
+    assert list(merged["runs"]) == ["ours", "ours_eager", "seed"]
+    assert (merged["speedup_end_to_end"], merged["speedup_end_to_end_eager"]) == (3.0, 2.25)
+    assert (merged["wall_s_per_epoch"], merged["seed_wall_s_per_epoch"]) == (1.5, 4.5)
+    other = tmp_path / "other.json"
+    other.write_text(json.dumps({**common, "git_revision": "def", "runs": {"seed": seed}}))
+    with pytest.raises(SystemExit, match="git_revision"):
+        merge([a, other], out)
+    with pytest.raises(SystemExit, match="run ours is in two"):
+        merge([a, a], out)
