@@ -145,3 +145,27 @@ def test_train_e2e_merges_runs_of_one_machine_and_refuses_others(tmp_path: Path)
         merge([a, other], out)
     with pytest.raises(SystemExit, match="run ours is in two"):
         merge([a, a], out)
+
+
+def test_train_gpu_reports_the_scaling_of_each_launcher(tmp_path: Path,
+                                                        monkeypatch: pytest.MonkeyPatch) -> None:
+    import argparse
+
+    sys.path.insert(0, str(REPO / "bench"))
+    from train_gpu import report
+
+    monkeypatch.setenv("CVASR_GIT_REV", "abc")
+
+    def run(gpus: int, audio_s_per_s: float) -> dict:
+        return {"gpus": gpus, "epochs": [{}, {}], "optimizer_steps_per_s": 1.0,
+                "audio_seconds_per_s": audio_s_per_s, "peak_mem_gb": 1.0}
+
+    args = argparse.Namespace(summarize=None, extra=["--cudnn_benchmark", "false"],
+                              out=tmp_path / "gpu.json", batch_per_gpu=32)
+    report({"1gpu": run(1, 1000.0), "2gpu": run(2, 1640.0), "2gpu_torchrun": run(2, 1540.0)},
+           args, "H200", "2.11", "10 h", corpus_hours=10.0)
+    result = json.loads(args.out.read_text())
+    assert (result["scaling_2gpu"], result["scaling_2gpu_torchrun"]) == (1.64, 1.54)
+    assert result["corpus_hours"] == 10.0 and result["git_revision"] == "abc"
+    report({"2gpu": run(2, 1640.0)}, args, "H200", "2.11", "10 h")  # no 1-GPU run: no ratio
+    assert "scaling_2gpu" not in json.loads(args.out.read_text())
