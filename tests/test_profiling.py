@@ -16,7 +16,9 @@ def test_profiles_the_steps_after_the_skipped_ones_and_passes_every_item(tmp_pat
     items = list(range(SKIPPED_STEPS + 5))
     seen = []
     x = torch.arange(1.0, 9.0)
-    for item in profiled(items, out, steps=2, cuda=False):
+    wrapped = profiled(items, out, steps=2, cuda=False)
+    assert len(wrapped) == len(items)  # read by the sync-free loop (under DDP, to end together)
+    for item in wrapped:
         seen.append(item)
         # a different op in each step: the profile shows exactly the profiled steps' ops
         op = {SKIPPED_STEPS - 1: torch.cumprod, SKIPPED_STEPS: torch.cumsum,

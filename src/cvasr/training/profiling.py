@@ -27,26 +27,35 @@ def profile_path(output_dir: Path, epoch: int) -> Path:
     return Path(output_dir) / "profile" / f"epoch{epoch}_rank{rank}"
 
 
-def profiled(iterator: Iterable[Any], out: Path, steps: int, cuda: bool) -> Iterator[Any]:
+class profiled:
     """`iterator`'s items; the work the consumer does on items SKIPPED_STEPS ..
     SKIPPED_STEPS + steps - 1 runs under torch.profiler, written to `out` (.txt, .trace.json.gz)
-    when done or when the epoch ends first."""
-    from torch.profiler import ProfilerActivity, profile
+    when done or when the epoch ends first. Its length is the iterator's: the sync-free loop
+    reads it (its log interval, the batches every DDP rank trains)."""
 
-    activities = [ProfilerActivity.CPU] + ([ProfilerActivity.CUDA] if cuda else [])
-    prof = None
-    try:
-        for n, item in enumerate(iterator):
-            if n == SKIPPED_STEPS:
-                prof = profile(activities=activities)
-                prof.start()
-            yield item  # the consumer's step runs until it asks for the next item
-            if prof is not None and n + 1 == SKIPPED_STEPS + steps:
-                _write(prof, out, cuda)
-                prof = None
-    finally:
-        if prof is not None:
-            _write(prof, out, cuda)
+    def __init__(self, iterator: Iterable[Any], out: Path, steps: int, cuda: bool) -> None:
+        self.iterator, self.out, self.steps, self.cuda = iterator, out, steps, cuda
+
+    def __len__(self) -> int:
+        return len(self.iterator)  # type: ignore[arg-type]
+
+    def __iter__(self) -> Iterator[Any]:
+        from torch.profiler import ProfilerActivity, profile
+
+        activities = [ProfilerActivity.CPU] + ([ProfilerActivity.CUDA] if self.cuda else [])
+        prof = None
+        try:
+            for n, item in enumerate(self.iterator):
+                if n == SKIPPED_STEPS:
+                    prof = profile(activities=activities)
+                    prof.start()
+                yield item  # the consumer's step runs until it asks for the next item
+                if prof is not None and n + 1 == SKIPPED_STEPS + self.steps:
+                    _write(prof, self.out, self.cuda)
+                    prof = None
+        finally:
+            if prof is not None:
+                _write(prof, self.out, self.cuda)
 
 
 def _write(prof: Any, out: Path, cuda: bool) -> None:
