@@ -103,20 +103,28 @@ def _data_args(dump_dir: Path, split: str, role: str) -> list[str]:
             f"--{role}_data_path_and_name_and_type", f"{d / 'text'},text,text"]
 
 
-def _run(args: Sequence[str], log: Path, on_line: Callable[[str], None] | None = None,
-         env: dict[str, str] | None = None, cmd: Sequence[str] | None = None) -> None:
-    """Run espnet2's task with `args` (or the whole command `cmd`: a launcher's), its output
-    both on our stdout (the stage log under run.sh) and appended to `log`; `on_line` sees
-    every line (stage 4's console lines); `env` on top of the environment."""
-    cmd = list(cmd) if cmd is not None else [sys.executable, "-m", "cvasr.training.task", *args]
+def _task_env(env: dict[str, str]) -> dict[str, str]:
+    """The environment of an espnet2 process: ours for children, unbuffered, `env` on top."""
+    return {**child_env(), "PYTHONUNBUFFERED": "1", **env}
+
+
+def _log_command(out: Any, cmd: Sequence[str]) -> None:
+    """The command as the first line of its output in a log."""
+    out.write("# " + " ".join(cmd) + "\n")
+    out.flush()
+
+
+def _run(cmd: Sequence[str], log: Path, on_line: Callable[[str], None] | None = None,
+         env: dict[str, str] | None = None) -> None:
+    """Run `cmd` (espnet2's task, as cvasr.training.launch starts it), its output both on our
+    stdout (the stage log under run.sh) and appended to `log`; `on_line` sees every line
+    (stage 4's console lines); `env` on top of the environment."""
     log.parent.mkdir(parents=True, exist_ok=True)
     last = ""
     with open(log, "a", encoding="utf-8") as out:
-        out.write("# " + " ".join(cmd) + "\n")
-        out.flush()
-        env = {**child_env(), "PYTHONUNBUFFERED": "1", **(env or {})}
+        _log_command(out, cmd)
         proc = subprocess.Popen(cmd, stdout=subprocess.PIPE, stderr=subprocess.STDOUT, text=True,
-                                bufsize=1, env=env)
+                                bufsize=1, env=_task_env(env or {}))
         assert proc.stdout is not None
         for line in proc.stdout:  # line by line, so a killed run leaves its log complete
             sys.stdout.write(line)
@@ -135,12 +143,13 @@ def collect_stats(dump_dir: Path, token_list: Path, config: Path, out_dir: Path,
                   train_split: str = "train", valid_split: str = "dev") -> None:
     """espnet2's collect-stats (shapes only: the big frontend is not run over the data)."""
     out_dir = Path(out_dir)
-    _run([*_token_args(token_list), "--collect_stats", "true", "--config", str(config),
-          *_data_args(dump_dir, train_split, "train"), *_data_args(dump_dir, valid_split, "valid"),
-          "--train_shape_file", str(Path(dump_dir) / train_split / "wav.scp"),
-          "--valid_shape_file", str(Path(dump_dir) / valid_split / "wav.scp"),
-          "--output_dir", str(out_dir), "--ngpu", "0", "--num_workers", "0"],
-         log=out_dir / "collect_stats.log")
+    (task,) = processes(
+        [*_token_args(token_list), "--collect_stats", "true", "--config", str(config),
+         *_data_args(dump_dir, train_split, "train"), *_data_args(dump_dir, valid_split, "valid"),
+         "--train_shape_file", str(Path(dump_dir) / train_split / "wav.scp"),
+         "--valid_shape_file", str(Path(dump_dir) / valid_split / "wav.scp"),
+         "--output_dir", str(out_dir), "--num_workers", "0"], 0, Launch(), out_dir)
+    _run(task.cmd, log=out_dir / "collect_stats.log")
     vocab = len(read_token_list(token_list))
     token_type = _token_type(token_list)
     for role in ("train", "valid"):
@@ -239,9 +248,9 @@ def compile_from_data(config: Path, shape_files: Sequence[Path], exp_dir: Path,
     `extra_args`): true when the run plans at least COMPILE_PAYS_AFTER_STEPS training steps
     (batches an epoch x max_epoch) or when the compile cache (`exp_dir`'s, see
     compile_cache_env) holds compiled graphs (a resumed or repeated run loads them in seconds),
-    else false: on a cold machine the compile
-    costs minutes that a short run does not earn back. Returns the option to add after
-    `extra_args` and a line saying what it chose and why; ([], None) when nothing is auto."""
+    else false: on a cold machine the compile costs minutes that a short run does not earn
+    back. Returns the option to add after `extra_args` and a line saying what it chose and why;
+    ([], None) when nothing is auto."""
     from cvasr.defaults import COMPILE_PAYS_AFTER_STEPS
 
     conf = yaml.safe_load(Path(config).read_text(encoding="utf-8")) or {}
@@ -322,13 +331,11 @@ def _train_as_planned(args: list[str], exp_dir: Path, derived: Sequence[str] = (
         for proc in others:
             log = exp_dir / f"train.node{proc.node_rank}.log"
             with open(log, "a", encoding="utf-8") as out:
-                out.write("# " + " ".join(proc.cmd) + "\n")
-                out.flush()
+                _log_command(out, proc.cmd)
                 started.append((log, subprocess.Popen(
                     proc.cmd, stdout=out, stderr=subprocess.STDOUT,
-                    env={**child_env(), "PYTHONUNBUFFERED": "1", **env, **proc.env})))
-        _run((), log=exp_dir / "train.log", on_line=on_line, env={**env, **first.env},
-             cmd=first.cmd)
+                    env=_task_env({**env, **proc.env}))))
+        _run(first.cmd, log=exp_dir / "train.log", on_line=on_line, env={**env, **first.env})
     except BaseException:
         for _, proc in started:  # node 0 failed or was interrupted: the others cannot go on
             proc.terminate()
