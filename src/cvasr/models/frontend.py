@@ -31,6 +31,7 @@ noise_scp) must not be combined with it; speed perturbation makes new ids and is
 
 from __future__ import annotations
 
+import contextlib
 import math
 from typing import Tuple
 
@@ -222,13 +223,11 @@ class Wav2Vec2S3prlFrontend(S3prlFrontend):
             for b, h in enumerate(hits):  # padding frames stay zero: they are masked later
                 out[b, :, : h.size(1)] = h
             return out
-        if self._cache_bytes < self.cache_max_bytes:
-            # filling the cache: this batch's shape is not seen by the encoder again, so cuDNN's
-            # autotuning (cudnn_benchmark) would tune it for nothing (about 1 s a new shape on
-            # an H200; a 10-hour corpus has hundreds of batch lengths: bench/NOTES.md, round 4)
-            with _cudnn_without_autotuning():
-                features = self.conv_features(wavs, sample_lens)
-        else:
+        # filling the cache: this batch's shape is not seen by the encoder again, so cuDNN's
+        # autotuning (cudnn_benchmark) would tune it for nothing (about 1 s a new shape on an
+        # H200; a 10-hour corpus has hundreds of batch lengths: bench/NOTES.md, round 4)
+        filling = self._cache_bytes < self.cache_max_bytes
+        with _cudnn_without_autotuning() if filling else contextlib.nullcontext():
             features = self.conv_features(wavs, sample_lens)
         for b, (u, n) in enumerate(zip(ids, frames)):
             if self._cache_bytes >= self.cache_max_bytes:
