@@ -224,12 +224,30 @@ def acoustic_forward_ms(exp: Path, data_dir: Path) -> float:
     return round(1000 * best / len(wavs), 2)
 
 
+def add_demo_options(parser: argparse.ArgumentParser) -> None:
+    """--work-dir and --exp: the finished demo run whose stage-5 decoding a bench starts from."""
+    parser.add_argument("--work-dir", type=Path, default=REPO / "egs" / "as_cv7",
+                        help="a finished demo's work dir (data/lm, dump/, exp/)")
+    parser.add_argument("--exp", default="asr_train_demo_ctc_char", help="model under exp/")
+
+
+def demo_with_lm(args: argparse.Namespace):
+    """(work dir, experiment dir, stage 5's recorded decoding with the LM) of add_demo_options'
+    run; stops when stage 5 has not decoded with the LM."""
+    from cvasr.decoding.options import recorded
+
+    work = args.work_dir.resolve()
+    exp = work / "exp" / args.exp
+    chosen = recorded(exp)
+    if chosen.lm is None:
+        raise SystemExit(f"{exp} has no LM decoding recorded: run stage 5 with the LM first")
+    return work, exp, chosen
+
+
 def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__,
                                      formatter_class=argparse.RawDescriptionHelpFormatter)
-    parser.add_argument("--work-dir", type=Path, default=REPO / "egs" / "as_cv7",
-                        help="the demo's work dir (data/lm, dump/, exp/)")
-    parser.add_argument("--exp", default="asr_train_demo_ctc_char", help="model under exp/")
+    add_demo_options(parser)
     parser.add_argument("--beams", type=int, nargs="+", default=[50, 100, 200],
                         help="beam widths; the first is stage 5's (lm_beam_size)")
     parser.add_argument("--repeats", type=int, default=3)
@@ -240,15 +258,10 @@ def main() -> None:
 
     from cvasr.data.kaldi import read_table
     from cvasr.decoding.decoder import Tokens, read_log_probs
-    from cvasr.decoding.options import recorded
 
-    work = args.work_dir.resolve()
-    exp = work / "exp" / args.exp
+    work, exp, chosen = demo_with_lm(args)
     lm_dir = work / "data" / "lm"
     token_list = Tokens.of_experiment(exp).token_list
-    chosen = recorded(exp)
-    if chosen.lm is None:
-        raise SystemExit(f"{exp} has no LM decoding recorded: run stage 5 with the LM first")
     alpha, beta, unk = chosen.lm_weight, chosen.word_bonus, chosen.unk_offset
     print(f"LM {lm_dir}, lm_weight {alpha:g}, word_bonus {beta:g} (stage 5's choice), "
           f"beams {args.beams}, unk offset {unk:g}")

@@ -18,15 +18,14 @@ import json
 import tempfile
 from pathlib import Path
 
-from decode_lm import REPO, git_revision, lm_without_words, scores
+from decode_lm import (REPO, add_demo_options, demo_with_lm, git_revision, lm_without_words,
+                       scores)
 
 
 def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__,
                                      formatter_class=argparse.RawDescriptionHelpFormatter)
-    parser.add_argument("--work-dir", type=Path, default=REPO / "egs" / "as_cv7",
-                        help="a finished demo's work dir (data/lm, dump/, exp/)")
-    parser.add_argument("--exp", default="asr_train_demo_ctc_char", help="model under exp/")
+    add_demo_options(parser)
     parser.add_argument("--offsets", type=float, nargs="+",
                         default=[-10.0, -8.0, -7.0, -6.0, -5.0, -2.0, 0.0])
     parser.add_argument("--beam", type=int, default=50)
@@ -38,13 +37,8 @@ def main() -> None:
     from cvasr.decoding.ctc import join_tokens, prefix_beam_search
     from cvasr.decoding.decoder import Tokens, read_log_probs
     from cvasr.decoding.lm_search import LMSearch
-    from cvasr.decoding.options import recorded
 
-    work = args.work_dir.resolve()
-    exp = work / "exp" / args.exp
-    chosen = recorded(exp)
-    if chosen.lm is None:
-        raise SystemExit(f"{exp} has no LM decoding recorded: run stage 5 with the LM first")
+    work, exp, chosen = demo_with_lm(args)
     token_list = Tokens.of_experiment(exp).token_list
     refs = read_table(work / "dump" / "test" / "text")
     logps = read_log_probs(exp / "decode_ctc" / "test" / "logp.scp")
