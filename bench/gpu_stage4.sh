@@ -62,21 +62,23 @@ case $job in
         CUDA_VISIBLE_DEVICES=0 timeout "${E2E_TIMEOUT:-540}" python3 bench/train_e2e.py \
             --epochs 50 --resume-epochs "${RESUME_EPOCHS:-3}" --only ours --nj "$half" \
             --work /tmp/cvasr-e2e-a --out "$out/e2e_compiled.json" "$@" \
-            > "$out/e2e_compiled_log.txt" 2>&1 &
+            > /tmp/e2e_compiled_log.txt 2>&1 &
         compiled=$!
         CUDA_VISIBLE_DEVICES=1 timeout "${E2E_TIMEOUT:-540}" python3 bench/train_e2e.py \
             --epochs 50 --seed-epochs "${SEED_EPOCHS:-25}" --only ours seed --name ours_eager \
             --train-args "--compile_upstream false" --nj "$half" --work /tmp/cvasr-e2e-b \
-            --out "$out/e2e_eager_seed.json" "$@" > "$out/e2e_eager_seed_log.txt" 2>&1 || status=$?
+            --out "$out/e2e_eager_seed.json" "$@" > /tmp/e2e_eager_seed_log.txt 2>&1 || status=$?
         wait "$compiled" || status=$?
-        tail -n 3 "$out"/e2e_*_log.txt
+        tail -n 3 /tmp/e2e_*_log.txt
         python3 bench/train_e2e.py --merge "$out/e2e_compiled.json" "$out/e2e_eager_seed.json" \
             --out "$out/train_e2e.json" 2>&1 | tee "$out/e2e_log.txt" || status=$?
-        for run in a b; do
-            exp=/tmp/cvasr-e2e-$run/recipe/exp/asr_train_xlsr300m_ctc_char
-            cp "$exp/train.log" "$out/e2e_${run}_train.log" 2>/dev/null || true
-            cp "/tmp/cvasr-e2e-$run/bench.log" "$out/e2e_${run}_bench.log" 2>/dev/null || true
+        # the consoles and espnet2's logs in one archive: the device tool brings back 8 files a
+        # call (the first e2e2 run lost the seed's console that way)
+        logs=(e2e_compiled_log.txt e2e_eager_seed_log.txt)
+        for log in /tmp/cvasr-e2e-{a,b}/bench.log /tmp/cvasr-e2e-{a,b}/recipe/exp/*/train.log; do
+            [ -f "$log" ] && logs+=("${log#/tmp/}")
         done
+        tar czf "$out/e2e_logs.tgz" -C /tmp "${logs[@]}" 2>/dev/null || true
         du -sh /tmp/cvasr-e2e-a/recipe/exp/*/compile_cache > "$out/compile_cache_size.txt" \
             2>/dev/null || true
         ;;
