@@ -10,7 +10,7 @@ from typing import Callable
 
 from cvasr import __version__, defaults
 from cvasr.console import say
-from cvasr.training.launch import LAUNCHERS
+from cvasr.training.launch import LAUNCHERS, Launch
 
 Handler = Callable[[argparse.Namespace], int]
 
@@ -306,7 +306,6 @@ def _collect_stats(args: argparse.Namespace) -> int:
 
 
 def _train(args: argparse.Namespace) -> int:
-    from cvasr.training.launch import Launch
     from cvasr.training.stages import resolve_config, train
 
     resolved = args.exp_dir / "train_config.resolved.yaml"
