@@ -2,12 +2,13 @@
 
 from __future__ import annotations
 
+import os
 import sys
 from pathlib import Path
 
 import pytest
 
-from cvasr.training.launch import Launch, LaunchError, processes
+from cvasr.training.launch import Launch, LaunchError, free_port, processes, set_nccl_defaults
 
 TASK = ["-m", "cvasr.training.task", "--config", "c.yaml"]
 
@@ -66,3 +67,32 @@ def test_impossible_launches_say_why(tmp_path: Path, ngpu: int, launch: Launch,
                                      message: str) -> None:
     with pytest.raises(LaunchError, match=message):
         processes([], ngpu, launch, tmp_path)
+
+
+def test_nccl_defaults_leave_the_users_settings(monkeypatch: pytest.MonkeyPatch) -> None:
+    env: dict[str, str] = {}
+    set_nccl_defaults(env)
+    assert env == {"NCCL_BLOCKING_WAIT": "0", "NCCL_DEBUG": "WARN"}
+    env = {"TORCH_NCCL_BLOCKING_WAIT": "1", "NCCL_DEBUG": "INFO"}
+    set_nccl_defaults(env)
+    assert env == {"TORCH_NCCL_BLOCKING_WAIT": "1", "NCCL_DEBUG": "INFO"}
+
+
+def test_espnet2_keeps_our_nccl_defaults(monkeypatch: pytest.MonkeyPatch) -> None:
+    """espnet2's own process-group start (gloo here, as NCCL needs GPUs) would turn blocking
+    wait on and NCCL's INFO log; after set_nccl_defaults, as the task's main runs it, it does
+    not."""
+    import torch.distributed
+    from espnet2.train.distributed_utils import DistributedOption
+
+    for name in ("TORCH_NCCL_BLOCKING_WAIT", "NCCL_BLOCKING_WAIT", "NCCL_DEBUG"):
+        monkeypatch.delenv(name, raising=False)
+    option = DistributedOption(distributed=True, dist_backend="gloo",
+                               dist_init_method=f"tcp://127.0.0.1:{free_port()}",
+                               dist_world_size=1, dist_rank=0, ngpu=0)
+    set_nccl_defaults(os.environ)
+    option.init_torch_distributed()
+    try:
+        assert os.environ["NCCL_BLOCKING_WAIT"] == "0" and os.environ["NCCL_DEBUG"] == "WARN"
+    finally:
+        torch.distributed.destroy_process_group()

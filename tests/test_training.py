@@ -578,7 +578,8 @@ def test_torchrun_one_machine_and_two_local_nodes_train_the_same(
     this machine (the multi-node path: node ranks, a TCP rendezvous), CPU and gloo: both runs
     are 2-rank DDP with the same batches, so they end with the same parameters; every rank
     trained (espnet2 logs `[host:0/2]`), node 1's output is in its own log. The 2-node run
-    also profiles a step of epoch 2 in each process, which changes no number."""
+    also profiles a step of epoch 2 in each process, which changes no number. Both take the
+    XLS-R config's `gradient_as_bucket_view: true` (gradients that are views of DDP's buckets)."""
     from cvasr.training.launch import Launch
 
     # torchrun sets 1 thread a process only when a node has several: the same for both here
@@ -590,7 +591,8 @@ def test_torchrun_one_machine_and_two_local_nodes_train_the_same(
         exp = prepared["work"] / f"exp_torchrun_{name}"
         profile = ["--profile_epoch", "2", "--profile_steps", "1"] if name == "two_nodes" else []
         train(prepared["dump"], prepared["tokens"], demo_stats, prepared["work"] / "demo.yaml",
-              exp, extra_args=[*QUICK, "--max_epoch", "2", *profile], launch=launch)
+              exp, extra_args=[*QUICK, "--max_epoch", "2", "--gradient_as_bucket_view", "true",
+                               *profile], launch=launch)
         log = (exp / "train.log").read_text(encoding="utf-8")
         assert re.search(r"\[[^\]]*:0/2\].*2epoch results", log), name
         assert len(epoch_results(exp / "train.log")) == 2

@@ -20,8 +20,28 @@ import socket
 import sys
 from dataclasses import dataclass
 from pathlib import Path
+from typing import MutableMapping
 
 LAUNCHERS = ("espnet2", "torchrun")
+
+#: NCCL settings for the training processes, where the user has set neither name. espnet2's
+#: `init_torch_distributed` sets NCCL_BLOCKING_WAIT=1 and NCCL_DEBUG=INFO unless they are set
+#: already. Blocking wait makes the CPU wait for every collective to finish: DDP's gradient
+#: buckets and the sync-free step's per-step statistics then cost about 49 host syncs a step on
+#: 2 GPUs (bench/NOTES.md, round 5), and the CPU can no longer queue work ahead of the GPU.
+#: Without it a collective that hangs is still caught: PyTorch's watchdog ends the process at
+#: the collective's timeout (TORCH_NCCL_ASYNC_ERROR_HANDLING, on by default). INFO prints
+#: NCCL's channel set-up, dozens of lines a process, into every log.
+NCCL_DEFAULTS = {("TORCH_NCCL_BLOCKING_WAIT", "NCCL_BLOCKING_WAIT"): "0",
+                 ("NCCL_DEBUG",): "WARN"}
+
+
+def set_nccl_defaults(environ: MutableMapping[str, str]) -> None:
+    """NCCL_DEFAULTS into `environ` (a training process's environment, before espnet2 reads it)
+    where none of a setting's names is set; the last name is the one espnet2 defaults."""
+    for names, value in NCCL_DEFAULTS.items():
+        if not any(name in environ for name in names):
+            environ[names[-1]] = value
 
 
 class LaunchError(ValueError):

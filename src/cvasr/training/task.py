@@ -46,6 +46,7 @@ from cvasr.speedups import sync_free_step
 from cvasr.speedups.persistent_loader import PersistentSequenceIterFactory
 from cvasr.speedups.regional_compile import compile_encoder_layers
 from cvasr.training.checkpoints import CHECKPOINT, EPOCH_FILE, EpochWriter, atomic_save
+from cvasr.training.launch import set_nccl_defaults
 from cvasr.training.plots import plot_curves
 from cvasr.training.profiling import profile_path, profiled
 from cvasr.training.validation import ranking_validated_epochs, validates
@@ -325,6 +326,7 @@ class CvasrASRTask(ASRTask):
 
 
 def main(cmd: list[str] | None = None) -> None:
+    set_nccl_defaults(os.environ)  # before espnet2's own defaults (launch.NCCL_DEFAULTS)
     CvasrASRTask.main(cmd=cmd)
 
 
