@@ -3,14 +3,33 @@
 item 2), at the step's shapes (32 clips of about 5 s: 250 frames, 46 tokens):
 
 - CTC: PyTorch's CUDA CTC as espnet2 calls it from the sync-free step (targets on the GPU,
-  lengths on the host) against `cvasr.speedups.padded_ctc` (cuDNN's CTC, certain-blank
-  padding). For each: GPU time of forward + backward, the host syncs torch's sync debug mode
+  lengths on the host) against `padded_ctc_loss` below (cuDNN's CTC, certain-blank padding). For each: GPU time of forward + backward, the host syncs torch's sync debug mode
   reports, and `host_wait_ms`: how long the CPU is held in the loss's forward + backward while
   the GPU still has `--busy-ms` of queued work (a sync waits for all of it; the step's forward
   is what is queued in training). Losses and gradients compared.
 - The positional convolution (1024 channels, kernel 128, 16 groups, bf16): cuDNN (autotuned)
-  against `cvasr.speedups.grouped_conv_gemm`, forward + backward GPU time; outputs and
-  gradients compared.
+  against `grouped_conv1d_gemm` below, forward + backward GPU time; outputs and gradients
+  compared.
+
+Neither replaced what the step runs (bench/NOTES.md, round 5): cuDNN's CTC, as PyTorch 2.11
+calls it, still holds the CPU until the GPU's queue is done, and the GEMM is 7x slower than
+cuDNN's grouped convolution at these shapes. They stay here, tested (tests/test_step_kernels.py),
+as the measured alternatives.
+
+**CTC through cuDNN with certain-blank padding.** PyTorch's CUDA CTC copies its host-side
+bookkeeping (lengths, the targets' offsets) to the GPU with blocking copies. PyTorch hands the
+loss to cuDNN instead when the targets are int32 on the host, blank is 0, no target is 256
+labels or longer and every input length equals the padded length T. A batch of clips of several
+lengths meets the last condition without a change of loss if every frame past a clip's length
+gets the log-probabilities of a certain blank (0 for blank, -inf for the rest) and the clip is
+given length T: every alignment of the padded clip is one of the clip followed by blanks, with
+the same probability, and no other has a non-zero one; the padded frames are constants, so the
+real frames' gradients are unchanged. An unalignable clip stays infinite; zero_infinity zeroes
+it as PyTorch does.
+
+**The grouped positional convolution as one batched GEMM** of each group's weights (O/G x C/G x
+K) with the frames' windows (T x C/G*K a group), on the tensor cores, at the cost of
+materialising the windows (B x C x T x K values).
 
 Prints a table and writes JSON (--out). GPU only.
 
@@ -26,18 +45,85 @@ import sys
 import time
 import warnings
 from pathlib import Path
-from typing import Callable
+from typing import Callable, Optional, Sequence
 
 import torch
 import torch.nn.functional as F
 
 REPO = Path(__file__).resolve().parents[1]
-sys.path.insert(0, str(REPO / "src"))
 sys.path.insert(0, str(Path(__file__).resolve().parent))
 
-from cvasr.speedups.grouped_conv_gemm import grouped_conv1d_gemm  # noqa: E402
-from cvasr.speedups.padded_ctc import cudnn_takes, padded_ctc_loss  # noqa: E402
-from train_throughput import git_revision  # noqa: E402
+
+def certain_blank_padding(log_probs: torch.Tensor, lengths: torch.Tensor,
+                          blank: int = 0) -> torch.Tensor:
+    """`log_probs` (T, B, V) with every frame t >= lengths[b] of clip b a certain blank.
+
+    `lengths` (B,) on log_probs' device (copied without blocking from pinned memory by the
+    caller where it matters)."""
+    frames = torch.arange(log_probs.size(0), device=log_probs.device)
+    padding = (frames[:, None] >= lengths[None, :])[..., None]  # (T, B, 1)
+    blank_frame = torch.full((log_probs.size(-1),), float("-inf"), dtype=log_probs.dtype,
+                             device=log_probs.device)
+    blank_frame[blank] = 0.0
+    return torch.where(padding, blank_frame, log_probs)
+
+
+def padded_ctc_loss(log_probs: torch.Tensor, targets: torch.Tensor,
+                    input_lengths: Sequence[int], target_lengths: Sequence[int],
+                    lengths_on_device: torch.Tensor | None = None,
+                    zero_infinity: bool = True) -> torch.Tensor:
+    """Per-clip CTC losses (B,), as `F.ctc_loss(..., reduction="none")` gives them.
+
+    `log_probs` (T, B, V) float32 (log-softmax output), `targets` the clips' labels
+    concatenated on the host (int32 for cuDNN), `input_lengths` and `target_lengths` host
+    integers; `lengths_on_device` the input lengths already on log_probs' device, if the
+    caller has them. Blank is token 0.
+    """
+    if lengths_on_device is None:
+        lengths_on_device = torch.as_tensor(list(input_lengths)).to(log_probs.device,
+                                                                    non_blocking=True)
+    padded = certain_blank_padding(log_probs, lengths_on_device)
+    total = log_probs.size(0)
+    losses = F.ctc_loss(padded, targets, [total] * log_probs.size(1), list(target_lengths),
+                        blank=0, reduction="none", zero_infinity=zero_infinity)
+    if zero_infinity:  # PyTorch's cuDNN path zeroes such clips' gradient, not their loss
+        losses = torch.where(torch.isinf(losses), torch.zeros_like(losses), losses)
+    return losses
+
+
+def cudnn_takes(log_probs: torch.Tensor, targets: torch.Tensor,
+                target_lengths: Sequence[int]) -> bool:
+    """Whether PyTorch hands padded_ctc_loss's call to cuDNN (its conditions, checked here so a
+    caller can say which CTC ran)."""
+    return (log_probs.is_cuda and log_probs.dtype == torch.float32
+            and torch.backends.cudnn.enabled and targets.device.type == "cpu"
+            and targets.dtype == torch.int32 and targets.dim() == 1
+            and all(n < 256 and n <= log_probs.size(0) for n in target_lengths))
+
+
+def grouped_conv1d_gemm(x: torch.Tensor, weight: torch.Tensor, bias: Optional[torch.Tensor],
+                        padding: int, groups: int) -> torch.Tensor:
+    """`F.conv1d(x, weight, bias, padding=padding, groups=groups)` (stride 1, no dilation) as a
+    batched GEMM; x (B, C, T), weight (O, C / groups, K)."""
+    batch, channels, _ = x.shape
+    out_channels, group_channels, kernel = weight.shape
+    if group_channels * groups != channels or out_channels % groups:
+        raise ValueError(f"weight {tuple(weight.shape)} does not fit {channels} channels in "
+                         f"{groups} groups")
+    windows = F.pad(x, (padding, padding)).unfold(2, kernel, 1)  # (B, C, T', K), a view
+    frames = windows.size(2)
+    windows = (windows.reshape(batch, groups, group_channels, frames, kernel).transpose(2, 3)
+               .reshape(batch, groups, frames, group_channels * kernel))
+    group_weight = weight.reshape(groups, out_channels // groups, group_channels * kernel)
+    out = torch.matmul(windows, group_weight.transpose(1, 2))  # (B, G, T', O / G)
+    out = out.transpose(2, 3).reshape(batch, out_channels, frames)
+    return out if bias is None else out + bias[:, None]
+
+
+def git_revision() -> str:
+    """As bench/train_throughput.py records it (imported late: it imports espnet2)."""
+    from train_throughput import git_revision as revision
+    return revision()
 
 
 def gpu_ms(fn: Callable[[], None], iters: int, warmup: int = 3) -> float:

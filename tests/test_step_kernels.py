@@ -1,13 +1,19 @@
-"""CTC with certain-blank padding (cvasr.speedups.padded_ctc) gives PyTorch's own CTC losses and
-gradients on batches of clips of different lengths (the oracle: F.ctc_loss with the true
-lengths; on the CPU both run PyTorch's native CTC, on a GPU the padded one runs cuDNN's)."""
+"""The measured alternatives of bench/step_kernels.py against PyTorch's own ops: CTC with
+certain-blank padding gives the losses and gradients of the true lengths (oracle: F.ctc_loss
+with them; on the CPU both run PyTorch's native CTC, on a GPU the padded one runs cuDNN's), and
+the grouped convolution as a GEMM gives F.conv1d's outputs and gradients."""
 
 from __future__ import annotations
 
+import sys
+from pathlib import Path
+
+import pytest
 import torch
 import torch.nn.functional as F
 
-from cvasr.speedups.padded_ctc import cudnn_takes, padded_ctc_loss
+sys.path.insert(0, str(Path(__file__).resolve().parents[1] / "bench"))
+from step_kernels import cudnn_takes, grouped_conv1d_gemm, padded_ctc_loss  # noqa: E402
 
 # clip 2 repeats a label (needs a blank between), clip 3 cannot be aligned in its 3 frames
 INPUT_LENGTHS = [12, 7, 9, 3]
@@ -45,3 +51,27 @@ def test_padded_ctc_gives_the_losses_and_gradients_of_the_true_lengths() -> None
 def test_cudnn_conditions_are_not_met_on_the_cpu() -> None:
     log_probs = torch.zeros(5, 1, 3).log_softmax(-1)
     assert not cudnn_takes(log_probs, torch.tensor([1], dtype=torch.int32), [1])
+
+
+
+@pytest.mark.parametrize("kernel,padding", [(128 // 8, 8), (5, 2), (4, 0)])
+def test_gemm_gives_conv1d_outputs_and_gradients(kernel: int, padding: int) -> None:
+    torch.manual_seed(0)
+    x = torch.randn(3, 32, 21, dtype=torch.float64)
+    weight = torch.randn(32, 32 // 4, kernel, dtype=torch.float64)
+    bias = torch.randn(32, dtype=torch.float64)
+    got, want = ([t.clone().requires_grad_() for t in (x, weight, bias)] for _ in range(2))
+    out = grouped_conv1d_gemm(*got, padding=padding, groups=4)
+    ref = F.conv1d(*want, padding=padding, groups=4)
+    assert out.shape == ref.shape
+    torch.testing.assert_close(out, ref)
+    grad = torch.randn_like(ref)
+    out.backward(grad)
+    ref.backward(grad)
+    for a, b in zip(got, want):
+        torch.testing.assert_close(a.grad, b.grad)
+
+
+def test_a_weight_that_does_not_fit_the_groups_is_refused() -> None:
+    with pytest.raises(ValueError, match="does not fit 32 channels in 4 groups"):
+        grouped_conv1d_gemm(torch.zeros(1, 32, 5), torch.zeros(32, 6, 3), None, 1, 4)
