@@ -7,9 +7,10 @@ item 2), at the step's shapes (32 clips of about 5 s: 250 frames, 46 tokens):
   reports, and `host_wait_ms`: how long the CPU is held in the loss's forward + backward while
   the GPU still has `--busy-ms` of queued work (a sync waits for all of it; the step's forward
   is what is queued in training). Losses and gradients compared.
-- The positional convolution (1024 channels, kernel 128, 16 groups, bf16): cuDNN (autotuned)
-  against `grouped_conv1d_gemm` below, forward + backward GPU time; outputs and gradients
-  compared.
+- The positional convolution (1024 channels, kernel 128, 16 groups, bf16): cuDNN autotuned
+  (`cudnn_benchmark: true`) and not, cuDNN autotuned on the frames padded as
+  cvasr.models.frontend pads them (POS_CONV_FRAMES), and `grouped_conv1d_gemm` below; forward +
+  backward GPU time; outputs and gradients compared.
 
 Neither replaced what the step runs (bench/NOTES.md, round 5): cuDNN's CTC, as PyTorch 2.11
 calls it, still holds the CPU until the GPU's queue is done, and the GEMM is 7x slower than
@@ -212,19 +213,32 @@ def bench_ctc(args: argparse.Namespace) -> dict:
 
 
 def bench_pos_conv(args: argparse.Namespace) -> dict:
-    torch.backends.cudnn.benchmark = True
+    sys.path.insert(0, str(REPO / "src"))
+    from cvasr.models.frontend import POS_CONV_FRAMES  # imports espnet2
+
     g = torch.Generator().manual_seed(0)
     channels, kernel, groups = 1024, 128, 16
     x0 = torch.randn(args.batch, channels, args.frames, generator=g).cuda().bfloat16()
     w0 = (torch.randn(channels, channels // groups, kernel, generator=g) * 0.01).cuda().bfloat16()
     b0 = torch.zeros(channels).cuda().bfloat16()
+    frames = args.frames + 1  # the convolution's output (wav2vec 2.0's SamePad cuts one)
+    pad = -args.frames % POS_CONV_FRAMES
+
+    def cudnn(x: torch.Tensor, w: torch.Tensor, b: torch.Tensor) -> torch.Tensor:
+        return F.conv1d(x, w, b, padding=kernel // 2, groups=groups)
+
+    # name: (the convolution, cuDNN's autotuning on)
     variants = {
-        "cudnn": lambda x, w, b: F.conv1d(x, w, b, padding=kernel // 2, groups=groups),
-        "gemm": lambda x, w, b: grouped_conv1d_gemm(x, w, b, kernel // 2, groups),
+        "cudnn": (cudnn, True),
+        "cudnn_untuned": (cudnn, False),
+        # as cvasr.models.frontend runs it: frames padded to a multiple of POS_CONV_FRAMES
+        "cudnn_padded": (lambda x, w, b: cudnn(F.pad(x, (0, pad)), w, b)[..., :frames], True),
+        "gemm": (lambda x, w, b: grouped_conv1d_gemm(x, w, b, kernel // 2, groups), True),
     }
     rows, outputs = {}, {}
     grad_out = None
-    for name, conv in variants.items():
+    for name, (conv, tuned) in variants.items():
+        torch.backends.cudnn.benchmark = tuned
         x, w, b = (t.clone().requires_grad_() for t in (x0, w0, b0))
         out = conv(x, w, b)
         if grad_out is None:
@@ -240,11 +254,13 @@ def bench_pos_conv(args: argparse.Namespace) -> dict:
                       "peak_mem_gb": round(torch.cuda.max_memory_allocated() / 2**30, 2)}
         rows[name]["forward_ms"] = round(gpu_ms(lambda conv=conv, x=x, w=w, b=b: conv(x, w, b)
                                                 .detach(), args.iters), 3)
-    for i, what in enumerate(("out", "x_grad", "w_grad")):
-        ref, got = outputs["cudnn"][i], outputs["gemm"][i]
-        rows["gemm"][f"{what}_max_rel_diff"] = float((got - ref).abs().max() / ref.abs().max())
+    for name in ("cudnn_padded", "gemm"):
+        for i, what in enumerate(("out", "x_grad", "w_grad")):
+            ref, got = outputs["cudnn"][i], outputs[name][i]
+            rows[name][f"{what}_max_rel_diff"] = float((got - ref).abs().max() / ref.abs().max())
     return {"shape": {"batch": args.batch, "channels": channels, "frames": args.frames,
-                      "kernel": kernel, "groups": groups, "dtype": "bfloat16"}, "rows": rows}
+                      "padded_frames": args.frames + pad, "kernel": kernel, "groups": groups,
+                      "dtype": "bfloat16"}, "rows": rows}
 
 
 def main() -> None:

@@ -209,3 +209,21 @@ def test_filling_the_cache_tunes_no_cudnn_algorithm(tiny_upstream: Path,
         ours.utt_ids = ["c"]
         ours(torch.randn(1, 7000) * 3000, torch.tensor([7000]))
     assert seen == [False, True] and "c" not in ours._cache
+
+
+def test_positional_conv_sees_a_multiple_of_its_frames(tiny_upstream: Path) -> None:
+    """The positional convolution runs on frames padded to POS_CONV_FRAMES (few shapes for
+    cuDNN's autotuning), with the numbers of the unpadded convolution."""
+    from cvasr.models.frontend import POS_CONV_FRAMES, _positional_conv
+
+    _, ours = _pair(tiny_upstream)
+    pos_conv = ours.upstream.upstream.model.encoder.pos_conv
+    seen = []
+    pos_conv[0].register_forward_hook(lambda m, args, out: seen.append(args[0].size(2)))
+    x = torch.randn(2, 45, pos_conv[0].in_channels)
+    x[1, 30:] = 0  # a shorter clip's masked frames, as contextualise leaves them
+    with torch.no_grad():
+        got = _positional_conv(pos_conv, x)
+        want = pos_conv(x.transpose(1, 2)).transpose(1, 2)
+    assert seen == [2 * POS_CONV_FRAMES, 45] and got.shape == want.shape
+    torch.testing.assert_close(got, want, rtol=1e-5, atol=1e-6)

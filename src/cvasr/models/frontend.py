@@ -47,6 +47,11 @@ MIN_SAMPLES = 800
 STRIDE = 320
 #: the compiled transformer gets its frames padded to a multiple of this (inductor's alignment)
 ALIGN_FRAMES = 8
+#: the positional convolution gets its frames padded to a multiple of this: cuDNN's autotuning
+#: (cudnn_benchmark) then tunes one shape for every 32 batch lengths instead of each length
+#: (about 1 s each on an H200; a 10-hour corpus has hundreds), and untuned the convolution took
+#: 4.6x the tuned time (bench/NOTES.md, round 5)
+POS_CONV_FRAMES = 32
 
 
 def _to_device_async(values: list[int], device: torch.device) -> torch.Tensor:
@@ -56,6 +61,20 @@ def _to_device_async(values: list[int], device: torch.device) -> torch.Tensor:
     if device.type != "cuda":
         return host.to(device)
     return host.pin_memory().to(device, non_blocking=True)
+
+
+def _positional_conv(pos_conv: torch.nn.Module, x: torch.Tensor) -> torch.Tensor:
+    """wav2vec 2.0's positional convolution over x (B, T, C), the frames zero-padded to a multiple
+    of POS_CONV_FRAMES and cut back: the same numbers, as one convolution (wav2vec 2.0's, not
+    data2vec's stack with layer norms between) sees zeros past T either way, from its own
+    padding or from ours. No branch on the length: a compiled graph stays one graph."""
+    conv = pos_conv[0] if isinstance(pos_conv, torch.nn.Sequential) else None
+    if not (isinstance(conv, torch.nn.Conv1d) and len(pos_conv) == 3
+            and isinstance(pos_conv[2], torch.nn.GELU)):
+        return pos_conv(x.transpose(1, 2)).transpose(1, 2)
+    frames = x.size(1)
+    padded = F.pad(x, (0, 0, 0, -frames % POS_CONV_FRAMES))
+    return pos_conv(padded.transpose(1, 2))[:, :, :frames].transpose(1, 2)
 
 
 def _cudnn_without_autotuning():
@@ -257,7 +276,7 @@ class Wav2Vec2S3prlFrontend(S3prlFrontend):
         # TransformerEncoder.forward -> extract_features, all layers
         x = x.masked_fill(padding[..., None], 0)
         if encoder.pos_conv is not None:
-            x = x + encoder.pos_conv(x.transpose(1, 2)).transpose(1, 2)
+            x = x + _positional_conv(encoder.pos_conv, x)
         if not encoder.layer_norm_first:
             x = encoder.layer_norm(x)
         # s3prl pads the length to a multiple of required_seq_len_multiple, masks the pad frames
