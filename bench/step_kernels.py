@@ -227,10 +227,16 @@ def bench_pos_conv(args: argparse.Namespace) -> dict:
     def cudnn(x: torch.Tensor, w: torch.Tensor, b: torch.Tensor) -> torch.Tensor:
         return F.conv1d(x, w, b, padding=kernel // 2, groups=groups)
 
+    def from_frames_major(x: torch.Tensor, w: torch.Tensor, b: torch.Tensor) -> torch.Tensor:
+        # x as the transformer holds it, (B, T, C) in memory, seen as (B, C, T)
+        return cudnn(x.transpose(1, 2).contiguous().transpose(1, 2), w, b)
+
     # name: (the convolution, cuDNN's autotuning on)
     variants = {
         "cudnn": (cudnn, True),
         "cudnn_untuned": (cudnn, False),
+        "cudnn_btc_input": (from_frames_major, True),
+        "cudnn_btc_input_untuned": (from_frames_major, False),
         # as cvasr.models.frontend runs it: frames padded to a multiple of POS_CONV_FRAMES
         "cudnn_padded": (lambda x, w, b: cudnn(F.pad(x, (0, pad)), w, b)[..., :frames], True),
         "gemm": (lambda x, w, b: grouped_conv1d_gemm(x, w, b, kernel // 2, groups), True),
