@@ -49,8 +49,8 @@ STRIDE = 320
 ALIGN_FRAMES = 8
 #: the positional convolution gets its frames padded to a multiple of this: cuDNN's autotuning
 #: (cudnn_benchmark) then tunes one shape for every 32 batch lengths instead of each length
-#: (about 1 s each on an H200; a 10-hour corpus has hundreds), and untuned the convolution took
-#: 4.6x the tuned time (bench/NOTES.md, round 5)
+#: (1.4-3.4 s a shape on an H200, bench/results/step_kernels_a4ffc8b; a 10-hour corpus has
+#: hundreds of batch lengths); the padding costs 4% of the convolution's time at 250 frames
 POS_CONV_FRAMES = 32
 
 
