@@ -3,10 +3,12 @@
 item 2), at the step's shapes (32 clips of about 5 s: 250 frames, 46 tokens):
 
 - CTC: PyTorch's CUDA CTC as espnet2 calls it from the sync-free step (targets on the GPU,
-  lengths on the host) against `padded_ctc_loss` below (cuDNN's CTC, certain-blank padding). For each: GPU time of forward + backward, the host syncs torch's sync debug mode
-  reports, and `host_wait_ms`: how long the CPU is held in the loss's forward + backward while
-  the GPU still has `--busy-ms` of queued work (a sync waits for all of it; the step's forward
-  is what is queued in training). Losses and gradients compared.
+  lengths on the host) against `padded_ctc_loss` below (cuDNN's CTC, certain-blank padding)
+  and `cvasr.speedups.ctc_triton` (Triton kernels, every length on the GPU). For each: GPU
+  time of forward + backward, the host syncs torch's sync debug mode reports, and
+  `host_wait_ms`: how long the CPU is held in the loss's forward + backward while the GPU
+  still has `--busy-ms` of queued work (a sync waits for all of it; the step's forward is what
+  is queued in training). Losses and gradients compared.
 - The positional convolution (1024 channels, kernel 128, 16 groups, bf16): cuDNN autotuned
   (`cudnn_benchmark: true`) and not, cuDNN autotuned on the frames padded as
   cvasr.models.frontend pads them (POS_CONV_FRAMES), and `grouped_conv1d_gemm` below; forward +
@@ -181,7 +183,15 @@ def bench_ctc(args: argparse.Namespace) -> dict:
     logits = torch.randn(total, batch, vocab, generator=g).cuda().requires_grad_()
     input_lengths, target_lengths = frames.tolist(), labels.tolist()
     pinned = torch.tensor(input_lengths).pin_memory()
+    pinned_labels = labels.pin_memory()
     on_gpu, on_host = targets.cuda(), targets.to(torch.int32)
+    padded = torch.zeros(batch, int(labels.max()), dtype=torch.long)  # as espnet2's ys_pad
+    for b, (start, n) in enumerate(zip(labels.cumsum(0) - labels, target_lengths)):
+        padded[b, :n] = targets[start:start + n]
+    padded = padded.cuda()
+    sys.path.insert(0, str(REPO / "src"))
+    from cvasr.speedups.ctc_triton import triton_ctc_loss
+
     variants = {
         # espnet2's CTC from the sync-free step: targets concatenated on the GPU (the batch
         # was copied there), lengths on the host (int64 tensors)
@@ -190,6 +200,11 @@ def bench_ctc(args: argparse.Namespace) -> dict:
         "padded_cudnn": lambda lp: padded_ctc_loss(
             lp, on_host, input_lengths, target_lengths,
             lengths_on_device=pinned.to("cuda", non_blocking=True)),
+        # cvasr.speedups.ctc_triton: padded targets and lengths on the GPU (the lengths copied
+        # from pinned memory), the longest target a host integer
+        "triton": lambda lp: triton_ctc_loss(
+            lp, padded, pinned.to("cuda", non_blocking=True),
+            pinned_labels.to("cuda", non_blocking=True), int(labels.max())),
     }
     rows, outputs = {}, {}
     for name, loss_fn in variants.items():
@@ -203,11 +218,12 @@ def bench_ctc(args: argparse.Namespace) -> dict:
         rows[name] = {"gpu_ms": round(gpu_ms(step, args.iters), 3), "syncs": syncs_in(step),
                       "host_wait_ms": round(host_wait_ms(step, args.busy_ms), 2)}
     rows["padded_cudnn"]["cudnn_conditions_met"] = cudnn_takes(logits, on_host, target_lengths)
-    (ref_loss, ref_grad), (loss, grad) = outputs["torch_native"], outputs["padded_cudnn"]
-    rows["padded_cudnn"]["max_rel_loss_diff"] = float(((loss - ref_loss).abs()
-                                                       / ref_loss.abs()).max())
-    rows["padded_cudnn"]["max_abs_grad_diff"] = float((grad - ref_grad).abs().max())
-    rows["padded_cudnn"]["max_abs_grad"] = float(ref_grad.abs().max())
+    ref_loss, ref_grad = outputs["torch_native"]
+    for name in ("padded_cudnn", "triton"):
+        loss, grad = outputs[name]
+        rows[name]["max_rel_loss_diff"] = float(((loss - ref_loss).abs() / ref_loss.abs()).max())
+        rows[name]["max_abs_grad_diff"] = float((grad - ref_grad).abs().max())
+        rows[name]["max_abs_grad"] = float(ref_grad.abs().max())
     return {"shape": {"frames": total, "batch": batch, "vocab": vocab,
                       "labels_max": int(labels.max())}, "rows": rows}
 
