@@ -6,12 +6,15 @@ from __future__ import annotations
 
 import importlib
 import os
+from pathlib import Path
 from types import ModuleType
 from typing import Iterator
 
 import pytest
 import torch
 import torch.nn.functional as F
+
+from conftest import RECIPE
 
 # the interpreter's log(0) = -inf, which the recursion means
 pytestmark = pytest.mark.filterwarnings("ignore:divide by zero encountered in log")
@@ -75,3 +78,61 @@ def test_an_unalignable_clip_is_infinite_without_zero_infinity(ctc_triton: Modul
     loss = ctc_triton.triton_ctc_loss(log_probs, torch.tensor([[1, 2, 1, 2]]), torch.tensor([3]),
                            torch.tensor([4]), 4, zero_infinity=False)
     assert torch.isinf(loss).all()
+
+
+def _xlsr_model(tmp_path: Path, upstream: Path, ctc_impl: str) -> torch.nn.Module:
+    """The XLS-R config's model (tiny upstream) with `model_conf ctc_impl=...`, trainable as
+    stage 4 leaves it."""
+    from cvasr.training.stages import resolve_config
+    from cvasr.training.task import CvasrASRTask
+
+    resolved = tmp_path / "xlsr.yaml"
+    resolve_config(RECIPE / "conf" / "train_xlsr300m_ctc.yaml", str(upstream), tmp_path / "dl",
+                   resolved)
+    tokens = tmp_path / "tokens.txt"
+    tokens.write_text("\n".join(["<blank>", "<unk>", "<space>", *"abcdefgh", "<sos/eos>"]) + "\n")
+    args = CvasrASRTask.get_parser().parse_args(
+        ["--config", str(resolved), "--token_list", str(tokens), "--token_type", "char",
+         "--output_dir", str(tmp_path / "exp"), "--model_conf", f"ctc_impl={ctc_impl}"])
+    torch.manual_seed(0)
+    model = CvasrASRTask.build_model(args)
+    for name, p in model.named_parameters():
+        if any(name == t or name.startswith(t + ".") for t in args.freeze_param):
+            p.requires_grad = False
+    return model.train()
+
+
+def test_training_with_ctc_impl_triton_gives_the_same_loss_and_gradients(
+        ctc_triton: ModuleType, tmp_path: Path, tiny_upstream: Path,
+        monkeypatch: pytest.MonkeyPatch) -> None:
+    """`model_conf: {ctc_impl: triton}` trains on cvasr.speedups.ctc_triton's loss: the same
+    loss and gradients as espnet2's CTC on one training step (the same dropout and SpecAugment
+    draws), with the lengths on the host as the sync-free step passes them."""
+    calls = []
+    loss_fn = ctc_triton.triton_ctc_loss
+    monkeypatch.setattr(ctc_triton, "triton_ctc_loss",
+                        lambda *a, **k: calls.append(1) or loss_fn(*a, **k))
+    results = {}
+    for impl in ("torch", "triton"):
+        model = _xlsr_model(tmp_path / impl, tiny_upstream, impl)
+        torch.manual_seed(1)
+        speech = torch.randn(2, 16000) * 3000
+        torch.manual_seed(2)
+        loss, stats, _ = model(speech=speech, speech_lengths=torch.tensor([16000, 12000]),
+                               text=torch.tensor([[3, 4, 4, 5], [6, 7, -1, -1]]),
+                               text_lengths=torch.tensor([4, 2]))
+        loss.backward()
+        results[impl] = (loss.detach(), {n: p.grad.clone() for n, p in model.named_parameters()
+                                         if p.grad is not None})
+        assert len(calls) == (impl == "triton")
+    (loss_t, grads_t), (loss_ours, grads_ours) = results["torch"], results["triton"]
+    assert torch.isfinite(loss_t) and loss_t > 0
+    torch.testing.assert_close(loss_ours, loss_t, rtol=1e-5, atol=1e-5)
+    assert grads_ours.keys() == grads_t.keys() and len(grads_t) > 10
+    for name, grad in grads_t.items():
+        torch.testing.assert_close(grads_ours[name], grad, rtol=1e-3, atol=1e-5, msg=name)
+
+
+def test_an_unknown_ctc_impl_is_refused(tmp_path: Path, tiny_upstream: Path) -> None:
+    with pytest.raises(ValueError, match="ctc_impl: 'warp' is none of"):
+        _xlsr_model(tmp_path, tiny_upstream, "warp")

@@ -4,15 +4,18 @@
   no encoder between the s3prl frontend and espnet2's CTC layer.
 - `CTCWerASRModel` (`model: cvasr_ctc`): espnet2 reports CTC's CER on validation but not its
   WER; this model reports both (`cer_ctc`, `wer_ctc`) every epoch, and takes the dump's integer
-  samples.
+  samples. `model_conf: {ctc_impl: triton}` trains with the CTC loss of
+  `cvasr.speedups.ctc_triton` (no host syncs) instead of PyTorch's, the same loss.
 """
 
 from __future__ import annotations
 
+import os
 from typing import Any, Optional, Tuple
 
 import editdistance
 import torch
+import torch.nn.functional as F
 from espnet2.asr.encoder.abs_encoder import AbsEncoder
 from espnet2.asr.espnet_model import ESPnetASRModel
 from espnet2.torch_utils.device_funcs import force_gatherable
@@ -46,6 +49,14 @@ class CTCWerASRModel(ESPnetASRModel):
     """
 
     _last_wer_ctc: Optional[float] = None
+    #: where the training loss's CTC comes from: "torch" (espnet2's CTC module) or "triton"
+    CTC_IMPLS = ("torch", "triton")
+
+    def __init__(self, *args: Any, ctc_impl: str = "torch", **kwargs: Any):
+        super().__init__(*args, **kwargs)
+        if ctc_impl not in self.CTC_IMPLS:
+            raise ValueError(f"model_conf ctc_impl: {ctc_impl!r} is none of {self.CTC_IMPLS}")
+        self.ctc_impl = ctc_impl
 
     @property
     def takes_host_lengths(self) -> bool:
@@ -63,9 +74,48 @@ class CTCWerASRModel(ESPnetASRModel):
             speech = speech.float()
         return super()._extract_feats(speech, speech_lengths)
 
+    def _uses_triton_ctc(self, encoder_out: torch.Tensor) -> bool:
+        """ctc_impl: triton, training (validation keeps espnet2's path, with its CER), espnet2's
+        builtin batch-averaged CTC, and a tensor Triton can run on: a GPU's, or any in Triton's
+        interpreter (TRITON_INTERPRET=1, how the tests run it)."""
+        return (self.ctc_impl == "triton" and self.training and self.ctc.ctc_type == "builtin"
+                and self.ctc.reduce
+                and (encoder_out.is_cuda or os.environ.get("TRITON_INTERPRET") == "1"))
+
+    def _triton_ctc_loss(self, encoder_out: torch.Tensor, encoder_out_lens: torch.Tensor,
+                         ys_pad: torch.Tensor, ys_pad_lens: torch.Tensor) -> torch.Tensor:
+        """espnet2's `CTC.forward` (builtin) with cvasr.speedups.ctc_triton's loss: the same
+        dropout, head, log-softmax in fp32, batch average and output dtype. Host lengths (the
+        sync-free step's) go to the GPU from pinned memory; the longest target is read from
+        them, a sync only where they are on the GPU already."""
+        from cvasr.speedups.ctc_triton import triton_ctc_loss  # imports triton
+
+        ctc = self.ctc
+        logits = ctc.ctc_lo(F.dropout(encoder_out, p=ctc.dropout_rate))
+        log_probs = logits.transpose(0, 1).log_softmax(2).float()
+        device = encoder_out.device
+
+        def on_device(lengths: torch.Tensor) -> torch.Tensor:
+            if lengths.device == device:
+                return lengths
+            if device.type == "cuda":
+                return lengths.pin_memory().to(device, non_blocking=True)
+            return lengths.to(device)
+
+        losses = triton_ctc_loss(log_probs, ys_pad, on_device(encoder_out_lens),
+                                 on_device(ys_pad_lens), int(ys_pad_lens.max()),
+                                 blank=ctc.ctc_loss.blank,
+                                 zero_infinity=ctc.ctc_loss.zero_infinity)
+        loss = losses.sum() / log_probs.size(1)
+        return loss.to(device=encoder_out.device, dtype=encoder_out.dtype)
+
     def _calc_ctc_loss(self, encoder_out, encoder_out_lens, ys_pad, ys_pad_lens):
-        loss_ctc, cer_ctc = super()._calc_ctc_loss(encoder_out, encoder_out_lens, ys_pad,
-                                                   ys_pad_lens)
+        if self._uses_triton_ctc(encoder_out):  # training: espnet2 computes no CER there
+            loss_ctc, cer_ctc = self._triton_ctc_loss(encoder_out, encoder_out_lens, ys_pad,
+                                                      ys_pad_lens), None
+        else:
+            loss_ctc, cer_ctc = super()._calc_ctc_loss(encoder_out, encoder_out_lens, ys_pad,
+                                                       ys_pad_lens)
         self._last_wer_ctc = None
         if not self.training:
             best = self.ctc.argmax(encoder_out).cpu()

@@ -34,7 +34,10 @@ CLASSES: dict[str, dict[str, str]] = {
         "s3prl": "espnet2.asr.frontend.s3prl:S3prlFrontend",
         "wav2vec2_s3prl": "cvasr.models.frontend:Wav2Vec2S3prlFrontend",
     },
-    "specaug": {"specaug": "espnet2.asr.specaug.specaug:SpecAug"},
+    "specaug": {
+        "specaug": "espnet2.asr.specaug.specaug:SpecAug",
+        "sync_free_specaug": "cvasr.speedups.sync_free_specaug:SyncFreeSpecAug",
+    },
     "normalize": {
         "global_mvn": "espnet2.layers.global_mvn:GlobalMVN",
         "utterance_mvn": "espnet2.layers.utterance_mvn:UtteranceMVN",
@@ -53,7 +56,8 @@ CLASSES: dict[str, dict[str, str]] = {
     },
 }
 #: the names cvasr adds to espnet2's ASR task's class choices
-CVASR_NAMES = {"frontend": "wav2vec2_s3prl", "encoder": "identity", "model": "cvasr_ctc"}
+CVASR_NAMES = {"frontend": "wav2vec2_s3prl", "specaug": "sync_free_specaug",
+               "encoder": "identity", "model": "cvasr_ctc"}
 #: config keys that name a class, and espnet2's default when the config leaves one out
 _CHOICE_DEFAULTS = {"frontend": "default", "specaug": None, "normalize": "utterance_mvn",
                     "preencoder": None, "encoder": "rnn", "postencoder": None, "decoder": None,
