@@ -5,8 +5,9 @@ step: a blocking copy of the batch, the GradScaler's found-inf check, `isfinite(
 `if`, an `.item()` for every statistic it reports, and the model's own reads of length tensors
 that the copy put on the GPU: 66 stops a step for XLS-R. After each one the GPU waits while the
 CPU prepares the next work. This loop runs the same step with none of those stops (13 left a
-step, inside torch's CTC and espnet2's SpecAug); on an H200 it gave +4% (bench/NOTES.md: the step
-is bound by eager kernel issue more than by the stops):
+step, inside torch's CTC and espnet2's SpecAug, which `model_conf: {ctc_impl: triton}` and
+`specaug: sync_free_specaug` take out); on an H200 it gave +4% (bench/NOTES.md: the step is
+bound by eager kernel issue more than by the stops):
 
 - bf16 autocast without a GradScaler: bf16 has fp32's exponent range, so the scaler's powers of
   two change no number (espnet2 still creates and checkpoints it; it is not used);
