@@ -7,6 +7,10 @@
 #            (then resumed), GPU 1 stage 4 with the transformer not compiled, then the seed's
 #            stack; merged into one train_e2e.json (the same clips, machine and revision;
 #            the two runs slow each other: their figures compare with each other only)
+#   step     bench/step_kernels.py (CTC and the positional conv alone), then
+#            bench/train_throughput.py: the committed config's step (row 10, compiled) against the
+#            same with STEP_TRY's options (default: the Triton CTC and the sync-free SpecAugment),
+#            same run, loss per row; the second row reuses the first's compiled transformer
 #   scaling  bench/train_gpu.py: 1 and 2 GPUs, 32 clips a GPU, on a 10-hour synthetic corpus,
 #            SCALING_OPTIONS (espnet2 options) over the committed config; the 2 GPUs started
 #            by each of SCALING_LAUNCHERS (espnet2's launcher, torchrun, torchrun as 2 nodes);
@@ -82,6 +86,15 @@ case $job in
         du -sh /tmp/cvasr-e2e-a/recipe/exp/*/compile_cache > "$out/compile_cache_size.txt" \
             2>/dev/null || true
         ;;
+    step)
+        python3 bench/step_kernels.py --out "$out/step_kernels.json" 2>&1 \
+            | grep -v Warning | tee "$out/step_kernels_log.txt" || status=$?
+        try=${STEP_TRY:---compile_upstream true --specaug sync_free_specaug --model_conf ctc_impl=triton}
+        timeout "${STEP_TIMEOUT:-480}" python3 bench/train_throughput.py --only ours_10 \
+            --try "sync-free CTC and SpecAugment=$try" --epochs 5 --warmup-epochs 2 \
+            --out "$out/train_throughput.json" "$@" 2>&1 \
+            | tee "$out/train_throughput_log.txt" || status=$?
+        ;;
     scaling)
         work=/tmp/cvasr-scaling
         timeout "${SCALING_TIMEOUT:-540}" python3 bench/train_gpu.py --synth-hours 10 \
@@ -98,7 +111,7 @@ case $job in
         [ ${#logs[@]} -gt 0 ] && tar czf "$out/train_logs.tgz" -C "$work" "${logs[@]}"
         ;;
     *)
-        echo "unknown job $job (e2e, e2e2 or scaling)" >&2
+        echo "unknown job $job (e2e, e2e2, step or scaling)" >&2
         exit 2
         ;;
 esac
