@@ -10,9 +10,11 @@ per lane (2 x labels + 1 states, blanks between labels); the rest is ordinary te
 (gathering each state's log-probability, the log-likelihood, the posteriors scattered back to
 the tokens), so autograd needs no host value either.
 
-Status: tested against `F.ctc_loss` on the CPU through Triton's interpreter
-(TRITON_INTERPRET=1, tests/test_ctc_triton.py); timed on a GPU by bench/step_kernels.py; not
-used by training until that shows it faster.
+The rows other lanes wrote are read after a barrier and from L2 (`.cg`), not from a line the
+SM may hold from before. Status: tested against `F.ctc_loss` on the CPU through Triton's
+interpreter (TRITON_INTERPRET=1, tests/test_ctc_triton.py), to be timed on a GPU by
+bench/step_kernels.py; training uses it only with `model_conf: {ctc_impl: triton}`, off by
+default until that timing shows it faster.
 """
 
 from __future__ import annotations
@@ -53,9 +55,9 @@ def _alpha_kernel(lpe_ptr, skip_ptr, frames_ptr, labels_ptr, alpha_ptr, batch, s
         tl.debug_barrier()  # the previous frame's row, written by other lanes, is complete
         live = valid & (t < frames)
         prev = alpha_ptr + (t - 1) * row + base
-        a1 = tl.load(prev + s, mask=live, other=float("-inf"))
-        a2 = tl.load(prev + s - 1, mask=live & (s >= 1), other=float("-inf"))
-        a3 = tl.load(prev + s - 2, mask=live & skip, other=float("-inf"))
+        a1 = tl.load(prev + s, mask=live, other=float("-inf"), cache_modifier=".cg")
+        a2 = tl.load(prev + s - 1, mask=live & (s >= 1), other=float("-inf"), cache_modifier=".cg")
+        a3 = tl.load(prev + s - 2, mask=live & skip, other=float("-inf"), cache_modifier=".cg")
         emit = tl.load(lpe_ptr + t * row + base + s, mask=live, other=float("-inf"))
         tl.store(alpha_ptr + t * row + base + s, _logaddexp3(a1, a2, a3) + emit,
                  mask=(s < states_max) & (t < frames))
@@ -80,9 +82,10 @@ def _beta_kernel(lpe_ptr, skip_ptr, frames_ptr, labels_ptr, beta_ptr, batch, sta
         tl.debug_barrier()  # the next frame's row, written by other lanes, is complete
         nxt = beta_ptr + (t + 1) * row + base
         inner = t < last
-        b1 = tl.load(nxt + s, mask=valid & inner, other=float("-inf"))
-        b2 = tl.load(nxt + s + 1, mask=((s + 1) < states) & inner, other=float("-inf"))
-        b3 = tl.load(nxt + s + 2, mask=jump & inner, other=float("-inf"))
+        b1 = tl.load(nxt + s, mask=valid & inner, other=float("-inf"), cache_modifier=".cg")
+        b2 = tl.load(nxt + s + 1, mask=((s + 1) < states) & inner,
+                     other=float("-inf"), cache_modifier=".cg")
+        b3 = tl.load(nxt + s + 2, mask=jump & inner, other=float("-inf"), cache_modifier=".cg")
         emit = tl.load(lpe_ptr + t * row + base + s, mask=valid & (t <= last),
                        other=float("-inf"))
         # the last frame may end in the last label or the blank after it
