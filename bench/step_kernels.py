@@ -9,6 +9,8 @@ item 2), at the step's shapes (32 clips of about 5 s: 250 frames, 46 tokens):
   `host_wait_ms`: how long the CPU is held in the loss's forward + backward while the GPU
   still has `--busy-ms` of queued work (a sync waits for all of it; the step's forward is what
   is queued in training). Losses and gradients compared.
+- SpecAugment's time masking: espnet2's against `cvasr.speedups.sync_free_specaug`'s (GPU
+  time, host syncs, CPU held).
 - The positional convolution (1024 channels, kernel 128, 16 groups, bf16): cuDNN autotuned
   (`cudnn_benchmark: true`) and not, cuDNN autotuned on the frames padded as
   cvasr.models.frontend pads them (POS_CONV_FRAMES), and `grouped_conv1d_gemm` below; forward +
@@ -228,6 +230,27 @@ def bench_ctc(args: argparse.Namespace) -> dict:
                       "labels_max": int(labels.max())}, "rows": rows}
 
 
+def bench_specaug(args: argparse.Namespace) -> dict:
+    """espnet2's time masking (the XLS-R config's: 4 masks, up to 5% of the length) against
+    `cvasr.speedups.sync_free_specaug`'s, on the upstream's output (B, T, 1024) in bf16."""
+    sys.path.insert(0, str(REPO / "src"))
+    from espnet2.layers.mask_along_axis import mask_along_axis
+
+    from cvasr.speedups.sync_free_specaug import mask_along_axis_sync_free
+
+    x = torch.randn(args.batch, args.frames, 1024, device="cuda", dtype=torch.bfloat16)
+    width = (0, int(args.frames * 0.05))
+    variants = {
+        "espnet2": lambda: mask_along_axis(x, None, mask_width_range=width, dim=1, num_mask=4),
+        "sync_free": lambda: mask_along_axis_sync_free(x, width, dim=1, num_mask=4),
+    }
+    rows = {name: {"gpu_ms": round(gpu_ms(fn, args.iters), 3), "syncs": syncs_in(fn),
+                   "host_wait_ms": round(host_wait_ms(fn, args.busy_ms), 2)}
+            for name, fn in variants.items()}
+    return {"shape": {"batch": args.batch, "frames": args.frames, "mask_width": width},
+            "rows": rows}
+
+
 def bench_pos_conv(args: argparse.Namespace) -> dict:
     sys.path.insert(0, str(REPO / "src"))
     from cvasr.models.frontend import POS_CONV_FRAMES  # imports espnet2
@@ -306,11 +329,12 @@ def main() -> None:
     result = {"benchmark": "step_kernels", "git_revision": git_revision(),
               "gpu": torch.cuda.get_device_name(0), "torch": torch.__version__,
               "cudnn": torch.backends.cudnn.version(), "python": platform.python_version(),
-              "ctc": bench_ctc(args), "pos_conv": bench_pos_conv(args)}
+              "ctc": bench_ctc(args), "specaug": bench_specaug(args),
+              "pos_conv": bench_pos_conv(args)}
     args.out.parent.mkdir(parents=True, exist_ok=True)
     args.out.write_text(json.dumps(result, indent=2) + "\n")
     print(f"{result['gpu']}, torch {result['torch']}, cuDNN {result['cudnn']}")
-    for part in ("ctc", "pos_conv"):
+    for part in ("ctc", "specaug", "pos_conv"):
         print(f"\n{part} {result[part]['shape']}")
         for name, row in result[part]["rows"].items():
             print(f"  {name:<14} " + "  ".join(f"{k} {v}" for k, v in row.items()))

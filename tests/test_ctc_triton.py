@@ -136,3 +136,32 @@ def test_training_with_ctc_impl_triton_gives_the_same_loss_and_gradients(
 def test_an_unknown_ctc_impl_is_refused(tmp_path: Path, tiny_upstream: Path) -> None:
     with pytest.raises(ValueError, match="ctc_impl: 'warp' is none of"):
         _xlsr_model(tmp_path, tiny_upstream, "warp")
+
+
+@pytest.mark.parametrize("kernel", ["_alpha_kernel", "_beta_kernel"])
+def test_kernels_compile_for_an_h200(kernel: str, monkeypatch: pytest.MonkeyPatch) -> None:
+    """Triton compiles each kernel for sm_90 here, without a GPU (the device machine's time is
+    not spent finding a compile error), with the barrier between frames and the other lanes'
+    rows loaded from L2."""
+    import importlib.util
+
+    triton = pytest.importorskip("triton")
+    from triton.backends.compiler import GPUTarget
+    from triton.compiler import ASTSource
+
+    monkeypatch.delenv("TRITON_INTERPRET", raising=False)  # the kernels as the GPU gets them
+    path = Path(__file__).resolve().parents[1] / "src" / "cvasr" / "speedups" / "ctc_triton.py"
+    spec = importlib.util.spec_from_file_location("_ctc_triton_jit", path)
+    assert spec is not None and spec.loader is not None
+    module = importlib.util.module_from_spec(spec)
+    spec.loader.exec_module(module)
+    fn = getattr(module, kernel)
+    names = list(fn.arg_names)
+    floats = {"lpe_ptr", "alpha_ptr", "beta_ptr"}
+    signature = {n: "constexpr" if n in ("TOTAL", "BLOCK") else "*fp32" if n in floats
+                 else "*i32" if n.endswith("_ptr") else "i32" for n in names}
+    constexprs = {(names.index("TOTAL"),): 256, (names.index("BLOCK"),): 128}
+    compiled = triton.compile(ASTSource(fn=fn, signature=signature, constexprs=constexprs),
+                              target=GPUTarget("cuda", 90, 32))
+    ptx = compiled.asm["ptx"]
+    assert compiled.asm["cubin"] and "bar.sync" in ptx and "ld.global.cg" in ptx
