@@ -21,7 +21,7 @@ from espnet2.asr.espnet_model import ESPnetASRModel
 from espnet2.torch_utils.device_funcs import force_gatherable
 
 from cvasr.decoding.ctc import collapse_ctc, join_tokens
-from cvasr.models.frontend import Wav2Vec2S3prlFrontend
+from cvasr.models.frontend import Wav2Vec2S3prlFrontend, to_device_async
 
 
 class IdentityEncoder(AbsEncoder):
@@ -94,16 +94,8 @@ class CTCWerASRModel(ESPnetASRModel):
         logits = ctc.ctc_lo(F.dropout(encoder_out, p=ctc.dropout_rate))
         log_probs = logits.transpose(0, 1).log_softmax(2).float()
         device = encoder_out.device
-
-        def on_device(lengths: torch.Tensor) -> torch.Tensor:
-            if lengths.device == device:
-                return lengths
-            if device.type == "cuda":
-                return lengths.pin_memory().to(device, non_blocking=True)
-            return lengths.to(device)
-
-        losses = triton_ctc_loss(log_probs, ys_pad, on_device(encoder_out_lens),
-                                 on_device(ys_pad_lens), int(ys_pad_lens.max()),
+        losses = triton_ctc_loss(log_probs, ys_pad, to_device_async(encoder_out_lens, device),
+                                 to_device_async(ys_pad_lens, device), int(ys_pad_lens.max()),
                                  blank=ctc.ctc_loss.blank,
                                  zero_infinity=ctc.ctc_loss.zero_infinity)
         loss = losses.sum() / log_probs.size(1)

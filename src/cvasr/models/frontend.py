@@ -54,11 +54,13 @@ ALIGN_FRAMES = 8
 POS_CONV_FRAMES = 32
 
 
-def _to_device_async(values: list[int], device: torch.device) -> torch.Tensor:
-    """A host list as a tensor on `device`; to a GPU from pinned memory, so the CPU does not wait
-    (`torch.tensor(values, device=...)` blocks until the GPU's queue is empty)."""
-    host = torch.tensor(values)
-    if device.type != "cuda":
+def to_device_async(values: list[int] | torch.Tensor,
+                    device: torch.device) -> torch.Tensor:
+    """A host list or tensor as a tensor on `device` (a tensor already there as it is); to a GPU
+    from pinned memory, so the CPU does not wait (`torch.tensor(values, device=...)` blocks
+    until the GPU's queue is empty)."""
+    host = torch.as_tensor(values)
+    if host.device == device or device.type != "cuda":
         return host.to(device)
     return host.pin_memory().to(device, non_blocking=True)
 
@@ -319,8 +321,8 @@ class Wav2Vec2S3prlFrontend(S3prlFrontend):
         # s3prl marks the last valid frame at index length - 1: a clip too short for one frame
         # (length 0) wraps to the last frame and so keeps every frame unmasked
         frames = [n if n > 0 else max(frames) for n in frames]
-        sample_lens = _to_device_async(padded_lengths, input.device)
-        frame_lens = _to_device_async(frames, input.device)
+        sample_lens = to_device_async(padded_lengths, input.device)
+        frame_lens = to_device_async(frames, input.device)
         feats = self.encode(wavs, sample_lens, frame_lens, frames)
         expected = -(-longest // STRIDE)  # len(range(0, longest, STRIDE)), as S3PRLUpstream
         feats = self.upstream._match_length(feats, expected)
