@@ -126,10 +126,16 @@ def test_train_e2e_merges_runs_of_one_machine_and_refuses_others(tmp_path: Path)
     common = {"benchmark": "train_e2e", "git_revision": "abc", "gpu": "H200", "torch": "2.11",
               "python": "3.12", "config": "c.yaml", "arch": "xls_r_300m", "clips": 560,
               "audio_seconds_per_epoch": 2907.0}
+    # epochs ending every 1.5 s (ours), 2.0 s (eager) and 4.5 s (the seed's stack), one of the
+    # seed's warm-up epochs and one of ours slower
+    ours_ends = [260.0 + 1.5 * i + (1.0 if i >= 10 else 0.0) for i in range(50)]
     ours = {"wall_s_per_epoch": 1.5, "train_s_per_epoch": 1.4, "wall_over_train": 1.071,
-            "first_epoch_wall_s": 260.0, "epochs_log": [{}] * 50}
-    eager = dict(ours, wall_s_per_epoch=2.0, train_s_per_epoch=1.9, wall_over_train=1.053)
-    seed = {"wall_s_per_epoch": 4.5, "first_epoch_wall_s": 15.0, "epochs": [{}] * 25}
+            "first_epoch_wall_s": 260.0, "epochs_log": [{"logged_at": t} for t in ours_ends]}
+    eager = dict(ours, wall_s_per_epoch=2.0, train_s_per_epoch=1.9, wall_over_train=1.053,
+                 epochs_log=[{"logged_at": 30.0 + 2.0 * i} for i in range(50)])
+    seed_ends = [15.0 + 4.5 * i + (3.0 if i >= 2 else 0.0) for i in range(25)]
+    seed = {"wall_s_per_epoch": 4.5, "first_epoch_wall_s": 15.0,
+            "epochs": [{"end": t} for t in seed_ends]}
     a, b = tmp_path / "a.json", tmp_path / "b.json"
     a.write_text(json.dumps({**common, "runs": {"ours": ours}}))
     b.write_text(json.dumps({**common, "runs": {"ours_eager": eager, "seed": seed}}))
@@ -139,6 +145,14 @@ def test_train_e2e_merges_runs_of_one_machine_and_refuses_others(tmp_path: Path)
     assert list(merged["runs"]) == ["ours", "ours_eager", "seed"]
     assert (merged["speedup_end_to_end"], merged["speedup_end_to_end_eager"]) == (3.0, 2.25)
     assert (merged["wall_s_per_epoch"], merged["seed_wall_s_per_epoch"]) == (1.5, 4.5)
+    # the spread of the epochs' wall times, from their end times: medians 1.5 and 4.5; after
+    # the seed's warm-up (epoch 3 took 7.5 s) it is 4.5 s an epoch
+    runs = merged["runs"]
+    assert [11, 2.5] in runs["ours"]["slowest_epochs"]
+    assert [3, 7.5] in runs["seed"]["slowest_epochs"]
+    assert (runs["ours"]["speedup_end_to_end_median"],
+            runs["ours_eager"]["speedup_end_to_end_median"]) == (3.0, 2.25)
+    assert runs["seed"]["wall_s_per_epoch_after_warm_up"] == 4.5
     other = tmp_path / "other.json"
     other.write_text(json.dumps({**common, "git_revision": "def", "runs": {"seed": seed}}))
     with pytest.raises(SystemExit, match="git_revision"):
