@@ -8,7 +8,8 @@ from pathlib import Path
 
 import pytest
 
-from cvasr.training.launch import Launch, LaunchError, free_port, processes, set_nccl_defaults
+from cvasr.training.launch import (Launch, LaunchError, fork_data_workers, free_port, processes,
+                                   set_nccl_defaults)
 
 TASK = ["-m", "cvasr.training.task", "--config", "c.yaml"]
 
@@ -96,3 +97,53 @@ def test_espnet2_keeps_our_nccl_defaults(monkeypatch: pytest.MonkeyPatch) -> Non
         assert os.environ["NCCL_BLOCKING_WAIT"] == "0" and os.environ["NCCL_DEBUG"] == "WARN"
     finally:
         torch.distributed.destroy_process_group()
+
+
+PROBE = """
+import multiprocessing
+import sys
+
+import torch.utils.data
+
+from cvasr.training.launch import fork_data_workers
+
+
+class Probe(torch.utils.data.Dataset):
+    \"\"\"What a worker sees of its parent: a forked one the mark, a spawned one nothing.\"\"\"
+
+    def __len__(self):
+        return 1
+
+    def __getitem__(self, index):
+        return getattr(sys, "cvasr_probe", "spawned")
+
+
+if __name__ == "__main__":
+    multiprocessing.set_start_method("spawn")  # as in a process espnet2's launcher spawned
+    changed = fork_data_workers() if sys.argv[1] == "fork" else None
+    sys.cvasr_probe = "forked"
+    loader = torch.utils.data.DataLoader(Probe(), batch_size=None, num_workers=1)
+    print(changed, next(iter(loader)))
+"""
+
+
+@pytest.mark.parametrize("call, expected", [("fork", "True forked"), ("none", "None spawned")])
+def test_data_workers_of_a_spawned_process_are_forked(tmp_path: Path, call: str,
+                                                      expected: str) -> None:
+    """In a process whose start method is spawn (espnet2's launcher's ranks), DataLoader workers
+    are forked once fork_data_workers ran (they see their parent's memory), spawned otherwise."""
+    import subprocess
+
+    script = tmp_path / "probe.py"
+    script.write_text(PROBE)
+    out = subprocess.run([sys.executable, str(script), call], capture_output=True, text=True,
+                         check=True, cwd=tmp_path)
+    assert out.stdout.split("\n")[-2] == expected
+
+
+def test_fork_data_workers_leaves_other_processes_alone() -> None:
+    import multiprocessing
+
+    before = multiprocessing.get_start_method(allow_none=True)
+    assert before != "spawn" and fork_data_workers() is False
+    assert multiprocessing.get_start_method(allow_none=True) == before

@@ -46,7 +46,7 @@ from cvasr.speedups import sync_free_step
 from cvasr.speedups.persistent_loader import PersistentSequenceIterFactory
 from cvasr.speedups.regional_compile import compile_encoder_layers
 from cvasr.training.checkpoints import CHECKPOINT, EPOCH_FILE, EpochWriter, atomic_save
-from cvasr.training.launch import set_nccl_defaults
+from cvasr.training.launch import fork_data_workers, set_nccl_defaults
 from cvasr.training.plots import plot_curves
 from cvasr.training.profiling import profile_path, profiled
 from cvasr.training.validation import ranking_validated_epochs, validates
@@ -315,6 +315,11 @@ class CvasrASRTask(ASRTask):
         parser.add_argument("--persistent_workers", type=str2bool, default=False,
                             help="keep the DataLoader workers from one epoch to the next instead "
                                  "of starting new ones every epoch (cvasr.speedups.persistent_loader)")
+
+    @classmethod
+    def main_worker(cls, args: argparse.Namespace) -> None:
+        fork_data_workers()  # espnet2's launcher spawned this process: see fork_data_workers
+        super().main_worker(args)
 
     @classmethod
     def build_sequence_iter_factory(cls, args: argparse.Namespace, iter_options, mode: str):
