@@ -18,6 +18,10 @@ that spawns one a GPU), by torchrun, and by torchrun as 2 nodes on this machine 
 path: node ranks, a TCP rendezvous); the JSON has `scaling_2gpu`, `scaling_2gpu_torchrun` and
 `scaling_2gpu_torchrun_2nodes`.
 
+`--try NAME=OPTIONS` (repeatable): one more run on the most GPUs, by espnet2's launcher, with
+these espnet2 options over the others (e.g. `bf16_hook=--ddp_comm_hook bf16_compress_hook`);
+the JSON has `scaling_2gpu_NAME` from the same run's 1-GPU figure.
+
 `--synth-hours`: instead of a release, a synthetic one of that many hours of training audio
 with CV 7.0 Assamese's durations (bench/train_throughput.py's clips: noise with an envelope,
 random letters), for scaling runs on more than the demo's 45 minutes. `--batch-per-gpu B`: the
@@ -90,6 +94,10 @@ def main() -> int:
                         choices=["espnet2", "torchrun", "torchrun_2nodes"],
                         help="for every GPU count > 1, a run started by each: espnet2's own "
                              "launcher, torchrun, torchrun as 2 nodes on this machine")
+    parser.add_argument("--try", dest="tries", action="append", default=[],
+                        metavar="NAME=OPTIONS",
+                        help="one more run on the most GPUs (espnet2's launcher) with these "
+                             "espnet2 options added: run 2gpu_NAME")
     parser.add_argument("--epochs", type=int, default=4)
     parser.add_argument("--nj", type=int, default=8)
     parser.add_argument("--out", type=Path, default=REPO / "bench" / "results" / "train_gpu.json")
@@ -110,6 +118,10 @@ def main() -> int:
         return 0
     if (args.release is None) == (args.synth_hours is None):
         parser.error("give one of --release and --synth-hours")
+    try:
+        runs = planned_runs(args.gpus, args.launchers, args.tries)
+    except ValueError as err:
+        parser.error(str(err))
 
     import torch
 
@@ -139,10 +151,7 @@ def main() -> int:
     audio_per_epoch = sum(int(n) for n in samples.values()) / 16000
 
     results = {}
-    runs = [(n, "espnet2") for n in args.gpus if n == 1] + [
-        (n, launcher) for n in args.gpus if n > 1 for launcher in args.launchers]
-    for n, launcher in runs:
-        name = f"{n}gpu" + ("" if launcher == "espnet2" else f"_{launcher}")
+    for name, n, launcher, tried in runs:
         exp = work / f"exp_{name}"
         batch = ["--batch_size", str(args.batch_per_gpu * n)] if args.batch_per_gpu else []
         launch = Launch(launcher.split("_")[0], nnodes=2 if launcher.endswith("2nodes") else 1,
@@ -150,7 +159,7 @@ def main() -> int:
         try:
             train(work / "dump", tokens, work / "stats", resolved, exp, ngpu=n,
                   extra_args=["--max_epoch", str(args.epochs), "--keep_nbest_models", "1",
-                              *batch, *args.extra], launch=launch)
+                              *batch, *args.extra, *tried], launch=launch)
         except RuntimeError as err:  # the other runs still run and are reported
             print(f"{name} failed: {err}", flush=True)
             continue
@@ -159,11 +168,29 @@ def main() -> int:
         ran = yaml.safe_load((exp / "config.yaml").read_text())  # espnet2's, options applied
         results[name] = summarise(epoch_rows(rank0), n, audio_per_epoch, ran["accum_grad"])
         results[name]["launcher"] = launcher
+        if tried:
+            results[name]["extra_options"] = tried
         # after every run: a run cut short by a time limit leaves the ones before it
         report(results, args, torch.cuda.get_device_name(0), torch.__version__,
                f"{len(samples)} clips, {audio_per_epoch / 3600:.2f} h ({source})",
                corpus_hours=round(audio_per_epoch / 3600, 2))
     return 0
+
+
+def planned_runs(gpus: list[int], launchers: list[str],
+                 tries: list[str]) -> list[tuple[str, int, str, list[str]]]:
+    """(name, GPUs, launcher, added espnet2 options) of each run, in order: 1 GPU, each launcher
+    on every larger count, then each `NAME=OPTIONS` try on the most GPUs (espnet2's launcher)."""
+    runs = [(f"{n}gpu" + ("" if launcher == "espnet2" else f"_{launcher}"), n, launcher, [])
+            for n, launcher in [(n, "espnet2") for n in gpus if n == 1]
+            + [(n, launcher) for n in gpus if n > 1 for launcher in launchers]]
+    for spec in tries:
+        label, sep, options = spec.partition("=")
+        if not sep or not re.fullmatch(r"\w+", label) or not options.split():
+            raise ValueError(f"--try {spec!r}: expected NAME=OPTIONS (NAME of letters, digits "
+                             "and _, at least one option)")
+        runs.append((f"{max(gpus)}gpu_{label}", max(gpus), "espnet2", options.split()))
+    return runs
 
 
 def synth_release(root: Path, hours: float, dev_clips: int = 80) -> str:

@@ -339,6 +339,9 @@ def run_espnet2(paths: dict[str, Path], resolved: Path, extra: list[str], args,
             except KeyError:
                 pass
         epochs.append(record)
+        # progress: a run cut by a time limit shows how far it got (a cold compile is minutes)
+        print(f"  epoch {epoch}/{args.epochs}: {record['train_seconds']:.1f} s, "
+              f"loss_ctc {record['loss_ctc']:.2f}", flush=True)
     peak = torch.cuda.max_memory_allocated() / 2**30 if args.device == "cuda" else float("nan")
     # espnet2's sorted sampler cuts len // batch_size batches (15 of 33-34 clips for 508 clips
     # at 32), not ceil(len / batch_size): count the updates of its own sampler

@@ -183,3 +183,17 @@ def test_train_gpu_reports_the_scaling_of_each_launcher(tmp_path: Path,
     assert result["corpus_hours"] == 10.0 and result["git_revision"] == "abc"
     report({"2gpu": run(2, 1640.0)}, args, "H200", "2.11", "10 h")  # no 1-GPU run: no ratio
     assert "scaling_2gpu" not in json.loads(args.out.read_text())
+
+
+def test_train_gpu_plans_a_run_for_each_launcher_and_try() -> None:
+    sys.path.insert(0, str(REPO / "bench"))
+    from train_gpu import planned_runs
+
+    runs = planned_runs([1, 2], ["espnet2", "torchrun_2nodes"],
+                        ["bf16_hook=--ddp_comm_hook bf16_compress_hook"])
+    assert runs == [("1gpu", 1, "espnet2", []), ("2gpu", 2, "espnet2", []),
+                    ("2gpu_torchrun_2nodes", 2, "torchrun_2nodes", []),
+                    ("2gpu_bf16_hook", 2, "espnet2", ["--ddp_comm_hook", "bf16_compress_hook"])]
+    for bad in ("bf16 hook=--x y", "--ddp_comm_hook", "name="):
+        with pytest.raises(ValueError, match="NAME=OPTIONS"):
+            planned_runs([1, 2], ["espnet2"], [bad])
