@@ -7,7 +7,7 @@
 #            (then resumed), GPU 1 stage 4 with the transformer not compiled, then the seed's
 #            stack; merged into one train_e2e.json (the same clips, machine and revision;
 #            the two runs slow each other: their figures compare with each other only)
-#   step     bench/step_kernels.py (CTC and the positional conv alone), then
+#   step     bench/step_kernels.py (CTC and the positional conv alone; STEP_KERNELS=0 skips it), then
 #            bench/train_throughput.py: the committed config's step (row 10, compiled) against the
 #            same with STEP_TRY's options (default: the Triton CTC and the sync-free SpecAugment),
 #            same run, loss per row; the second row reuses the first's compiled transformer
@@ -15,6 +15,8 @@
 #            SCALING_OPTIONS (espnet2 options) over the committed config; the 2 GPUs started
 #            by each of SCALING_LAUNCHERS (espnet2's launcher, torchrun, torchrun as 2 nodes);
 #            "--profile_epoch 2" in SCALING_OPTIONS brings each process's profile back too
+#            (after OUT_DIR, `--try "bf16_hook=--ddp_comm_hook bf16_compress_hook"` adds a 2-GPU
+#            run with those options, by espnet2's launcher)
 # Every output goes to OUT_DIR (the device tool's $OUT). Needs the wheels of
 # bench/device_wheels.sh in .whl/ (carry it) and CVASR_GIT_REV set to the revision run (the
 # machine's copy of .git is not this checkout's).
@@ -87,8 +89,10 @@ case $job in
             2>/dev/null || true
         ;;
     step)
-        python3 bench/step_kernels.py --out "$out/step_kernels.json" 2>&1 \
-            | grep -v Warning | tee "$out/step_kernels_log.txt" || status=$?
+        if [ "${STEP_KERNELS:-1}" != 0 ]; then  # STEP_KERNELS=0: the step rows alone
+            python3 bench/step_kernels.py --out "$out/step_kernels.json" 2>&1 \
+                | grep -v Warning | tee "$out/step_kernels_log.txt" || status=$?
+        fi
         try=${STEP_TRY:---compile_upstream true --specaug sync_free_specaug --model_conf ctc_impl=triton}
         timeout "${STEP_TIMEOUT:-480}" python3 bench/train_throughput.py --only ours_10 \
             --try "sync-free CTC and SpecAugment=$try" --epochs 5 --warmup-epochs 2 \
