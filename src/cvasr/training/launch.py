@@ -48,10 +48,10 @@ def fork_data_workers() -> bool:
     """DataLoader workers forked, not spawned, in a process started by `spawn` (espnet2's
     launcher starts one process a GPU that way, and a spawned process inherits that start
     method for its own children). A spawned worker imports torch, espnet2 and s3prl afresh:
-    with 2 GPUs and 4 workers each, the first batch of the first epoch came after 71 s, and
-    the first validation's after 20 s, where torchrun's forked workers took 4 s
-    (bench/NOTES.md, round 6). Fork is what every other launch here already uses; the workers
-    never touch CUDA. Returns whether it changed the start method."""
+    with 2 GPUs and 4 workers each, the first 10 batches waited 7.1 s each on average and the
+    first validation took 20 s; forked, 0.026 s and 1.2 s (bench/NOTES.md, round 6). Fork is
+    what torchrun's processes and a single process already use; the workers never touch CUDA.
+    Returns whether it changed the start method."""
     import multiprocessing
 
     if (multiprocessing.get_start_method(allow_none=True) == "spawn"

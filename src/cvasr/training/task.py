@@ -318,7 +318,7 @@ class CvasrASRTask(ASRTask):
 
     @classmethod
     def main_worker(cls, args: argparse.Namespace) -> None:
-        fork_data_workers()  # espnet2's launcher spawned this process: see fork_data_workers
+        fork_data_workers()  # where espnet2's launcher spawned this process (see there)
         super().main_worker(args)
 
     @classmethod
