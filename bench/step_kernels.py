@@ -57,6 +57,7 @@ import torch.nn.functional as F
 
 REPO = Path(__file__).resolve().parents[1]
 sys.path.insert(0, str(Path(__file__).resolve().parent))
+from train_throughput import git_revision  # noqa: E402  (numpy only at import)
 
 
 def certain_blank_padding(log_probs: torch.Tensor, lengths: torch.Tensor,
@@ -123,12 +124,6 @@ def grouped_conv1d_gemm(x: torch.Tensor, weight: torch.Tensor, bias: Optional[to
     out = torch.matmul(windows, group_weight.transpose(1, 2))  # (B, G, T', O / G)
     out = out.transpose(2, 3).reshape(batch, out_channels, frames)
     return out if bias is None else out + bias[:, None]
-
-
-def git_revision() -> str:
-    """As bench/train_throughput.py records it (imported late: it imports espnet2)."""
-    from train_throughput import git_revision as revision
-    return revision()
 
 
 def gpu_ms(fn: Callable[[], None], iters: int, warmup: int = 3) -> float:

@@ -34,16 +34,15 @@ from __future__ import annotations
 
 import argparse
 import json
-import os
 import platform
 import re
-import subprocess
 import sys
 from pathlib import Path
 
 import numpy as np
 
 sys.path.insert(0, str(Path(__file__).resolve().parent))
+from train_throughput import git_revision  # noqa: E402
 
 REPO = Path(__file__).resolve().parents[1]
 CONFIG = REPO / "egs" / "as_cv7" / "conf" / "train_xlsr300m_ctc.yaml"
@@ -243,9 +242,6 @@ def report(results: dict, args: argparse.Namespace, gpu: str, torch_version: str
         print(f"| {name:<20} | {len(r['epochs']) - 1:>12} | {r['optimizer_steps_per_s']:7.2f} | "
               f"{r['audio_seconds_per_s']:9.1f} | {r['peak_mem_gb']:8.1f} | "
               f"{r['audio_seconds_per_s'] / base:6.2f}x |")
-    rev = os.environ.get("CVASR_GIT_REV") or subprocess.run(
-        ["git", "-C", str(REPO), "rev-parse", "--short", "HEAD"],
-        capture_output=True, text=True).stdout.strip()
     args.out.parent.mkdir(parents=True, exist_ok=True)
     summary = {}
     for name in results:  # scaling_2gpu (espnet2's launcher), scaling_2gpu_torchrun, ...
@@ -256,7 +252,8 @@ def report(results: dict, args: argparse.Namespace, gpu: str, torch_version: str
         summary["corpus_hours"] = corpus_hours
     args.out.write_text(json.dumps({
         "benchmark": "train_gpu", "gpu": gpu, "torch": torch_version, "source": source,
-        "python": platform.python_version(), "git_revision": rev, "config": str(CONFIG.name),
+        "python": platform.python_version(), "git_revision": git_revision(),
+        "config": str(CONFIG.name),
         "options": args.extra, "batch_per_gpu": args.batch_per_gpu, **summary,
         "results": results}, indent=2) + "\n")
     print(f"saved {args.out}")
