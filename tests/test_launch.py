@@ -70,7 +70,7 @@ def test_impossible_launches_say_why(tmp_path: Path, ngpu: int, launch: Launch,
         processes([], ngpu, launch, tmp_path)
 
 
-def test_nccl_defaults_leave_the_users_settings(monkeypatch: pytest.MonkeyPatch) -> None:
+def test_nccl_defaults_leave_the_users_settings() -> None:
     env: dict[str, str] = {}
     set_nccl_defaults(env)
     assert env == {"NCCL_BLOCKING_WAIT": "0", "NCCL_DEBUG": "WARN"}
@@ -87,7 +87,8 @@ def test_espnet2_keeps_our_nccl_defaults(monkeypatch: pytest.MonkeyPatch) -> Non
     from espnet2.train.distributed_utils import DistributedOption
 
     for name in ("TORCH_NCCL_BLOCKING_WAIT", "NCCL_BLOCKING_WAIT", "NCCL_DEBUG"):
-        monkeypatch.delenv(name, raising=False)
+        monkeypatch.setenv(name, "")  # recorded, so what the test sets is undone after it
+        monkeypatch.delenv(name)
     option = DistributedOption(distributed=True, dist_backend="gloo",
                                dist_init_method=f"tcp://127.0.0.1:{free_port()}",
                                dist_world_size=1, dist_rank=0, ngpu=0)
