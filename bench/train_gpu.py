@@ -20,6 +20,8 @@ path: node ranks, a TCP rendezvous); the JSON has `scaling_2gpu`, `scaling_2gpu_
 
 `--try NAME=OPTIONS` (repeatable): one more run on the most GPUs, by espnet2's launcher, with
 these espnet2 options over the others (e.g. `bf16_hook=--ddp_comm_hook bf16_compress_hook`);
+OPTIONS may start with environment settings for that run's processes, as in a shell
+(`nccl_8ctas=NCCL_MAX_CTAS=8`, NCCL reads its settings only from the environment);
 the JSON has `scaling_2gpu_NAME` from the same run's 1-GPU figure.
 
 `--synth-hours`: instead of a release, a synthetic one of that many hours of training audio
@@ -33,7 +35,9 @@ audio-s/s, same run) and `corpus_hours`.
 from __future__ import annotations
 
 import argparse
+import contextlib
 import json
+import os
 import platform
 import re
 import sys
@@ -150,15 +154,16 @@ def main() -> int:
     audio_per_epoch = sum(int(n) for n in samples.values()) / 16000
 
     results = {}
-    for name, n, launcher, tried in runs:
+    for name, n, launcher, tried, tried_env in runs:
         exp = work / f"exp_{name}"
         batch = ["--batch_size", str(args.batch_per_gpu * n)] if args.batch_per_gpu else []
         launch = Launch(launcher.split("_")[0], nnodes=2 if launcher.endswith("2nodes") else 1,
                         local_nodes=launcher.endswith("2nodes"))
         try:
-            train(work / "dump", tokens, work / "stats", resolved, exp, ngpu=n,
-                  extra_args=["--max_epoch", str(args.epochs), "--keep_nbest_models", "1",
-                              *batch, *args.extra, *tried], launch=launch)
+            with environment(tried_env):
+                train(work / "dump", tokens, work / "stats", resolved, exp, ngpu=n,
+                      extra_args=["--max_epoch", str(args.epochs), "--keep_nbest_models", "1",
+                                  *batch, *args.extra, *tried], launch=launch)
         except RuntimeError as err:  # the other runs still run and are reported
             print(f"{name} failed: {err}", flush=True)
             continue
@@ -169,6 +174,8 @@ def main() -> int:
         results[name]["launcher"] = launcher
         if tried:
             results[name]["extra_options"] = tried
+        if tried_env:
+            results[name]["extra_environment"] = tried_env
         # after every run: a run cut short by a time limit leaves the ones before it
         report(results, args, torch.cuda.get_device_name(0), torch.__version__,
                f"{len(samples)} clips, {audio_per_epoch / 3600:.2f} h ({source})",
@@ -176,20 +183,46 @@ def main() -> int:
     return 0
 
 
-def planned_runs(gpus: list[int], launchers: list[str],
-                 tries: list[str]) -> list[tuple[str, int, str, list[str]]]:
-    """(name, GPUs, launcher, added espnet2 options) of each run, in order: 1 GPU, each launcher
-    on every larger count, then each `NAME=OPTIONS` try on the most GPUs (espnet2's launcher)."""
-    runs = [(f"{n}gpu" + ("" if launcher == "espnet2" else f"_{launcher}"), n, launcher, [])
+#: an environment setting at the start of a try's OPTIONS (`NCCL_MAX_CTAS=8`)
+ENV_SETTING = re.compile(r"([A-Z][A-Z0-9_]*)=(.*)")
+
+
+def planned_runs(gpus: list[int], launchers: list[str], tries: list[str]
+                 ) -> list[tuple[str, int, str, list[str], dict[str, str]]]:
+    """(name, GPUs, launcher, added espnet2 options, added environment) of each run, in order:
+    1 GPU, each launcher on every larger count, then each `NAME=OPTIONS` try on the most GPUs
+    (espnet2's launcher; OPTIONS' leading `VAR=value` words are its environment)."""
+    runs = [(f"{n}gpu" + ("" if launcher == "espnet2" else f"_{launcher}"), n, launcher, [], {})
             for n, launcher in [(n, "espnet2") for n in gpus if n == 1]
             + [(n, launcher) for n in gpus if n > 1 for launcher in launchers]]
     for spec in tries:
         label, sep, options = spec.partition("=")
-        if not sep or not re.fullmatch(r"\w+", label) or not options.split():
+        words = options.split()
+        env = {}
+        while words and (m := ENV_SETTING.fullmatch(words[0])):
+            env[m.group(1)] = m.group(2)
+            words.pop(0)
+        if not sep or not re.fullmatch(r"\w+", label) or not (words or env):
             raise ValueError(f"--try {spec!r}: expected NAME=OPTIONS (NAME of letters, digits "
-                             "and _, at least one option)")
-        runs.append((f"{max(gpus)}gpu_{label}", max(gpus), "espnet2", options.split()))
+                             "and _, at least one option or VAR=value)")
+        runs.append((f"{max(gpus)}gpu_{label}", max(gpus), "espnet2", words, env))
     return runs
+
+
+@contextlib.contextmanager
+def environment(settings: dict[str, str]):
+    """os.environ with `settings` added while the block runs (the training processes inherit
+    it), as it was afterwards."""
+    saved = {name: os.environ.get(name) for name in settings}
+    os.environ.update(settings)
+    try:
+        yield
+    finally:
+        for name, value in saved.items():
+            if value is None:
+                os.environ.pop(name, None)
+            else:
+                os.environ[name] = value
 
 
 def synth_release(root: Path, hours: float, dev_clips: int = 80) -> str:

@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import json
+import os
 import subprocess
 import sys
 from pathlib import Path
@@ -190,10 +191,26 @@ def test_train_gpu_plans_a_run_for_each_launcher_and_try() -> None:
     from train_gpu import planned_runs
 
     runs = planned_runs([1, 2], ["espnet2", "torchrun_2nodes"],
-                        ["bf16_hook=--ddp_comm_hook bf16_compress_hook"])
-    assert runs == [("1gpu", 1, "espnet2", []), ("2gpu", 2, "espnet2", []),
-                    ("2gpu_torchrun_2nodes", 2, "torchrun_2nodes", []),
-                    ("2gpu_bf16_hook", 2, "espnet2", ["--ddp_comm_hook", "bf16_compress_hook"])]
+                        ["bf16_hook=--ddp_comm_hook bf16_compress_hook",
+                         "ctas=NCCL_MAX_CTAS=8 NCCL_MIN_CTAS=8",
+                         "both=NCCL_MAX_CTAS=8 --ddp_comm_hook bf16_compress_hook"])
+    hook = ["--ddp_comm_hook", "bf16_compress_hook"]
+    assert runs == [("1gpu", 1, "espnet2", [], {}), ("2gpu", 2, "espnet2", [], {}),
+                    ("2gpu_torchrun_2nodes", 2, "torchrun_2nodes", [], {}),
+                    ("2gpu_bf16_hook", 2, "espnet2", hook, {}),
+                    ("2gpu_ctas", 2, "espnet2", [], {"NCCL_MAX_CTAS": "8", "NCCL_MIN_CTAS": "8"}),
+                    ("2gpu_both", 2, "espnet2", hook, {"NCCL_MAX_CTAS": "8"})]
     for bad in ("bf16 hook=--x y", "--ddp_comm_hook", "name="):
         with pytest.raises(ValueError, match="NAME=OPTIONS"):
             planned_runs([1, 2], ["espnet2"], [bad])
+
+
+def test_train_gpu_environment_is_added_for_the_block_and_restored(monkeypatch) -> None:
+    sys.path.insert(0, str(REPO / "bench"))
+    from train_gpu import environment
+
+    monkeypatch.setenv("CVASR_TEST_KEPT", "before")
+    monkeypatch.delenv("CVASR_TEST_NEW", raising=False)
+    with environment({"CVASR_TEST_KEPT": "during", "CVASR_TEST_NEW": "1"}):
+        assert os.environ["CVASR_TEST_KEPT"] == "during" and os.environ["CVASR_TEST_NEW"] == "1"
+    assert os.environ["CVASR_TEST_KEPT"] == "before" and "CVASR_TEST_NEW" not in os.environ
