@@ -15,6 +15,7 @@
 #            SCALING_OPTIONS (espnet2 options) over the committed config; the 2 GPUs started
 #            by each of SCALING_LAUNCHERS (espnet2's launcher, torchrun, torchrun as 2 nodes);
 #            "--profile_epoch 2" in SCALING_OPTIONS brings each process's profile back too
+#            (op tables in train_logs.tgz, Chrome traces in profile_traces.tar)
 #            (after OUT_DIR, `--try "bf16_hook=--ddp_comm_hook bf16_compress_hook"` adds a 2-GPU
 #            run with those options, by espnet2's launcher)
 # Every output goes to OUT_DIR (the device tool's $OUT). Needs the wheels of
@@ -113,6 +114,14 @@ case $job in
             [ -f "$log" ] && logs+=("${log#"$work"/}")
         done
         [ ${#logs[@]} -gt 0 ] && tar czf "$out/train_logs.tgz" -C "$work" "${logs[@]}"
+        # the profiles' Chrome traces (call stacks, the streams' timelines) apart: a file over
+        # the tool's 16 MiB stays behind alone
+        traces=()
+        for trace in "$work"/exp_*/profile/*.trace.json.gz; do
+            [ -f "$trace" ] && traces+=("${trace#"$work"/}")
+        done
+        [ ${#traces[@]} -gt 0 ] && tar cf "$out/profile_traces.tar" -C "$work" "${traces[@]}"
+        true
         ;;
     *)
         echo "unknown job $job (e2e, e2e2, step or scaling)" >&2

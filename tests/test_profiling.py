@@ -40,3 +40,25 @@ def test_an_epoch_shorter_than_the_window_still_writes_its_profile(tmp_path: Pat
         if item == SKIPPED_STEPS:
             torch.cumsum(torch.ones(3), 0)
     assert "aten::cumsum" in out.with_suffix(".txt").read_text()
+
+
+def _read_a_value_on_the_host(x: torch.Tensor) -> float:
+    return x.sum().item()
+
+
+def test_the_profile_names_the_python_stack_of_each_host_sync(tmp_path: Path) -> None:
+    out = tmp_path / "p"
+    for item in profiled(range(SKIPPED_STEPS + 3), out, steps=2, cuda=False):
+        if item >= SKIPPED_STEPS:  # two profiled steps, one value read each; the third is not
+            _read_a_value_on_the_host(torch.ones(4))
+    section = out.with_suffix(".txt").read_text().split("Host syncs by Python stack")[1]
+    assert section.startswith(" (2 in all)")
+    assert "aten::_local_scalar_dense: 2 calls" in section
+    assert "_read_a_value_on_the_host" in section
+
+
+def test_a_profile_without_host_syncs_says_so(tmp_path: Path) -> None:
+    out = tmp_path / "p"
+    for item in profiled(range(SKIPPED_STEPS + 1), out, steps=1, cuda=False):
+        torch.cumsum(torch.ones(3), 0)
+    assert "Host syncs by Python stack (0 in all)" in out.with_suffix(".txt").read_text()

@@ -600,7 +600,8 @@ def test_torchrun_one_machine_and_two_local_nodes_train_the_same(
             node1 = (exp / "train.node1.log").read_text(encoding="utf-8")
             assert "--node-rank 1" in node1.splitlines()[0]
             for rank in (0, 1):
-                assert "aten::" in (exp / "profile" / f"epoch2_rank{rank}.txt").read_text()
+                text = (exp / "profile" / f"epoch2_rank{rank}.txt").read_text()
+                assert "aten::" in text and "Host syncs by Python stack" in text
         else:
             assert not (exp / "profile").exists()
         finals[name] = torch.load(exp / "2epoch.pth", map_location="cpu")
