@@ -187,7 +187,23 @@ class GatherableToy(Toy):
                 weight.reshape(1))
 
 
-def _ddp_rank(rank: int, world: int, init_file: str, out: str, fused: bool) -> None:
+class HostLengthsToy(GatherableToy):
+    """GatherableToy that takes its lengths on the host, as our XLS-R model does; it records the
+    type of each `*_lengths` it is given."""
+
+    takes_host_lengths = True
+
+    def __init__(self) -> None:
+        super().__init__()
+        self.length_types: set[str] = set()
+
+    def forward(self, x, x_lengths, y, y_lengths, utt_id=None):
+        self.length_types.update({type(x_lengths).__name__, type(y_lengths).__name__})
+        return super().forward(x, x_lengths, y, y_lengths, utt_id)
+
+
+def _ddp_rank(rank: int, world: int, init_file: str, out: str, fused: bool,
+              host_lengths: bool = False) -> None:
     """One rank: espnet2's loop, then ours, each on its DDP-wrapped copy of the same model."""
     from torch.nn.parallel import DistributedDataParallel
 
@@ -201,7 +217,11 @@ def _ddp_rank(rank: int, world: int, init_file: str, out: str, fused: bool) -> N
                 for ids, b in batches(7 - rank)]
         results = {}
         for loop in ("espnet2", "ours"):
-            model = DistributedDataParallel(GatherableToy())
+            model = DistributedDataParallel(HostLengthsToy() if host_lengths else GatherableToy())
+            given_to_ddp: set[str] = set()  # the lengths' types as DDP's forward gets them
+            model.register_forward_pre_hook(
+                lambda _, args, kwargs: given_to_ddp.add(type(kwargs["x_lengths"]).__name__),
+                with_kwargs=True)
             optimizer = torch.optim.Adam(model.parameters(), lr=0.1, fused=fused)
             scheduler = PiecewiseLinearWarmupLR(optimizer, warmup_steps_list=[0, 3, 10],
                                                 warmup_lr_list=[0.0, 0.1, 0.0])
@@ -219,21 +239,30 @@ def _ddp_rank(rank: int, world: int, init_file: str, out: str, fused: bool) -> N
             results[loop] = {"weight": model.module.proj.weight.detach().clone(),
                              "bias": model.module.proj.bias.detach().clone(),
                              "stats": {k: v for k, v in reporter.stats[1]["train"].items()
-                                       if not k.endswith("time")}}
+                                       if not k.endswith("time")},
+                             "length_types": getattr(model.module, "length_types", None),
+                             "given_to_ddp": given_to_ddp}
         torch.save(results, Path(out) / f"rank{rank}.pt")
     finally:
         torch.distributed.destroy_process_group()
 
 
-@pytest.mark.parametrize("fused", [False, True])
-def test_ddp_same_parameters_and_statistics_as_espnet2s_loop(tmp_path: Path, fused: bool) -> None:
+@pytest.mark.parametrize("fused,host_lengths", [(False, False), (True, True)])
+def test_ddp_same_parameters_and_statistics_as_espnet2s_loop(tmp_path: Path, fused: bool,
+                                                             host_lengths: bool) -> None:
     """Two CPU processes (gloo): our loop under DDP updates and reports as espnet2's does,
-    uneven batch counts included."""
+    uneven batch counts included; a model that takes host lengths gets them as tensors through
+    DDP's forward (passed wrapped, unwrapped by the hook)."""
     import torch.multiprocessing as mp
 
-    mp.spawn(_ddp_rank, args=(2, str(tmp_path / "init"), str(tmp_path), fused), nprocs=2)
+    mp.spawn(_ddp_rank, args=(2, str(tmp_path / "init"), str(tmp_path), fused, host_lengths),
+             nprocs=2)
     ranks = [torch.load(tmp_path / f"rank{r}.pt", weights_only=False) for r in (0, 1)]
     for rank, got in enumerate(ranks):
+        if host_lengths:  # wrapped for DDP's forward, a tensor again inside it
+            assert got["ours"]["given_to_ddp"] == {"HostTensor"}
+            assert got["ours"]["length_types"] == {"Tensor"}
+        assert got["espnet2"]["given_to_ddp"] == {"Tensor"}
         assert torch.equal(got["ours"]["weight"], got["espnet2"]["weight"])
         assert torch.equal(got["ours"]["bias"], got["espnet2"]["bias"])
         ours, ref = got["ours"]["stats"], got["espnet2"]["stats"]
@@ -245,3 +274,20 @@ def test_ddp_same_parameters_and_statistics_as_espnet2s_loop(tmp_path: Path, fus
             assert ours[key] == pytest.approx(ref[key], rel=1e-6), key
     # the ranks hold one model: DDP averaged the gradients
     assert torch.equal(ranks[0]["ours"]["weight"], ranks[1]["ours"]["weight"])
+
+
+def test_ddp_moves_input_tensors_to_its_device_but_not_host_tensors() -> None:
+    """DDP built with `device_ids` (espnet2's, one GPU a process) moves the inputs with
+    `torch.distributed.utils._to_kwargs`; run here to the meta device: a plain lengths tensor
+    would leave the host, a HostTensor's stays, and the hook gives the model the tensor."""
+    from torch.distributed.utils import _to_kwargs
+
+    batch = {"x": torch.ones(2, 3), "x_lengths": torch.tensor([3, 2]), "utt_id": ["a", "b"]}
+    plain = _to_kwargs((), batch, torch.device("meta"), False)[1][0]
+    assert plain["x"].is_meta and plain["x_lengths"].is_meta  # what round 7's 2 GPUs ran
+    kept = sync_free_step._to_device(batch, "cpu", keep_lengths_on_host=True, through_ddp=True)
+    moved = _to_kwargs((), kept, torch.device("meta"), False)[1][0]
+    assert isinstance(moved["x_lengths"], sync_free_step.HostTensor)
+    assert moved["x_lengths"].tensor is batch["x_lengths"] and moved["utt_id"] == ["a", "b"]
+    _, unwrapped = sync_free_step.unwrap_host_tensors(torch.nn.Identity(), (), moved)
+    assert unwrapped["x_lengths"] is batch["x_lengths"] and unwrapped["x"] is moved["x"]

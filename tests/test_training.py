@@ -321,6 +321,31 @@ def test_xlsr_speedups_leave_the_demo_loss_curve_unchanged(prepared: dict[str, P
     assert curves["sync_free"] == pytest.approx(curves["cached"], rel=1e-6)
 
 
+def test_xlsr_config_under_ddp_keeps_the_lengths_on_the_host(prepared: dict[str, Path],
+                                                             tiny_upstream: Path,
+                                                             monkeypatch: pytest.MonkeyPatch
+                                                             ) -> None:
+    """The committed XLS-R config (sync-free step, a model that takes host lengths) on 2 CPU
+    processes under torchrun: the lengths reach the model through DDP's forward on the host
+    (on GPUs, DDP would copy them to the device and each read would be a host sync), and it
+    trains."""
+    from cvasr.training.launch import Launch
+
+    monkeypatch.setenv("OMP_NUM_THREADS", "1")
+    work = prepared["work"]
+    resolved = work / "xlsr_ddp.yaml"
+    resolve_config(XLSR_CONFIG, str(tiny_upstream), work / "dl", resolved)
+    collect_stats(prepared["dump"], prepared["tokens"], resolved, work / "stats_ddp")
+    exp = work / "exp_xlsr_ddp"
+    train(prepared["dump"], prepared["tokens"], work / "stats_ddp", resolved, exp,
+          extra_args=[*QUICK, "--max_epoch", "1", "--use_amp", "false"],
+          launch=Launch("torchrun", cpu_processes=2))
+    log = (exp / "train.log").read_text(encoding="utf-8")
+    # (espnet2 logs INFO from rank 0 alone)
+    assert re.search(r"\[[^\]]*:0/2\].*lengths pass DDP's forward on the host", log)
+    assert len(epoch_results(exp / "train.log")) == 1
+
+
 def test_bad_configs_fail_with_one_clear_line(tmp_path: Path, tiny_upstream: Path,
                                               prepared: dict[str, Path]) -> None:
     conf = yaml.safe_load(DEMO_CONFIG.read_text())

@@ -18,7 +18,8 @@ bound by eager kernel issue more than by the stops):
   transfer, with the same names, weights and order (logs, plots, best-model choice unchanged);
 - the batch is copied with `non_blocking` from the DataLoader's pinned memory, and for models
   that say they take them (`takes_host_lengths`), the `*_lengths` tensors stay on the host, so
-  the model reads lengths without a sync;
+  the model reads lengths without a sync; under DDP too, where they pass its forward wrapped
+  (`HostTensor`), since DDP copies every input tensor to its GPU;
 - under DDP (one GPU a process), each step's loss and statistics are averaged over the
   processes as espnet2's loop averages them, with the same collectives but no host read, and
   the batches a rank trains are settled once an epoch (espnet2 all-reduces a stop flag and
@@ -134,10 +135,53 @@ def _batches_on_every_rank(iterator: Iterable, device: str) -> int:
     return int(count.item())  # once an epoch
 
 
-def _to_device(batch: dict[str, Any], device: str, keep_lengths_on_host: bool) -> dict[str, Any]:
+class HostTensor:
+    """A tensor that DDP's forward leaves on the host. DDP built with `device_ids`, as espnet2
+    builds it (one GPU a process), copies every tensor among the model's inputs to that GPU, so
+    the lengths kept on the host arrived on the GPU and each read of them in the model was a
+    host sync again (the likely source of the ~49 `cudaStreamSynchronize` a step that each
+    process made on 2 GPUs and none made on one, bench/NOTES.md round 7). This is no tensor, so
+    DDP passes it through as it is; `unwrap_host_tensors`, a forward pre-hook on the wrapped
+    module, hands the model the tensor."""
+
+    __slots__ = ("tensor",)
+
+    def __init__(self, tensor: torch.Tensor) -> None:
+        self.tensor = tensor
+
+    def __repr__(self) -> str:
+        return f"HostTensor({self.tensor!r})"
+
+
+def unwrap_host_tensors(module: torch.nn.Module, args: tuple, kwargs: dict[str, Any]
+                        ) -> tuple[tuple, dict[str, Any]]:
+    """Forward pre-hook (`with_kwargs=True`): each HostTensor argument as its tensor."""
+    return args, {k: v.tensor if isinstance(v, HostTensor) else v for k, v in kwargs.items()}
+
+
+def _host_lengths(model: torch.nn.Module) -> tuple[bool, bool]:
+    """Whether the model takes its `*_lengths` on the host (`takes_host_lengths`, asked of the
+    model itself inside a DDP wrapper), and whether they pass DDP's forward to reach it; then
+    the wrapped model unwraps them (`unwrap_host_tensors`, hooked once, a no-op on any other
+    input, espnet2's validation loop's included)."""
+    inner = model.module if isinstance(model, torch.nn.parallel.DistributedDataParallel) else model
+    takes = bool(getattr(inner, "takes_host_lengths", False))
+    through_ddp = takes and inner is not model
+    if through_ddp and not getattr(inner, "_unwraps_host_tensors", False):
+        inner.register_forward_pre_hook(unwrap_host_tensors, with_kwargs=True)
+        inner._unwraps_host_tensors = True
+        logging.info("sync_free_step: the model's *_lengths pass DDP's forward on the host")
+    return takes, through_ddp
+
+
+def _to_device(batch: dict[str, Any], device: str, keep_lengths_on_host: bool,
+               through_ddp: bool = False) -> dict[str, Any]:
     """espnet2's `to_device` without blocking (the DataLoader pins batches on GPU runs), the
-    `*_lengths` left on the host where asked."""
-    return {key: value if keep_lengths_on_host and key.endswith("_lengths")
+    `*_lengths` left on the host where asked (`through_ddp`: wrapped, so DDP leaves them)."""
+    def host(value: Any) -> Any:
+        return HostTensor(value) if through_ddp and isinstance(value, torch.Tensor) else value
+
+    return {key: host(value) if keep_lengths_on_host and key.endswith("_lengths")
             else to_device(value, device, non_blocking=True) for key, value in batch.items()}
 
 
@@ -157,8 +201,7 @@ def train_one_epoch(model: torch.nn.Module, iterator: Iterable,
             log_interval = max(len(iterator) // 20, 10)
         except TypeError:
             log_interval = 100
-    # (a DDP wrapper has no such attribute; with device_ids it copies every input, lengths too)
-    host_lengths = bool(getattr(model, "takes_host_lengths", False))
+    host_lengths, through_ddp = _host_lengths(model)
     world = torch.distributed.get_world_size() if distributed else 1
     limit = _batches_on_every_rank(iterator, device) if distributed else None
     amp = dict(device_type="cuda", enabled=bool(options.use_amp) and device == "cuda")
@@ -187,7 +230,7 @@ def train_one_epoch(model: torch.nn.Module, iterator: Iterable,
             break
         reports.register({"iter_time": time.perf_counter() - fetch_start})
         batch["utt_id"] = utt_id
-        batch = _to_device(batch, device, host_lengths)
+        batch = _to_device(batch, device, host_lengths, through_ddp)
         with torch.autocast(**amp):
             forward_start = time.perf_counter()
             retval = model(**batch)
