@@ -210,7 +210,8 @@ def _ddp_rank(rank: int, world: int, init_file: str, out: str, fused: bool,
     torch.distributed.init_process_group("gloo", init_method=f"file://{init_file}", rank=rank,
                                          world_size=world)
     try:
-        opts = options(Path(out))
+        opts = options(Path(out), *(["--ddp_host_lengths", "false"] if host_lengths == "off"
+                                    else []))
         # each batch split over the ranks as espnet2's sampler splits it; rank 1 has one batch
         # fewer (espnet2's loop then stops every rank at the shortest)
         data = [(ids[rank::world], {k: v[rank::world] for k, v in b.items()})
@@ -247,7 +248,8 @@ def _ddp_rank(rank: int, world: int, init_file: str, out: str, fused: bool,
         torch.distributed.destroy_process_group()
 
 
-@pytest.mark.parametrize("fused,host_lengths", [(False, False), (True, True)])
+@pytest.mark.parametrize("fused,host_lengths", [(False, False), (True, True),
+                                                (True, "off")])
 def test_ddp_same_parameters_and_statistics_as_espnet2s_loop(tmp_path: Path, fused: bool,
                                                              host_lengths: bool) -> None:
     """Two CPU processes (gloo): our loop under DDP updates and reports as espnet2's does,
@@ -259,9 +261,11 @@ def test_ddp_same_parameters_and_statistics_as_espnet2s_loop(tmp_path: Path, fus
              nprocs=2)
     ranks = [torch.load(tmp_path / f"rank{r}.pt", weights_only=False) for r in (0, 1)]
     for rank, got in enumerate(ranks):
-        if host_lengths:  # wrapped for DDP's forward, a tensor again inside it
+        if host_lengths is True:  # wrapped for DDP's forward, a tensor again inside it
             assert got["ours"]["given_to_ddp"] == {"HostTensor"}
             assert got["ours"]["length_types"] == {"Tensor"}
+        if host_lengths == "off":  # --ddp_host_lengths false: to DDP as tensors, as before
+            assert got["ours"]["given_to_ddp"] == {"Tensor"}
         assert got["espnet2"]["given_to_ddp"] == {"Tensor"}
         assert torch.equal(got["ours"]["weight"], got["espnet2"]["weight"])
         assert torch.equal(got["ours"]["bias"], got["espnet2"]["bias"])

@@ -159,13 +159,17 @@ def unwrap_host_tensors(module: torch.nn.Module, args: tuple, kwargs: dict[str, 
     return args, {k: v.tensor if isinstance(v, HostTensor) else v for k, v in kwargs.items()}
 
 
-def _host_lengths(model: torch.nn.Module) -> tuple[bool, bool]:
+def _host_lengths(model: torch.nn.Module, through_ddp_allowed: bool = True
+                  ) -> tuple[bool, bool]:
     """Whether the model takes its `*_lengths` on the host (`takes_host_lengths`, asked of the
     model itself inside a DDP wrapper), and whether they pass DDP's forward to reach it; then
     the wrapped model unwraps them (`unwrap_host_tensors`, hooked once, a no-op on any other
-    input, espnet2's validation loop's included)."""
+    input, espnet2's validation loop's included). `through_ddp_allowed` false
+    (`--ddp_host_lengths false`): under DDP the lengths go to the GPU, as before 244499d."""
     inner = model.module if isinstance(model, torch.nn.parallel.DistributedDataParallel) else model
     takes = bool(getattr(inner, "takes_host_lengths", False))
+    if inner is not model and not through_ddp_allowed:
+        return False, False
     through_ddp = takes and inner is not model
     if through_ddp and not getattr(inner, "_unwraps_host_tensors", False):
         inner.register_forward_pre_hook(unwrap_host_tensors, with_kwargs=True)
@@ -201,7 +205,7 @@ def train_one_epoch(model: torch.nn.Module, iterator: Iterable,
             log_interval = max(len(iterator) // 20, 10)
         except TypeError:
             log_interval = 100
-    host_lengths, through_ddp = _host_lengths(model)
+    host_lengths, through_ddp = _host_lengths(model, getattr(options, "ddp_host_lengths", True))
     world = torch.distributed.get_world_size() if distributed else 1
     limit = _batches_on_every_rank(iterator, device) if distributed else None
     amp = dict(device_type="cuda", enabled=bool(options.use_amp) and device == "cuda")

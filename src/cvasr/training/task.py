@@ -78,6 +78,7 @@ class CvasrTrainerOptions(TrainerOptions):
     compile_mode: str = "default"
     compile_scope: str = "encoder"
     sync_free_step: bool = False
+    ddp_host_lengths: bool = True
     valid_every_epochs: int = 1
     checkpoint_every_minutes: float = 5.0
     checkpoint_every_epochs: int = 0
@@ -126,6 +127,10 @@ class SafeCheckpointTrainer(Trainer):
                             help="train with a loop that issues each step without waiting for "
                                  "the GPU (cvasr.speedups.sync_free_step); one GPU a process "
                                  "(DDP included), else espnet2's loop runs")
+        parser.add_argument("--ddp_host_lengths", type=str2bool, default=True,
+                            help="with --sync_free_step under DDP, a model that takes its "
+                                 "lengths on the host gets them there (false: DDP copies them "
+                                 "to the GPU, as before; for a same-run comparison)")
         # between epochs (cvasr.training.checkpoints)
         parser.add_argument("--checkpoint_every_minutes", type=float, default=5.0,
                             help="write checkpoint.pth (what --resume continues from) when this "
