@@ -166,11 +166,12 @@ def _host_lengths(model: torch.nn.Module, through_ddp_allowed: bool = True
     the wrapped model unwraps them (`unwrap_host_tensors`, hooked once, a no-op on any other
     input, espnet2's validation loop's included). `through_ddp_allowed` false
     (`--ddp_host_lengths false`): under DDP the lengths go to the GPU, as before 244499d."""
-    inner = model.module if isinstance(model, torch.nn.parallel.DistributedDataParallel) else model
-    takes = bool(getattr(inner, "takes_host_lengths", False))
-    if inner is not model and not through_ddp_allowed:
+    wrapped = isinstance(model, torch.nn.parallel.DistributedDataParallel)
+    inner = model.module if wrapped else model
+    if wrapped and not through_ddp_allowed:
         return False, False
-    through_ddp = takes and inner is not model
+    takes = bool(getattr(inner, "takes_host_lengths", False))
+    through_ddp = takes and wrapped
     if through_ddp and not getattr(inner, "_unwraps_host_tensors", False):
         inner.register_forward_pre_hook(unwrap_host_tensors, with_kwargs=True)
         inner._unwraps_host_tensors = True

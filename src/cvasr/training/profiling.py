@@ -3,9 +3,9 @@
 `--profile_epoch N --profile_steps K`: in epoch N, after 2 steps (the epoch's first batches wait
 for the workers), K steps run under torch.profiler; each process writes
 `<exp>/profile/epoch<N>_rank<R>.txt` (its op tables: GPU time, then CPU time, then each host
-sync with the Python stack that made it) and `.trace.json.gz` (a Chrome trace). What the step bench's profile cannot show, this one does:
-the step under DDP (the gradient all-reduce against the backward), espnet2's own loop, the
-data of the run.
+sync with the Python stack that made it) and `.trace.json.gz` (a Chrome trace). What the step
+bench's profile cannot show, this one does: the step under DDP (the gradient all-reduce against
+the backward), espnet2's own loop, the data of the run.
 """
 
 from __future__ import annotations
