@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import collections
 import copy
 import logging
 import math
@@ -202,16 +203,41 @@ class HostLengthsToy(GatherableToy):
         return super().forward(x, x_lengths, y, y_lengths, utt_id)
 
 
+class CountedCollectives:
+    """torch.distributed's all_gather and all_reduce, counted while in use (the real ones run),
+    those issued with `async_op=True` apart."""
+
+    NAMES = ("all_gather", "all_reduce")
+
+    def __enter__(self) -> collections.Counter:
+        self.calls: collections.Counter = collections.Counter()
+        self.real = {name: getattr(torch.distributed, name) for name in self.NAMES}
+
+        def counted(name):
+            def call(*args, **kwargs):
+                self.calls[f"{name} async" if kwargs.get("async_op") else name] += 1
+                return self.real[name](*args, **kwargs)
+            return call
+
+        for name in self.NAMES:
+            setattr(torch.distributed, name, counted(name))
+        return self.calls
+
+    def __exit__(self, *exc) -> None:
+        for name, real in self.real.items():
+            setattr(torch.distributed, name, real)
+
+
 def _ddp_rank(rank: int, world: int, init_file: str, out: str, fused: bool,
-              host_lengths: bool = False) -> None:
+              host_lengths: bool = False, rendezvous: str = "weight") -> None:
     """One rank: espnet2's loop, then ours, each on its DDP-wrapped copy of the same model."""
     from torch.nn.parallel import DistributedDataParallel
 
     torch.distributed.init_process_group("gloo", init_method=f"file://{init_file}", rank=rank,
                                          world_size=world)
     try:
-        opts = options(Path(out), *(["--ddp_host_lengths", "false"] if host_lengths == "off"
-                                    else []))
+        opts = options(Path(out), "--ddp_step_rendezvous", rendezvous,
+                       *(["--ddp_host_lengths", "false"] if host_lengths == "off" else []))
         # each batch split over the ranks as espnet2's sampler splits it; rank 1 has one batch
         # fewer (espnet2's loop then stops every rank at the shortest)
         data = [(ids[rank::world], {k: v[rank::world] for k, v in b.items()})
@@ -228,7 +254,7 @@ def _ddp_rank(rank: int, world: int, init_file: str, out: str, fused: bool,
                                                 warmup_lr_list=[0.0, 0.1, 0.0])
             reporter = Reporter()
             reporter.set_epoch(1)
-            with reporter.observe("train") as sub:
+            with reporter.observe("train") as sub, CountedCollectives() as collectives:
                 if loop == "espnet2":
                     Trainer.train_one_epoch(
                         model=model, iterator=data, optimizers=[optimizer],
@@ -242,23 +268,26 @@ def _ddp_rank(rank: int, world: int, init_file: str, out: str, fused: bool,
                              "stats": {k: v for k, v in reporter.stats[1]["train"].items()
                                        if not k.endswith("time")},
                              "length_types": getattr(model.module, "length_types", None),
-                             "given_to_ddp": given_to_ddp}
+                             "given_to_ddp": given_to_ddp, "collectives": collectives}
         torch.save(results, Path(out) / f"rank{rank}.pt")
     finally:
         torch.distributed.destroy_process_group()
 
 
-@pytest.mark.parametrize("fused,host_lengths", [(False, False), (True, True),
-                                                (True, "off")])
+@pytest.mark.parametrize("fused,host_lengths,rendezvous", [
+    (False, False, "weight"), (True, True, "weight"), (True, "off", "weight"),
+    (False, True, "stats_and_weight"), (True, True, "none"), (False, False, "none")])
 def test_ddp_same_parameters_and_statistics_as_espnet2s_loop(tmp_path: Path, fused: bool,
-                                                             host_lengths: bool) -> None:
+                                                             host_lengths: bool,
+                                                             rendezvous: str) -> None:
     """Two CPU processes (gloo): our loop under DDP updates and reports as espnet2's does,
-    uneven batch counts included; a model that takes host lengths gets them as tensors through
-    DDP's forward (passed wrapped, unwrapped by the hook)."""
+    uneven batch counts included, with the collectives `--ddp_step_rendezvous` says; a model
+    that takes host lengths gets them as tensors through DDP's forward (passed wrapped,
+    unwrapped by the hook)."""
     import torch.multiprocessing as mp
 
-    mp.spawn(_ddp_rank, args=(2, str(tmp_path / "init"), str(tmp_path), fused, host_lengths),
-             nprocs=2)
+    mp.spawn(_ddp_rank, args=(2, str(tmp_path / "init"), str(tmp_path), fused, host_lengths,
+                              rendezvous), nprocs=2)
     ranks = [torch.load(tmp_path / f"rank{r}.pt", weights_only=False) for r in (0, 1)]
     for rank, got in enumerate(ranks):
         if host_lengths is True:  # wrapped for DDP's forward, a tensor again inside it
@@ -267,8 +296,18 @@ def test_ddp_same_parameters_and_statistics_as_espnet2s_loop(tmp_path: Path, fus
         if host_lengths == "off":  # --ddp_host_lengths false: to DDP as tensors, as before
             assert got["ours"]["given_to_ddp"] == {"Tensor"}
         assert got["espnet2"]["given_to_ddp"] == {"Tensor"}
-        assert torch.equal(got["ours"]["weight"], got["espnet2"]["weight"])
-        assert torch.equal(got["ours"]["bias"], got["espnet2"]["bias"])
+        for name in ("weight", "bias"):
+            if rendezvous == "none":  # the division after the backward: equal up to rounding
+                torch.testing.assert_close(got["ours"][name], got["espnet2"][name],
+                                           rtol=1e-5, atol=1e-6)
+            else:
+                assert torch.equal(got["ours"][name], got["espnet2"][name])
+        # 6 steps, log interval 3, 2 tensor statistics (loss, peak); the batch count's MIN once;
+        # "none": the weight's all-reduce issued without waiting for it
+        assert got["ours"]["collectives"] == collections.Counter({
+            "all_reduce": 1 + 6 * (rendezvous != "none"),
+            "all_reduce async": 6 * (rendezvous == "none"),
+            "all_gather": 2 * 6 if rendezvous == "stats_and_weight" else 2})
         ours, ref = got["ours"]["stats"], got["espnet2"]["stats"]
         assert sorted(ours) == sorted(ref)
         # 6 steps trained on each rank; espnet2's rank 0 also counts the batch it fetched
@@ -295,3 +334,52 @@ def test_ddp_moves_input_tensors_to_its_device_but_not_host_tensors() -> None:
     assert moved["x_lengths"].tensor is batch["x_lengths"] and moved["utt_id"] == ["a", "b"]
     _, unwrapped = sync_free_step.unwrap_host_tensors(torch.nn.Identity(), (), moved)
     assert unwrapped["x_lengths"] is batch["x_lengths"] and unwrapped["x"] is moved["x"]
+
+
+def _rank_sums_rank(rank: int, world: int, init_file: str, out: str) -> None:
+    """One rank: three steps' statistics averaged by espnet2's `recursive_average` step by step,
+    and by `average_rank_sums` at once."""
+    from espnet2.torch_utils.recursive_op import recursive_average
+
+    torch.distributed.init_process_group("gloo", init_method=f"file://{init_file}", rank=rank,
+                                         world_size=world)
+    try:
+        nan = float("nan")
+        # per step: {statistic: this rank's value}, this rank's weight; a NaN on one rank is
+        # left out of the mean (x ranks), a NaN on both stays NaN; float64 apart from float32
+        steps = [({"a": [1.5, 2.5][rank], "b": [nan, 4.0][rank]}, [4, 2][rank]),
+                 ({"a": [nan, nan][rank], "b": [0.25, 1.0][rank]}, [3, 3][rank]),
+                 ({"a": [7.0, -1.0][rank], "b": [2.0, nan][rank]}, [1, 5][rank])]
+        reference, pending = [], []
+        for values, weight in steps:
+            stats = {"a": torch.tensor([values["a"]]),
+                     "b": torch.tensor([values["b"]], dtype=torch.float64)}
+            weight = torch.tensor([weight])
+            averaged, total = recursive_average(dict(stats), weight, distributed=True)
+            reference.append(averaged)
+            total = weight.sum()
+            torch.distributed.all_reduce(total)
+            pending.append({k: sync_free_step.RankSum(v, weight, total) for k, v in stats.items()})
+        sync_free_step.average_rank_sums([s for step in pending for s in step.values()])
+        torch.save({"reference": reference,
+                    "ours": [{k: s.value for k, s in step.items()} for step in pending]},
+                   Path(out) / f"rank{rank}.pt")
+    finally:
+        torch.distributed.destroy_process_group()
+
+
+def test_rank_sums_average_as_espnet2s_recursive_average(tmp_path: Path) -> None:
+    """Gathered once for several steps, the statistics are espnet2's per-step averages over
+    the ranks, NaN handling and dtypes included."""
+    import torch.multiprocessing as mp
+
+    mp.spawn(_rank_sums_rank, args=(2, str(tmp_path / "init"), str(tmp_path)), nprocs=2)
+    for rank in (0, 1):
+        got = torch.load(tmp_path / f"rank{rank}.pt", weights_only=False)
+        for ours, reference in zip(got["ours"], got["reference"], strict=True):
+            for key in ("a", "b"):
+                assert ours[key].dtype == reference[key].dtype
+                torch.testing.assert_close(ours[key], reference[key].reshape(()), rtol=0,
+                                           atol=0, equal_nan=True)
+        assert torch.isnan(got["ours"][1]["a"])  # NaN on every rank
+        assert got["ours"][0]["b"].item() == 2 * (2 * 4.0) / 6  # rank 0's NaN left out, x 2

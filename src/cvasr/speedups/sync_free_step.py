@@ -21,9 +21,10 @@ bound by eager kernel issue more than by the stops):
   the model reads lengths without a sync; under DDP too, where they pass its forward wrapped
   (`HostTensor`), since DDP copies every input tensor to its GPU;
 - under DDP (one GPU a process), each step's loss and statistics are averaged over the
-  processes as espnet2's loop averages them, with the same collectives but no host read, and
-  the batches a rank trains are settled once an epoch (espnet2 all-reduces a stop flag and
-  reads it every step).
+  processes as espnet2's loop averages them, without a host read; the batches a rank trains are
+  settled once an epoch (espnet2 all-reduces a stop flag and reads it every step), and the
+  statistics, only reported, are gathered once a log interval (`--ddp_step_rendezvous`: what the
+  ranks still wait for each other for between the forward and the backward).
 
 One difference from espnet2, logged when it happens: a skipped (non-finite) update still advances
 the learning-rate schedule, since holding it back needs the host to know. Everything else is
@@ -59,6 +60,48 @@ def unsupported_reason(options: Any, distributed: bool, autocast_dtype: Optional
     return None
 
 
+#: `--ddp_step_rendezvous`: what the ranks of a DDP step exchange between its forward and its
+#: backward. "stats_and_weight": espnet2's loop (each statistic all-gathered and the batch weight
+#: all-reduced, every step); "weight": only the weight, which the loss is divided by before the
+#: backward, the statistics gathered once a log interval (`RankSum`), the same figures;
+#: "none": the weight's all-reduce runs beside the backward and the averaged gradients are
+#: divided by it after it (fairseq's normalisation; equal to the others up to rounding).
+DDP_STEP_RENDEZVOUS = ("stats_and_weight", "weight", "none")
+
+
+class RankSum:
+    """One statistic of one step, weighted and summed on this rank, until the flush averages it
+    over the ranks (`average_rank_sums`): espnet2 gathers it every step, although it is only
+    reported, which made every step wait for the slowest rank once more."""
+
+    __slots__ = ("local", "total", "value")
+
+    def __init__(self, value: torch.Tensor, weight: torch.Tensor, total: torch.Tensor) -> None:
+        assert value.size() == weight.size(), (value.size(), weight.size())
+        self.local = (value * weight.type(value.dtype)).sum()
+        self.total = total  # the ranks' total weight; all-reduced by the time of the flush
+        self.value: Optional[torch.Tensor] = None
+
+
+def average_rank_sums(pending: Sequence[RankSum]) -> None:
+    """Set each RankSum's value to espnet2's `recursive_average` of it over the ranks: one
+    all-gather for all of them (one per dtype), then per statistic `_sum_over_ranks`'s choice
+    and the division by the total weight, on the device. Every rank must flush the same
+    statistics in the same order, as espnet2's per-step gathers already require."""
+    by_dtype: dict[torch.dtype, list[RankSum]] = {}
+    for item in pending:
+        by_dtype.setdefault(item.local.dtype, []).append(item)
+    for group in by_dtype.values():
+        local = torch.stack([item.local for item in group])
+        gathered = [torch.empty_like(local) for _ in range(torch.distributed.get_world_size())]
+        torch.distributed.all_gather(gathered, local)
+        stacked = torch.stack(gathered)  # ranks x statistics
+        sums = torch.where(torch.isnan(stacked).all(dim=0), stacked.sum(dim=0),
+                           torch.nanmean(stacked, dim=0) * len(gathered))
+        for item, value in zip(group, sums):
+            item.value = value / item.total.type(value.dtype)
+
+
 class DeferredReports:
     """Reporter registrations held back and replayed in order, GPU values read in one transfer."""
 
@@ -74,8 +117,15 @@ class DeferredReports:
         self.steps.append([])
 
     def flush(self) -> None:
-        """Hand every closed step to the reporter: one device-to-host copy for all of them."""
+        """Hand every closed step to the reporter: one device-to-host copy for all of them
+        (under DDP after one all-gather of the interval's `RankSum`s)."""
         closed, self.steps = self.steps[:-1], self.steps[-1:]
+        pending = [v for step in closed for stats, _ in step for v in stats.values()
+                   if isinstance(v, RankSum)]
+        if pending:
+            average_rank_sums(pending)
+        closed = [[({k: v.value if isinstance(v, RankSum) else v for k, v in stats.items()},
+                    weight) for stats, weight in step] for step in closed]
         tensors = [v for step in closed for stats, weight in step
                    for v in (*stats.values(), weight) if isinstance(v, torch.Tensor)]
         values: dict[int, float] = {}
@@ -120,6 +170,17 @@ def average_over_ranks(stats: dict[str, Any], weight: torch.Tensor
     torch.distributed.all_reduce(total, op=torch.distributed.ReduceOp.SUM)
     return {k: v / total.type(v.dtype) if isinstance(v, torch.Tensor) else v
             for k, v in sums.items()}, total
+
+
+def _divide_gradients(model: torch.nn.Module, total: torch.Tensor) -> None:
+    """Every gradient divided by the ranks' total weight, on the device (`"none"`: the division
+    espnet2 applies to the loss before the backward)."""
+    by_dtype: dict[torch.dtype, list[torch.Tensor]] = {}
+    for param in model.parameters():
+        if param.grad is not None:
+            by_dtype.setdefault(param.grad.dtype, []).append(param.grad)
+    for dtype, grads in by_dtype.items():
+        torch._foreach_div_(grads, total.to(dtype))
 
 
 def _batches_on_every_rank(iterator: Iterable, device: str) -> int:
@@ -207,6 +268,13 @@ def train_one_epoch(model: torch.nn.Module, iterator: Iterable,
         except TypeError:
             log_interval = 100
     host_lengths, through_ddp = _host_lengths(model, getattr(options, "ddp_host_lengths", True))
+    rendezvous = getattr(options, "ddp_step_rendezvous", "weight")
+    if rendezvous not in DDP_STEP_RENDEZVOUS:
+        raise ValueError(f"ddp_step_rendezvous {rendezvous!r}: one of {DDP_STEP_RENDEZVOUS}")
+    if rendezvous == "none" and accum_grad > 1:
+        logging.info("sync_free_step: --ddp_step_rendezvous none divides each step's gradients "
+                     "after the backward, which accum_grad > 1 adds up first; using 'weight'")
+        rendezvous = "weight"
     world = torch.distributed.get_world_size() if distributed else 1
     limit = _batches_on_every_rank(iterator, device) if distributed else None
     amp = dict(device_type="cuda", enabled=bool(options.use_amp) and device == "cuda")
@@ -249,10 +317,21 @@ def train_one_epoch(model: torch.nn.Module, iterator: Iterable,
             retval = None
             reports.register({"forward_time": time.perf_counter() - forward_start})
             stats = {k: v for k, v in stats.items() if v is not None}
+            total_weight = None  # "none": its all-reduce, waited for after the backward
             if distributed:  # as espnet2: weighted over the ranks, x ranks (DDP averages)
                 loss = (loss * weight.type(loss.dtype)).sum()
-                stats, weight = average_over_ranks(stats, weight)
-                loss /= weight
+                if rendezvous == "stats_and_weight":
+                    stats, weight = average_over_ranks(stats, weight)
+                else:
+                    total = weight.sum()
+                    work = torch.distributed.all_reduce(
+                        total, op=torch.distributed.ReduceOp.SUM, async_op=rendezvous == "none")
+                    stats = {k: RankSum(v, weight, total) if isinstance(v, torch.Tensor) else v
+                             for k, v in stats.items()}
+                    weight = total
+                    total_weight = work if rendezvous == "none" else None
+                if total_weight is None:
+                    loss /= weight
                 loss *= world
             # in place, as espnet2 does: the model's detached stats share the loss's storage,
             # so espnet2 reports them divided by accum_grad too; the logs stay comparable
@@ -262,6 +341,9 @@ def train_one_epoch(model: torch.nn.Module, iterator: Iterable,
         backward_start = time.perf_counter()
         loss.backward()
         del loss
+        if total_weight is not None:
+            total_weight.wait()
+            _divide_gradients(model, weight)
         reports.register({"backward_time": time.perf_counter() - backward_start})
 
         if iiter % accum_grad == 0:

@@ -42,7 +42,7 @@ RESUMABLE = frozenset({
     "dist_launcher", "multiprocessing_distributed", "distributed", "unused_parameters",
     "gradient_as_bucket_view", "ddp_comm_hook", "cudnn_enabled", "cudnn_benchmark",
     "cudnn_deterministic", "compile_upstream", "compile_mode", "compile_scope", "sync_free_step",
-    "ddp_host_lengths",
+    "ddp_host_lengths", "ddp_step_rendezvous",
     "max_cache_size", "valid_max_cache_size", "max_cache_fd",
     # where the data is (its content is followed by the stage records), validation batching
     "train_data_path_and_name_and_type", "valid_data_path_and_name_and_type",

@@ -79,6 +79,7 @@ class CvasrTrainerOptions(TrainerOptions):
     compile_scope: str = "encoder"
     sync_free_step: bool = False
     ddp_host_lengths: bool = True
+    ddp_step_rendezvous: str = "weight"
     valid_every_epochs: int = 1
     checkpoint_every_minutes: float = 5.0
     checkpoint_every_epochs: int = 0
@@ -131,6 +132,13 @@ class SafeCheckpointTrainer(Trainer):
                             help="with --sync_free_step under DDP, a model that takes its "
                                  "lengths on the host gets them there (false: DDP copies them "
                                  "to the GPU, as before; for a same-run comparison)")
+        parser.add_argument("--ddp_step_rendezvous", default="weight",
+                            choices=sync_free_step.DDP_STEP_RENDEZVOUS,
+                            help="with --sync_free_step under DDP, what the ranks exchange "
+                                 "between a step's forward and backward: espnet2's statistics "
+                                 "and batch weight; the weight only, the statistics gathered once "
+                                 "a log interval (the same figures); or nothing, the gradients "
+                                 "divided by the weight after the backward")
         # between epochs (cvasr.training.checkpoints)
         parser.add_argument("--checkpoint_every_minutes", type=float, default=5.0,
                             help="write checkpoint.pth (what --resume continues from) when this "
