@@ -317,7 +317,7 @@ def train_one_epoch(model: torch.nn.Module, iterator: Iterable,
             retval = None
             reports.register({"forward_time": time.perf_counter() - forward_start})
             stats = {k: v for k, v in stats.items() if v is not None}
-            total_weight = None  # "none": its all-reduce, waited for after the backward
+            weight_all_reduce = None  # "none": the total weight's, waited for after the backward
             if distributed:  # as espnet2: weighted over the ranks, x ranks (DDP averages)
                 loss = (loss * weight.type(loss.dtype)).sum()
                 if rendezvous == "stats_and_weight":
@@ -329,8 +329,8 @@ def train_one_epoch(model: torch.nn.Module, iterator: Iterable,
                     stats = {k: RankSum(v, weight, total) if isinstance(v, torch.Tensor) else v
                              for k, v in stats.items()}
                     weight = total
-                    total_weight = work if rendezvous == "none" else None
-                if total_weight is None:
+                    weight_all_reduce = work if rendezvous == "none" else None
+                if weight_all_reduce is None:
                     loss /= weight
                 loss *= world
             # in place, as espnet2 does: the model's detached stats share the loss's storage,
@@ -341,8 +341,8 @@ def train_one_epoch(model: torch.nn.Module, iterator: Iterable,
         backward_start = time.perf_counter()
         loss.backward()
         del loss
-        if total_weight is not None:
-            total_weight.wait()
+        if weight_all_reduce is not None:
+            weight_all_reduce.wait()
             _divide_gradients(model, weight)
         reports.register({"backward_time": time.perf_counter() - backward_start})
 
