@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import collections
 import copy
+import gc
 import logging
 import math
 from pathlib import Path
@@ -269,6 +270,11 @@ def _ddp_rank(rank: int, world: int, init_file: str, out: str, fused: bool,
                                        if not k.endswith("time")},
                              "length_types": getattr(model.module, "length_types", None),
                              "given_to_ddp": given_to_ddp, "collectives": collectives}
+            # freed while the process group lives: a DDP model's reducer destroying a gloo
+            # group holds the GIL while it joins the group's threads, and a thread that still
+            # has to release a gathered tensor waits for the GIL (pytorch#56297): a hang
+            del model, optimizer, scheduler
+            gc.collect()
         torch.save(results, Path(out) / f"rank{rank}.pt")
     finally:
         torch.distributed.destroy_process_group()
