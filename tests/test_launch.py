@@ -8,8 +8,8 @@ from pathlib import Path
 
 import pytest
 
-from cvasr.training.launch import (Launch, LaunchError, fork_data_workers, free_port, processes,
-                                   set_nccl_defaults)
+from cvasr.training.launch import (Launch, LaunchError, close_process_group, fork_data_workers,
+                                   free_port, processes, set_nccl_defaults)
 
 TASK = ["-m", "cvasr.training.task", "--config", "c.yaml"]
 
@@ -148,3 +148,26 @@ def test_fork_data_workers_leaves_other_processes_alone() -> None:
     before = multiprocessing.get_start_method(allow_none=True)
     assert before != "spawn" and fork_data_workers() is False
     assert multiprocessing.get_start_method(allow_none=True) == before
+
+
+def test_close_process_group_destroys_the_group_once(tmp_path: Path) -> None:
+    """A group with a finished gather and a DDP model on it is destroyed (the model let go
+    first); without a group it does nothing."""
+    import torch
+    import torch.distributed as dist
+
+    assert close_process_group() is False
+    dist.init_process_group("gloo", init_method=f"file://{tmp_path / 'init'}", rank=0,
+                            world_size=1)
+    try:
+        model = torch.nn.parallel.DistributedDataParallel(torch.nn.Linear(2, 1))
+        model(torch.ones(1, 2)).sum().backward()
+        gathered = [torch.empty(1)]
+        dist.all_gather(gathered, torch.ones(1))
+        del model
+        assert close_process_group() is True
+        assert not dist.is_initialized()
+        assert close_process_group() is False
+    finally:
+        if dist.is_initialized():
+            dist.destroy_process_group()

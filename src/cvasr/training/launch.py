@@ -61,6 +61,24 @@ def fork_data_workers() -> bool:
     return False
 
 
+def close_process_group() -> bool:
+    """The process group destroyed once training is done, while the interpreter is whole. Left
+    to the interpreter's exit, a gloo thread can still hold a finished collective's tensors and
+    aborts the process as it frees them (SIGABRT, "terminate called without an active
+    exception"; pytorch#179291): a 2-process CPU run that had trained and written its
+    checkpoints failed so. Not after an error, where a peer may still wait in a collective.
+    Returns whether there was a group to destroy."""
+    import gc
+
+    import torch.distributed
+
+    if not (torch.distributed.is_available() and torch.distributed.is_initialized()):
+        return False
+    gc.collect()  # a DDP model in a reference cycle: its reducer let go while the group lives
+    torch.distributed.destroy_process_group()
+    return True
+
+
 class LaunchError(ValueError):
     """A launcher setting that cannot work (the message says which and why)."""
 

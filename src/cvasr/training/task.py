@@ -46,7 +46,7 @@ from cvasr.speedups import sync_free_step
 from cvasr.speedups.persistent_loader import PersistentSequenceIterFactory
 from cvasr.speedups.regional_compile import compile_encoder_layers
 from cvasr.training.checkpoints import CHECKPOINT, EPOCH_FILE, EpochWriter, atomic_save
-from cvasr.training.launch import fork_data_workers, set_nccl_defaults
+from cvasr.training.launch import close_process_group, fork_data_workers, set_nccl_defaults
 from cvasr.training.plots import plot_curves
 from cvasr.training.profiling import profile_path, profiled
 from cvasr.training.validation import ranking_validated_epochs, validates
@@ -333,6 +333,7 @@ class CvasrASRTask(ASRTask):
     def main_worker(cls, args: argparse.Namespace) -> None:
         fork_data_workers()  # where espnet2's launcher spawned this process (see there)
         super().main_worker(args)
+        close_process_group()  # before the interpreter's exit (see there)
 
     @classmethod
     def build_sequence_iter_factory(cls, args: argparse.Namespace, iter_options, mode: str):
