@@ -77,17 +77,16 @@ class RankSum:
     __slots__ = ("local", "total", "value")
 
     def __init__(self, value: torch.Tensor, weight: torch.Tensor, total: torch.Tensor) -> None:
-        assert value.size() == weight.size(), (value.size(), weight.size())
-        self.local = (value * weight.type(value.dtype)).sum()
+        self.local = _weighted_sum(value, weight)
         self.total = total  # the ranks' total weight; all-reduced by the time of the flush
         self.value: Optional[torch.Tensor] = None
 
 
 def average_rank_sums(pending: Sequence[RankSum]) -> None:
     """Set each RankSum's value to espnet2's `recursive_average` of it over the ranks: one
-    all-gather for all of them (one per dtype), then per statistic `_sum_over_ranks`'s choice
-    and the division by the total weight, on the device. Every rank must flush the same
-    statistics in the same order, as espnet2's per-step gathers already require."""
+    all-gather for all of them (one per dtype), then per statistic `_combine_over_ranks` and
+    the division by the total weight, on the device. Every rank must flush the same statistics
+    in the same order, as espnet2's per-step gathers already require."""
     by_dtype: dict[torch.dtype, list[RankSum]] = {}
     for item in pending:
         by_dtype.setdefault(item.local.dtype, []).append(item)
@@ -95,9 +94,7 @@ def average_rank_sums(pending: Sequence[RankSum]) -> None:
         local = torch.stack([item.local for item in group])
         gathered = [torch.empty_like(local) for _ in range(torch.distributed.get_world_size())]
         torch.distributed.all_gather(gathered, local)
-        stacked = torch.stack(gathered)  # ranks x statistics
-        sums = torch.where(torch.isnan(stacked).all(dim=0), stacked.sum(dim=0),
-                           torch.nanmean(stacked, dim=0) * len(gathered))
+        sums = _combine_over_ranks(torch.stack(gathered))  # from ranks x statistics
         for item, value in zip(group, sums):
             item.value = value / item.total.type(value.dtype)
 
@@ -147,17 +144,27 @@ class DeferredReports:
             self.reporter.next()
 
 
-def _sum_over_ranks(value: torch.Tensor, weight: torch.Tensor) -> torch.Tensor:
-    """espnet2's `recursive_sum` of one statistic over the ranks, without its host read: the
-    weighted sums of all ranks gathered, NaN-skipping mean x ranks unless every rank is NaN
-    (then their plain sum, NaN), chosen on the device."""
+def _weighted_sum(value: torch.Tensor, weight: torch.Tensor) -> torch.Tensor:
+    """One rank's part of espnet2's `recursive_sum`: the statistic times the weight, summed."""
     assert value.size() == weight.size(), (value.size(), weight.size())
-    local = (value * weight.type(value.dtype)).sum()
+    return (value * weight.type(value.dtype)).sum()
+
+
+def _combine_over_ranks(gathered: torch.Tensor) -> torch.Tensor:
+    """espnet2's `recursive_sum` of the ranks' weighted sums (dim 0: the ranks), without its
+    host read: the NaN-skipping mean x ranks, unless every rank is NaN (then their plain sum,
+    NaN), chosen on the device."""
+    return torch.where(torch.isnan(gathered).all(dim=0), gathered.sum(dim=0),
+                       torch.nanmean(gathered, dim=0) * gathered.size(0))
+
+
+def _sum_over_ranks(value: torch.Tensor, weight: torch.Tensor) -> torch.Tensor:
+    """espnet2's `recursive_sum` of one statistic over the ranks, gathered now (espnet2's
+    exchange, `stats_and_weight`)."""
+    local = _weighted_sum(value, weight)
     gathered = [torch.empty_like(local) for _ in range(torch.distributed.get_world_size())]
     torch.distributed.all_gather(gathered, local)
-    stacked = torch.stack(gathered)
-    return torch.where(torch.isnan(stacked).all(), torch.sum(stacked),
-                       torch.nanmean(stacked) * len(gathered))
+    return _combine_over_ranks(torch.stack(gathered))
 
 
 def average_over_ranks(stats: dict[str, Any], weight: torch.Tensor
@@ -323,13 +330,12 @@ def train_one_epoch(model: torch.nn.Module, iterator: Iterable,
                 if rendezvous == "stats_and_weight":
                     stats, weight = average_over_ranks(stats, weight)
                 else:
-                    total = weight.sum()
-                    work = torch.distributed.all_reduce(
+                    total = weight.sum()  # a work handle only when issued without waiting
+                    weight_all_reduce = torch.distributed.all_reduce(
                         total, op=torch.distributed.ReduceOp.SUM, async_op=rendezvous == "none")
                     stats = {k: RankSum(v, weight, total) if isinstance(v, torch.Tensor) else v
                              for k, v in stats.items()}
                     weight = total
-                    weight_all_reduce = work if rendezvous == "none" else None
                 if weight_all_reduce is None:
                     loss /= weight
                 loss *= world
