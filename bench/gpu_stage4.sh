@@ -19,9 +19,9 @@
 #            (after OUT_DIR, `--try "bf16_hook=--ddp_comm_hook bf16_compress_hook"` adds a 2-GPU
 #            run with those options, by espnet2's launcher)
 # Every output goes to OUT_DIR (the device tool's $OUT), with the GPUs' clocks sampled every
-# second (gpu_clocks.csv) and their throttle reasons at the start and end (gpu_state.txt). Needs the wheels of
-# bench/device_wheels.sh in .whl/ (carry it) and CVASR_GIT_REV set to the revision run (the
-# machine's copy of .git is not this checkout's).
+# second (gpu_clocks.csv) and their throttle reasons at the start and end (gpu_state.txt).
+# Needs the wheels of bench/device_wheels.sh in .whl/ (carry it) and CVASR_GIT_REV set to the
+# revision run (the machine's copy of .git is not this checkout's).
 #   bash bench/gpu_stage4.sh e2e "$OUT"
 # Options after OUT_DIR go to the bench script, after its own (a CPU smoke run of the whole chain
 # where the packages are installed and .whl/ is absent:
