@@ -19,7 +19,8 @@
 #            (after OUT_DIR, `--try "bf16_hook=--ddp_comm_hook bf16_compress_hook"` adds a 2-GPU
 #            run with those options, by espnet2's launcher)
 # Every output goes to OUT_DIR (the device tool's $OUT), with the GPUs' clocks sampled every
-# second (gpu_clocks.csv) and their throttle reasons at the start and end (gpu_state.txt).
+# second (gpu_clocks.csv) and their state, throttle reasons included, at the start and end
+# (gpus.txt; the tool brings back 8 files a call).
 # Needs the wheels of bench/device_wheels.sh in .whl/ (carry it) and CVASR_GIT_REV set to the
 # revision run (the machine's copy of .git is not this checkout's).
 #   bash bench/gpu_stage4.sh e2e "$OUT"
@@ -53,14 +54,14 @@ export CVASR_PYTHON_ENV=/tmp/venv
 nvidia-smi --query-gpu=name,memory.total --format=csv > "$out/gpus.txt" 2>&1 || true
 # the GPUs' clocks, power, temperature and use every second while the job runs
 # (gpu_clocks.csv), and their clock-event (throttle) reasons at its start and end
-# (gpu_state.txt): machines of the same kind differ by 20% on one GPU and more on two
+# (gpus.txt): machines of the same kind differ by 20% on one GPU and more on two
 # (bench/NOTES.md, round 9), and this shows whether their clocks are why
 if command -v nvidia-smi > /dev/null; then
-    nvidia-smi -q -d PERFORMANCE,CLOCK > "$out/gpu_state.txt" 2>&1 || true
+    nvidia-smi -q -d PERFORMANCE,CLOCK >> "$out/gpus.txt" 2>&1 || true
     nvidia-smi --query-gpu=timestamp,index,clocks.sm,clocks.mem,power.draw,temperature.gpu,utilization.gpu \
         --format=csv -l 1 > "$out/gpu_clocks.csv" 2>&1 &
     sampler=$!
-    trap 'kill "$sampler" 2> /dev/null || true; nvidia-smi -q -d PERFORMANCE,CLOCK >> "$out/gpu_state.txt" 2>&1 || true' EXIT
+    trap 'kill "$sampler" 2> /dev/null || true; nvidia-smi -q -d PERFORMANCE,CLOCK >> "$out/gpus.txt" 2>&1 || true' EXIT
 fi
 nj=$(nproc)
 status=0
