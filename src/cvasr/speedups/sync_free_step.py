@@ -67,6 +67,9 @@ def unsupported_reason(options: Any, distributed: bool, autocast_dtype: Optional
 #: "none": the weight's all-reduce runs beside the backward and the averaged gradients are
 #: divided by it after it (fairseq's normalisation; equal to the others up to rounding).
 DDP_STEP_RENDEZVOUS = ("stats_and_weight", "weight", "none")
+#: their default, and `--ddp_host_lengths`' (the trainer's options take them from here)
+DEFAULT_DDP_STEP_RENDEZVOUS = "weight"
+DEFAULT_DDP_HOST_LENGTHS = True
 
 
 class RankSum:
@@ -274,8 +277,9 @@ def train_one_epoch(model: torch.nn.Module, iterator: Iterable,
             log_interval = max(len(iterator) // 20, 10)
         except TypeError:
             log_interval = 100
-    host_lengths, through_ddp = _host_lengths(model, getattr(options, "ddp_host_lengths", True))
-    rendezvous = getattr(options, "ddp_step_rendezvous", "weight")
+    host_lengths, through_ddp = _host_lengths(
+        model, getattr(options, "ddp_host_lengths", DEFAULT_DDP_HOST_LENGTHS))
+    rendezvous = getattr(options, "ddp_step_rendezvous", DEFAULT_DDP_STEP_RENDEZVOUS)
     if rendezvous not in DDP_STEP_RENDEZVOUS:
         raise ValueError(f"ddp_step_rendezvous {rendezvous!r}: one of {DDP_STEP_RENDEZVOUS}")
     if rendezvous == "none" and accum_grad > 1:

@@ -43,6 +43,7 @@ from espnet2.utils.types import str2bool
 from cvasr.models.espnet_choices import register
 from cvasr.models.frontend import Wav2Vec2S3prlFrontend
 from cvasr.speedups import sync_free_step
+from cvasr.speedups.sync_free_step import DEFAULT_DDP_HOST_LENGTHS, DEFAULT_DDP_STEP_RENDEZVOUS
 from cvasr.speedups.persistent_loader import PersistentSequenceIterFactory
 from cvasr.speedups.regional_compile import compile_encoder_layers
 from cvasr.training.checkpoints import CHECKPOINT, EPOCH_FILE, EpochWriter, atomic_save
@@ -78,8 +79,8 @@ class CvasrTrainerOptions(TrainerOptions):
     compile_mode: str = "default"
     compile_scope: str = "encoder"
     sync_free_step: bool = False
-    ddp_host_lengths: bool = True
-    ddp_step_rendezvous: str = "weight"
+    ddp_host_lengths: bool = DEFAULT_DDP_HOST_LENGTHS
+    ddp_step_rendezvous: str = DEFAULT_DDP_STEP_RENDEZVOUS
     valid_every_epochs: int = 1
     checkpoint_every_minutes: float = 5.0
     checkpoint_every_epochs: int = 0
@@ -100,39 +101,41 @@ class SafeCheckpointTrainer(Trainer):
 
     @classmethod
     def add_arguments(cls, parser: argparse.ArgumentParser) -> None:
-        parser.add_argument("--compile_upstream", type=str2bool_or_auto, default=False,
+        defaults = CvasrTrainerOptions  # each option's default, stated once: in the dataclass
+        parser.add_argument("--compile_upstream", type=str2bool_or_auto,
+                            default=defaults.compile_upstream,
                             help="torch.compile the s3prl upstream for training: the whole "
                                  "wav2vec2_s3prl encoder as one graph, else its transformer "
                                  "layers (cvasr.speedups.regional_compile); auto: stage 4 "
                                  "decides from the planned steps and the compile cache "
                                  "(cvasr.training.stages.compile_from_data)")
-        parser.add_argument("--compile_mode", default="default", choices=COMPILE_MODES,
+        parser.add_argument("--compile_mode", default=defaults.compile_mode, choices=COMPILE_MODES,
                             help="torch.compile mode for --compile_upstream ('reduce-overhead' "
                                  "replays CUDA graphs, one per batch shape)")
-        parser.add_argument("--compile_scope", default="encoder",
+        parser.add_argument("--compile_scope", default=defaults.compile_scope,
                             choices=("encoder", "encoder_shared_layers", "layers"),
                             help="what --compile_upstream compiles: the wav2vec2_s3prl encoder "
                                  "as one graph; the same with its layers generated once for "
                                  "all (hierarchical compilation: a shorter compile); or each "
                                  "transformer layer")
-        parser.add_argument("--profile_epoch", type=int, default=0,
+        parser.add_argument("--profile_epoch", type=int, default=defaults.profile_epoch,
                             help="profile --profile_steps training steps of this epoch in every "
                                  "process, into <exp>/profile/ (cvasr.training.profiling); 0: no")
-        parser.add_argument("--profile_steps", type=int, default=10)
-        parser.add_argument("--valid_every_epochs", type=int, default=1,
+        parser.add_argument("--profile_steps", type=int, default=defaults.profile_steps)
+        parser.add_argument("--valid_every_epochs", type=int, default=defaults.valid_every_epochs,
                             help="validate after every this many epochs and after the last "
                                  "(espnet2: 1); the n best models and their average are "
                                  "chosen among the validated epochs (cvasr.training.validation)")
 
-        parser.add_argument("--sync_free_step", type=str2bool, default=False,
+        parser.add_argument("--sync_free_step", type=str2bool, default=defaults.sync_free_step,
                             help="train with a loop that issues each step without waiting for "
                                  "the GPU (cvasr.speedups.sync_free_step); one GPU a process "
                                  "(DDP included), else espnet2's loop runs")
-        parser.add_argument("--ddp_host_lengths", type=str2bool, default=True,
+        parser.add_argument("--ddp_host_lengths", type=str2bool, default=defaults.ddp_host_lengths,
                             help="with --sync_free_step under DDP, a model that takes its "
                                  "lengths on the host gets them there (false: DDP copies them "
                                  "to the GPU, as before; for a same-run comparison)")
-        parser.add_argument("--ddp_step_rendezvous", default="weight",
+        parser.add_argument("--ddp_step_rendezvous", default=defaults.ddp_step_rendezvous,
                             choices=sync_free_step.DDP_STEP_RENDEZVOUS,
                             help="with --sync_free_step under DDP, what the ranks exchange "
                                  "between a step's forward and backward: espnet2's statistics "
@@ -140,20 +143,24 @@ class SafeCheckpointTrainer(Trainer):
                                  "a log interval (the same figures); or nothing, the gradients "
                                  "divided by the weight after the backward")
         # between epochs (cvasr.training.checkpoints)
-        parser.add_argument("--checkpoint_every_minutes", type=float, default=5.0,
+        parser.add_argument("--checkpoint_every_minutes", type=float,
+                            default=defaults.checkpoint_every_minutes,
                             help="write checkpoint.pth (what --resume continues from) when this "
                                  "many minutes of training have passed since the last one, and "
                                  "after the last epoch; 0 with --checkpoint_every_epochs 0: "
                                  "every epoch")
-        parser.add_argument("--checkpoint_every_epochs", type=int, default=0,
+        parser.add_argument("--checkpoint_every_epochs", type=int,
+                            default=defaults.checkpoint_every_epochs,
                             help="also write checkpoint.pth every this many epochs (0: off)")
-        parser.add_argument("--background_checkpoints", type=str2bool, default=True,
+        parser.add_argument("--background_checkpoints", type=str2bool,
+                            default=defaults.background_checkpoints,
                             help="write checkpoints from a device copy in a background thread "
                                  "while training goes on")
-        parser.add_argument("--plot_every_epochs", type=int, default=0,
+        parser.add_argument("--plot_every_epochs", type=int, default=defaults.plot_every_epochs,
                             help="draw the training curves (images/*.png) every this many "
                                  "epochs; 0: once, at the end")
-        parser.add_argument("--empty_cache_between_phases", type=str2bool, default=True,
+        parser.add_argument("--empty_cache_between_phases", type=str2bool,
+                            default=defaults.empty_cache_between_phases,
                             help="espnet2 empties the CUDA cache before training, validation and "
                                  "after them every epoch; false keeps the cached blocks, which "
                                  "the next epoch would allocate again")
