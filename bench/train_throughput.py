@@ -606,6 +606,12 @@ def main() -> int:
             save()
         if args.compile_cache is not None:  # after every row: a later time-out keeps it
             save_compile_cache(args.compile_cache)
+        if args.device == "cuda":
+            # the rows compile the same function (the frontend's contextualise), and dynamo keeps
+            # one cache per function: a second compiled row of another mode would add its graphs
+            # to the first's and reach its recompile_limit (8), then run eager
+            # (bench/results/step_cudagraphs2_406d0cf)
+            torch._dynamo.reset()
         gc.collect()
         torch.cuda.empty_cache() if args.device == "cuda" else None
 
