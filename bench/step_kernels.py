@@ -248,7 +248,7 @@ def bench_specaug(args: argparse.Namespace) -> dict:
 
 def bench_pos_conv(args: argparse.Namespace) -> dict:
     sys.path.insert(0, str(REPO / "src"))
-    from cvasr.models.frontend import POS_CONV_FRAMES  # imports espnet2
+    from cvasr.models.frontend import positional_conv_padding  # imports espnet2
 
     g = torch.Generator().manual_seed(0)
     channels, kernel, groups = 1024, 128, 16
@@ -256,7 +256,7 @@ def bench_pos_conv(args: argparse.Namespace) -> dict:
     w0 = (torch.randn(channels, channels // groups, kernel, generator=g) * 0.01).cuda().bfloat16()
     b0 = torch.zeros(channels).cuda().bfloat16()
     frames = args.frames + 1  # the convolution's output (wav2vec 2.0's SamePad cuts one)
-    pad = -args.frames % POS_CONV_FRAMES
+    pad = positional_conv_padding(args.frames)
 
     def cudnn(x: torch.Tensor, w: torch.Tensor, b: torch.Tensor) -> torch.Tensor:
         return F.conv1d(x, w, b, padding=kernel // 2, groups=groups)

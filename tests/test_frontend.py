@@ -113,8 +113,11 @@ def compile_and_compare(tiny_upstream: Path, shared_layers: bool) -> int:
                                 shared_layers=shared_layers)
     torch._dynamo.reset()
     counters.clear()
-    # 49, 50 and 21 frames: an odd and an even length share the graph (frames padded to 8)
-    for lengths in ([16000, 12345, 9000], [16320, 11000, 5000], [7000, 7000, 7000]):
+    # 49, 50, 63 and 21 frames: an odd and an even length share the graph (frames padded to 8),
+    # and so does one padded to a multiple of 32 (64), where the positional conv's own padding
+    # to 32 could otherwise branch
+    for lengths in ([16000, 12345, 9000], [16320, 11000, 5000], [20480, 15000, 9000],
+                    [7000, 7000, 7000]):
         batch = torch.randn(len(lengths), max(lengths)) * 3000
         lens = torch.tensor(lengths)
         want, want_lens = ref(batch, lens)
@@ -220,10 +223,13 @@ def test_positional_conv_sees_a_multiple_of_its_frames(tiny_upstream: Path) -> N
     pos_conv = ours.upstream.upstream.model.encoder.pos_conv
     seen = []
     pos_conv[0].register_forward_hook(lambda m, args, out: seen.append(args[0].size(2)))
-    x = torch.randn(2, 45, pos_conv[0].in_channels)
-    x[1, 30:] = 0  # a shorter clip's masked frames, as contextualise leaves them
-    with torch.no_grad():
-        got = _positional_conv(pos_conv, x)
-        want = pos_conv(x.transpose(1, 2)).transpose(1, 2)
-    assert seen == [2 * POS_CONV_FRAMES, 45] and got.shape == want.shape
-    torch.testing.assert_close(got, want, rtol=1e-5, atol=1e-6)
+    # 45 frames padded to 64; 64, a multiple already, to 96 (a pad never zero: one graph)
+    for frames, padded in ((45, 2 * POS_CONV_FRAMES), (64, 3 * POS_CONV_FRAMES)):
+        seen.clear()
+        x = torch.randn(2, frames, pos_conv[0].in_channels)
+        x[1, 30:] = 0  # a shorter clip's masked frames, as contextualise leaves them
+        with torch.no_grad():
+            got = _positional_conv(pos_conv, x)
+            want = pos_conv(x.transpose(1, 2)).transpose(1, 2)
+        assert seen == [padded, frames] and got.shape == want.shape
+        torch.testing.assert_close(got, want, rtol=1e-5, atol=1e-6)

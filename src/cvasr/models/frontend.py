@@ -50,7 +50,8 @@ ALIGN_FRAMES = 8
 #: the positional convolution gets its frames padded to a multiple of this: cuDNN's autotuning
 #: (cudnn_benchmark) then tunes one shape for every 32 batch lengths instead of each length
 #: (1.4-3.4 s a shape on an H200, bench/results/step_kernels_a4ffc8b; a 10-hour corpus has
-#: hundreds of batch lengths); the padding costs 4% of the convolution's time at 250 frames
+#: hundreds of batch lengths); the padding (16 frames on average) costs about 6% of the
+#: convolution's time at 250 frames, 0.1 ms of a step
 POS_CONV_FRAMES = 32
 
 
@@ -65,17 +66,26 @@ def to_device_async(values: list[int] | torch.Tensor,
     return host.pin_memory().to(device, non_blocking=True)
 
 
+def positional_conv_padding(frames: int) -> int:
+    """Frames the positional convolution's input gets added: 1 to POS_CONV_FRAMES, to a multiple
+    of it (_positional_conv says why never none)."""
+    return POS_CONV_FRAMES - frames % POS_CONV_FRAMES
+
+
 def _positional_conv(pos_conv: torch.nn.Module, x: torch.Tensor) -> torch.Tensor:
     """wav2vec 2.0's positional convolution over x (B, T, C), the frames zero-padded to a multiple
     of POS_CONV_FRAMES and cut back: the same numbers, as one convolution (wav2vec 2.0's, not
     data2vec's stack with layer norms between) sees zeros past T either way, from its own
-    padding or from ours. No branch on the length: a compiled graph stays one graph."""
+    padding or from ours. No branch on the length: a compiled graph stays one graph. The pad is
+    1 to POS_CONV_FRAMES frames, never none: a pad that may be zero made the compiled graph
+    specialise on whether T is a multiple already, one more compile for each batch size (about
+    a minute each on a fresh H200, bench/results/step_cudagraphs_406d0cf)."""
     conv = pos_conv[0] if isinstance(pos_conv, torch.nn.Sequential) else None
     if not (isinstance(conv, torch.nn.Conv1d) and len(pos_conv) == 3
             and isinstance(pos_conv[2], torch.nn.GELU)):
         return pos_conv(x.transpose(1, 2)).transpose(1, 2)
     frames = x.size(1)
-    padded = F.pad(x, (0, 0, 0, -frames % POS_CONV_FRAMES))
+    padded = F.pad(x, (0, 0, 0, positional_conv_padding(frames)))
     return pos_conv(padded.transpose(1, 2))[:, :, :frames].transpose(1, 2)
 
 
