@@ -13,8 +13,9 @@ item 2), at the step's shapes (32 clips of about 5 s: 250 frames, 46 tokens):
   time, host syncs, CPU held).
 - The positional convolution (1024 channels, kernel 128, 16 groups, bf16): cuDNN autotuned
   (`cudnn_benchmark: true`) and not, cuDNN autotuned on the frames padded as
-  cvasr.models.frontend pads them (POS_CONV_FRAMES), and `grouped_conv1d_gemm` below; forward +
-  backward GPU time; outputs and gradients compared.
+  cvasr.models.frontend pads them (POS_CONV_FRAMES), `grouped_conv1d_gemm` below, and the
+  convolution through FFTs (`cvasr.speedups.fft_pos_conv`, `frontend_conf: {pos_conv_impl:
+  fft}`); forward + backward GPU time; outputs and gradients compared.
 
 Neither replaced what the step runs (bench/NOTES.md, round 5): cuDNN's CTC, as PyTorch 2.11
 calls it, still holds the CPU until the GPU's queue is done, and the GEMM is 7x slower than
@@ -249,6 +250,7 @@ def bench_specaug(args: argparse.Namespace) -> dict:
 def bench_pos_conv(args: argparse.Namespace) -> dict:
     sys.path.insert(0, str(REPO / "src"))
     from cvasr.models.frontend import positional_conv_padding  # imports espnet2
+    from cvasr.speedups.fft_pos_conv import fft_grouped_conv
 
     g = torch.Generator().manual_seed(0)
     channels, kernel, groups = 1024, 128, 16
@@ -274,6 +276,9 @@ def bench_pos_conv(args: argparse.Namespace) -> dict:
         # as cvasr.models.frontend runs it: frames padded to a multiple of POS_CONV_FRAMES
         "cudnn_padded": (lambda x, w, b: cudnn(F.pad(x, (0, pad)), w, b)[..., :frames], True),
         "gemm": (lambda x, w, b: grouped_conv1d_gemm(x, w, b, kernel // 2, groups), True),
+        # its T frames (what SamePad keeps) and a zero for the frame the others add
+        "fft": (lambda x, w, b: F.pad(fft_grouped_conv(x.transpose(1, 2), w, b, groups)
+                                      .transpose(1, 2), (0, 1)), True),
     }
     rows, outputs = {}, {}
     grad_out = None
@@ -285,6 +290,7 @@ def bench_pos_conv(args: argparse.Namespace) -> dict:
         out = conv(x, w, b)  # the first at this shape: with autotuning, cuDNN tunes it here
         if grad_out is None:
             grad_out = torch.randn_like(out)
+            grad_out[..., -1] = 0  # the frame SamePad drops: training sends it no gradient
         out.backward(grad_out)
         torch.cuda.synchronize()
         first_ms = (time.perf_counter() - t0) * 1000
@@ -299,9 +305,11 @@ def bench_pos_conv(args: argparse.Namespace) -> dict:
                       "peak_mem_gb": round(torch.cuda.max_memory_allocated() / 2**30, 2)}
         rows[name]["forward_ms"] = round(gpu_ms(lambda conv=conv, x=x, w=w, b=b: conv(x, w, b)
                                                 .detach(), args.iters), 3)
-    for name in ("cudnn_padded", "gemm"):
+    for name in ("cudnn_padded", "gemm", "fft"):
         for i, what in enumerate(("out", "x_grad", "w_grad")):
             ref, got = outputs["cudnn"][i], outputs[name][i]
+            if what == "out":  # the frames SamePad keeps
+                ref, got = ref[..., :args.frames], got[..., :args.frames]
             rows[name][f"{what}_max_rel_diff"] = float((got - ref).abs().max() / ref.abs().max())
     return {"shape": {"batch": args.batch, "channels": channels, "frames": args.frames,
                       "padded_frames": args.frames + pad, "kernel": kernel, "groups": groups,

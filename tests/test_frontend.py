@@ -11,10 +11,11 @@ from espnet2.asr.frontend.s3prl import S3prlFrontend
 from cvasr.models.frontend import Wav2Vec2S3prlFrontend
 
 
-def _pair(upstream: Path) -> tuple[S3prlFrontend, Wav2Vec2S3prlFrontend]:
+def _pair(upstream: Path, **options) -> tuple[S3prlFrontend, Wav2Vec2S3prlFrontend]:
     conf = {"upstream": "wav2vec2_custom", "path_or_url": str(upstream)}
     ref = S3prlFrontend(fs="16k", frontend_conf=conf, multilayer_feature=False)
-    ours = Wav2Vec2S3prlFrontend(fs="16k", frontend_conf=conf, multilayer_feature=False)
+    ours = Wav2Vec2S3prlFrontend(fs="16k", frontend_conf=conf, multilayer_feature=False,
+                                 **options)
     ours.load_state_dict(ref.state_dict())
     return ref.eval(), ours.eval()
 
@@ -50,6 +51,29 @@ def test_same_gradients_as_espnet2(tiny_upstream: Path) -> None:
         (feats.pow(2).sum(-1) * mask).sum().backward()
         grads.append(frontend.upstream.upstream.model.encoder.layers[0].fc1.weight.grad.clone())
     torch.testing.assert_close(grads[1], grads[0], rtol=1e-3, atol=1e-3)
+
+
+def test_fft_positional_conv_gives_espnet2s_features_and_gradients(tiny_upstream: Path) -> None:
+    """`pos_conv_impl: fft` changes how the positional convolution runs, not what it gives."""
+    ref, ours = _pair(tiny_upstream, pos_conv_impl="fft")
+    batch = torch.randn(3, 16000) * 3000
+    lens = torch.tensor([16000, 12345, 9000])
+    grads = []
+    for frontend in (ref, ours):
+        feats, feats_lens = frontend(batch, lens)
+        mask = torch.arange(feats.size(1))[None, :] < feats_lens[:, None]
+        (feats.pow(2).sum(-1) * mask).sum().backward()
+        conv = frontend.upstream.upstream.model.encoder.pos_conv[0]
+        grads.append([conv.weight_v.grad.clone(), conv.bias.grad.clone()])
+        if frontend is ref:
+            want, want_lens = feats.detach(), feats_lens
+    assert torch.equal(feats_lens, want_lens)
+    for b, n in enumerate(want_lens.tolist()):
+        torch.testing.assert_close(feats[b, :n].detach(), want[b, :n], rtol=1e-4, atol=1e-4)
+    for got, expected in zip(grads[1], grads[0]):  # the conv's own parameters get gradients
+        torch.testing.assert_close(got, expected, rtol=1e-3, atol=1e-3)
+    with pytest.raises(ValueError, match="pos_conv_impl: 'winograd'"):
+        _pair(tiny_upstream, pos_conv_impl="winograd")
 
 
 def test_other_uses_fall_back_to_espnet2(tiny_upstream: Path) -> None:

@@ -27,6 +27,11 @@ clip depend only on its own samples, so cached and recomputed features agree whe
 not masked. It is off unless asked for, never used while the encoder is trained, and stops
 growing at `cache_max_gb`. Waveform augmentation that keeps utterance ids (espnet2's rir_scp or
 noise_scp) must not be combined with it; speed perturbation makes new ids and is fine.
+
+`pos_conv_impl: fft` runs the transformer's positional convolution through FFTs
+(cvasr.speedups.fft_pos_conv) instead of cuDNN's grouped convolution: the same numbers up to
+float32 rounding (the convolution by cuDNN rounds its inputs to bf16 under autocast), as one
+opaque operator in a compiled graph. Off unless asked for (`cudnn`).
 """
 
 from __future__ import annotations
@@ -40,6 +45,7 @@ import torch.nn.functional as F
 from espnet2.asr.frontend.s3prl import S3prlFrontend
 
 from cvasr.models import inline_upstream
+from cvasr.speedups.fft_pos_conv import fft_positional_conv
 
 #: s3prl.nn.upstream pads batches shorter than this many samples (MIN_SECOND x 16 kHz).
 MIN_SAMPLES = 800
@@ -53,6 +59,8 @@ ALIGN_FRAMES = 8
 #: hundreds of batch lengths); the padding (16 frames on average) costs about 6% of the
 #: convolution's time at 250 frames, 0.1 ms of a step
 POS_CONV_FRAMES = 32
+#: how the transformer's positional convolution runs (`pos_conv_impl`)
+POS_CONV_IMPLS = ("cudnn", "fft")
 
 
 def to_device_async(values: list[int] | torch.Tensor,
@@ -72,18 +80,23 @@ def positional_conv_padding(frames: int) -> int:
     return POS_CONV_FRAMES - frames % POS_CONV_FRAMES
 
 
-def _positional_conv(pos_conv: torch.nn.Module, x: torch.Tensor) -> torch.Tensor:
+def _positional_conv(pos_conv: torch.nn.Module, x: torch.Tensor,
+                     impl: str = "cudnn") -> torch.Tensor:
     """wav2vec 2.0's positional convolution over x (B, T, C), the frames zero-padded to a multiple
     of POS_CONV_FRAMES and cut back: the same numbers, as one convolution (wav2vec 2.0's, not
     data2vec's stack with layer norms between) sees zeros past T either way, from its own
     padding or from ours. No branch on the length: a compiled graph stays one graph. The pad is
     1 to POS_CONV_FRAMES frames, never none: a pad that may be zero made the compiled graph
     specialise on whether T is a multiple already, one more compile for each batch size (about
-    a minute each on a fresh H200, bench/results/step_cudagraphs_406d0cf)."""
+    a minute each on a fresh H200, bench/results/step_cudagraphs_406d0cf). `impl` "fft": through
+    cvasr.speedups.fft_pos_conv instead."""
     conv = pos_conv[0] if isinstance(pos_conv, torch.nn.Sequential) else None
     if not (isinstance(conv, torch.nn.Conv1d) and len(pos_conv) == 3
             and isinstance(pos_conv[2], torch.nn.GELU)):
         return pos_conv(x.transpose(1, 2)).transpose(1, 2)
+    if (impl == "fft" and conv.bias is not None and conv.stride == (1,)
+            and conv.dilation == (1,) and conv.padding == (conv.kernel_size[0] // 2,)):
+        return fft_positional_conv(pos_conv, x)  # no padding needed: no autotuning
     frames = x.size(1)
     padded = F.pad(x, (0, 0, 0, positional_conv_padding(frames)))
     return pos_conv(padded.transpose(1, 2))[:, :, :frames].transpose(1, 2)
@@ -128,13 +141,17 @@ class Wav2Vec2S3prlFrontend(S3prlFrontend):
     """S3prlFrontend whose last-layer path for s3prl's wav2vec 2.0 experts needs one host sync."""
 
     def __init__(self, *args, cache_conv_features: bool = False, cache_max_gb: float = 4.0,
-                 **kwargs) -> None:
+                 pos_conv_impl: str = "cudnn", **kwargs) -> None:
+        if pos_conv_impl not in POS_CONV_IMPLS:
+            raise ValueError(f"frontend_conf pos_conv_impl: {pos_conv_impl!r} is not one of "
+                             f"{', '.join(POS_CONV_IMPLS)}")
         inline_upstream.register()  # `upstream: wav2vec2_inline`: the shape in the config itself
         super().__init__(*args, **kwargs)
         self._compiled_contextualise = None  # set by compile_encoder()
         self._shared_layers = False  # compile_encoder(shared_layers=True)
         self.cache_conv_features = cache_conv_features
         self.cache_max_bytes = int(cache_max_gb * 2**30)
+        self.pos_conv_impl = pos_conv_impl
         self._cache: dict[str, torch.Tensor] = {}
         self._cache_bytes = 0
         #: the batch's utterance ids, set by the model around each forward (CTCWerASRModel)
@@ -288,7 +305,7 @@ class Wav2Vec2S3prlFrontend(S3prlFrontend):
         # TransformerEncoder.forward -> extract_features, all layers
         x = x.masked_fill(padding[..., None], 0)
         if encoder.pos_conv is not None:
-            x = x + _positional_conv(encoder.pos_conv, x)
+            x = x + _positional_conv(encoder.pos_conv, x, self.pos_conv_impl)
         if not encoder.layer_norm_first:
             x = encoder.layer_norm(x)
         # s3prl pads the length to a multiple of required_seq_len_multiple, masks the pad frames
