@@ -45,7 +45,7 @@ import torch.nn.functional as F
 from espnet2.asr.frontend.s3prl import S3prlFrontend
 
 from cvasr.models import inline_upstream
-from cvasr.speedups.fft_pos_conv import fft_positional_conv
+from cvasr.speedups import fft_pos_conv
 
 #: s3prl.nn.upstream pads batches shorter than this many samples (MIN_SECOND x 16 kHz).
 MIN_SAMPLES = 800
@@ -94,9 +94,8 @@ def _positional_conv(pos_conv: torch.nn.Module, x: torch.Tensor,
     if not (isinstance(conv, torch.nn.Conv1d) and len(pos_conv) == 3
             and isinstance(pos_conv[2], torch.nn.GELU)):
         return pos_conv(x.transpose(1, 2)).transpose(1, 2)
-    if (impl == "fft" and conv.bias is not None and conv.stride == (1,)
-            and conv.dilation == (1,) and conv.padding == (conv.kernel_size[0] // 2,)):
-        return fft_positional_conv(pos_conv, x)  # no padding needed: no autotuning
+    if impl == "fft" and fft_pos_conv.supports(conv):
+        return fft_pos_conv.fft_positional_conv(pos_conv, x)  # no padding: no autotuning
     frames = x.size(1)
     padded = F.pad(x, (0, 0, 0, positional_conv_padding(frames)))
     return pos_conv(padded.transpose(1, 2))[:, :, :frames].transpose(1, 2)

@@ -10,8 +10,9 @@ GFLOP for the whole step.
 `fft_grouped_conv` computes, for x of shape (B, T, C) (the transformer's layout, no transposes)
 and a weight (C, C / groups, K), what `Conv1d(padding=K // 2, groups=groups)` followed by
 s3prl's `SamePad` gives (the first T outputs), in float32 for a bf16 or fp16 input (float64 for
-a float64 one), the result in the input's dtype. It is a custom operator with its own backward (also an operator), so
-torch.compile treats both as opaque calls: inductor never sees the complex tensors inside.
+a float64 one), the result in the input's dtype. It is a custom operator with its own backward
+(also an operator), so torch.compile treats both as opaque calls: inductor never sees the
+complex tensors inside.
 
 The transform length n is at least T + K - 1, so the circular convolution the FFT computes is
 the linear one: no output frame sees another's input, and frames past T are zeros, as
@@ -46,10 +47,11 @@ def _spectra(x: torch.Tensor, weight: torch.Tensor, groups: int, n: int
     (a convolution's kernel, where Conv1d correlates)."""
     b, _, c = x.shape
     per = c // groups
-    spec_x = torch.fft.rfft(x.to(_working_dtype(x)), n=n, dim=1)  # (B, F, C)
+    work = _working_dtype(x)
+    spec_x = torch.fft.rfft(x.to(work), n=n, dim=1)  # (B, F, C)
     freqs = spec_x.size(1)
     spec_x = spec_x.view(b, freqs, groups, per).permute(2, 1, 0, 3)
-    spec_u = torch.fft.rfft(weight.to(_working_dtype(x)).flip(-1), n=n, dim=-1)  # (C out, C/g in, F)
+    spec_u = torch.fft.rfft(weight.to(work).flip(-1), n=n, dim=-1)  # (C out, C/g in, F)
     spec_u = spec_u.view(groups, per, per, freqs).permute(0, 3, 2, 1)
     return spec_x, spec_u
 
@@ -89,6 +91,8 @@ def fft_grouped_conv_backward(grad: torch.Tensor, x: torch.Tensor, weight: torch
     kernel = weight.size(-1)
     per = c // groups
     n = fft_length(frames, kernel)
+    # the spectra again rather than saved by the forward: two transforms cost less than keeping
+    # complex copies of x and the weight (each twice their real size) alive until the backward
     spec_x, spec_u = _spectra(x, weight, groups, n)
     # the output's gradient placed where the forward cut its frames from the full convolution
     start = _offset(kernel)
@@ -130,6 +134,13 @@ def _backward(ctx, grad):
 
 
 fft_grouped_conv.register_autograd(_backward, setup_context=_setup_context)
+
+
+def supports(conv: torch.nn.Conv1d) -> bool:
+    """Whether fft_grouped_conv computes this convolution: stride and dilation 1, padding
+    K // 2 (wav2vec 2.0's positional convolution), with a bias."""
+    return (conv.bias is not None and conv.stride == (1,) and conv.dilation == (1,)
+            and conv.padding == (conv.kernel_size[0] // 2,))
 
 
 def conv_weight(conv: torch.nn.Conv1d) -> torch.Tensor:
