@@ -11,7 +11,7 @@
 #            bench/train_throughput.py: the committed config's step (row 10, compiled) against the
 #            same with STEP_TRY's options (default: the Triton CTC and the sync-free SpecAugment),
 #            same run, loss per row; the second row reuses the first's compiled transformer
-#            (STEP_TRY_NAME names the second row)
+#            (STEP_TRY_NAME names the second row; STEP_TRY= leaves it out)
 #   scaling  bench/train_gpu.py: 1 and 2 GPUs, 32 clips a GPU, on a 10-hour synthetic corpus,
 #            SCALING_OPTIONS (espnet2 options) over the committed config; the 2 GPUs started
 #            by each of SCALING_LAUNCHERS (espnet2's launcher, torchrun, torchrun as 2 nodes);
@@ -108,10 +108,12 @@ case $job in
             python3 bench/step_kernels.py --out "$out/step_kernels.json" 2>&1 \
                 | grep -v Warning | tee "$out/step_kernels_log.txt" || status=$?
         fi
-        try=${STEP_TRY:---compile_upstream true --specaug sync_free_specaug --model_conf ctc_impl=triton}
+        try=${STEP_TRY---compile_upstream true --specaug sync_free_specaug --model_conf ctc_impl=triton}
         try_name=${STEP_TRY_NAME:-sync-free CTC and SpecAugment}
+        tries=()
+        [ -n "$try" ] && tries=(--try "$try_name=$try")  # STEP_TRY= (empty): no second row
         timeout "${STEP_TIMEOUT:-480}" python3 bench/train_throughput.py --only ours_10 \
-            --try "$try_name=$try" --epochs 5 --warmup-epochs 2 \
+            "${tries[@]}" --epochs 5 --warmup-epochs 2 \
             --out "$out/train_throughput.json" "$@" 2>&1 \
             | tee "$out/train_throughput_log.txt" || status=$?
         ;;

@@ -80,3 +80,23 @@ def test_one_compiled_graph_over_lengths() -> None:
         got.sum().backward()
         torch.testing.assert_close(got, block(x.transpose(1, 2)).transpose(1, 2))
     assert counters["stats"]["unique_graphs"] == 1
+
+
+def test_inductor_runs_it_on_a_transposed_input() -> None:
+    """Inductor checks each output's strides against the fake kernel's: the compiled transformer
+    hands the operator a transposed (B, T, C) view, whose strides `empty_like(x)` copied while
+    the real outputs are contiguous (the GPU run in bench/results/step_fft_b664406 failed so).
+    Inductor's caches are off: its FX graph cache keys do not cover a custom operator's fake."""
+    block = _block(16, 8, 2).float()
+    torch._dynamo.reset()
+    with torch._inductor.config.patch(force_disable_caches=True):
+        compiled = torch.compile(lambda y: fft_positional_conv(block, y.transpose(1, 2)),
+                                 backend="inductor", fullgraph=True)
+        y = torch.randn(2, 16, 12, requires_grad=True)
+        got = compiled(y)
+        (got * torch.arange(16.0)).sum().backward()
+    y_eager = y.detach().clone().requires_grad_(True)
+    want = block(y_eager).transpose(1, 2)
+    (want * torch.arange(16.0)).sum().backward()
+    torch.testing.assert_close(got, want, rtol=1e-4, atol=1e-4)
+    torch.testing.assert_close(y.grad, y_eager.grad, rtol=1e-4, atol=1e-4)

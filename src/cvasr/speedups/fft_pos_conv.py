@@ -73,12 +73,15 @@ def fft_grouped_conv(x: torch.Tensor, weight: torch.Tensor, bias: torch.Tensor,
     spec_y = spec_y.permute(2, 1, 0, 3).reshape(b, -1, c)
     start = _offset(kernel)
     y = torch.fft.irfft(spec_y, n=n, dim=1)[:, start:start + frames]
-    return (y + bias.to(y.dtype)).to(x.dtype)
+    return (y + bias.to(y.dtype)).to(x.dtype).contiguous()
 
 
+# The fake kernels give contiguous outputs, as the real ones do whatever the inputs' strides:
+# inductor checks each output's strides against its fake (a transposed x, as the compiled
+# transformer passes it, failed that check while `empty_like(x)` copied x's strides).
 @fft_grouped_conv.register_fake
 def _(x: torch.Tensor, weight: torch.Tensor, bias: torch.Tensor, groups: int) -> torch.Tensor:
-    return torch.empty_like(x)
+    return x.new_empty(x.shape)
 
 
 @torch.library.custom_op("cvasr::fft_grouped_conv_backward", mutates_args=())
@@ -109,15 +112,14 @@ def fft_grouped_conv_backward(grad: torch.Tensor, x: torch.Tensor, weight: torch
     grad_u = torch.fft.irfft(spec_gu.permute(0, 3, 2, 1).reshape(c, per, freqs), n=n,
                              dim=-1)[..., :kernel]
     grad_bias = grad.to(work).sum((0, 1))
-    return (grad_x.to(x.dtype), grad_u.flip(-1).to(weight.dtype),
+    return (grad_x.to(x.dtype).contiguous(), grad_u.flip(-1).to(weight.dtype).contiguous(),
             grad_bias.to(weight.dtype))
 
 
 @fft_grouped_conv_backward.register_fake
 def _(grad: torch.Tensor, x: torch.Tensor, weight: torch.Tensor,
       groups: int) -> tuple[torch.Tensor, torch.Tensor, torch.Tensor]:
-    return (torch.empty_like(x), torch.empty_like(weight),
-            weight.new_empty(weight.size(0)))
+    return x.new_empty(x.shape), weight.new_empty(weight.shape), weight.new_empty(weight.size(0))
 
 
 def _setup_context(ctx, inputs, output) -> None:
