@@ -267,23 +267,31 @@ def bench_pos_conv(args: argparse.Namespace) -> dict:
         # x as the transformer holds it, (B, T, C) in memory, seen as (B, C, T)
         return cudnn(x.transpose(1, 2).contiguous().transpose(1, 2), w, b)
 
-    # name: (the convolution, cuDNN's autotuning on)
+    def padded(conv):  # as cvasr.models.frontend pads them (positional_conv_padding)
+        return lambda x, w, b: conv(F.pad(x, (0, pad)), w, b)[..., :frames]
+
+    # name: (the convolution, cuDNN's autotuning on, cuDNN restricted to deterministic algorithms)
     variants = {
-        "cudnn": (cudnn, True),
-        "cudnn_untuned": (cudnn, False),
-        "cudnn_btc_input": (from_frames_major, True),
-        "cudnn_btc_input_untuned": (from_frames_major, False),
-        # as cvasr.models.frontend runs it: frames padded to a multiple of POS_CONV_FRAMES
-        "cudnn_padded": (lambda x, w, b: cudnn(F.pad(x, (0, pad)), w, b)[..., :frames], True),
-        "gemm": (lambda x, w, b: grouped_conv1d_gemm(x, w, b, kernel // 2, groups), True),
+        "cudnn": (cudnn, True, False),
+        "cudnn_untuned": (cudnn, False, False),
+        "cudnn_btc_input": (from_frames_major, True, False),
+        "cudnn_btc_input_untuned": (from_frames_major, False, False),
+        "cudnn_padded": (padded(cudnn), True, False),
+        # espnet2's default `cudnn_deterministic: true`, which the training step runs under: in
+        # the step's profile (bench/results/step_fft2_26e4dff) cuDNN ran the convolution as 16
+        # per-group "analytic" kernels a pass, about 9 ms a step against 2 ms here
+        "cudnn_deterministic": (cudnn, True, True),
+        "cudnn_as_trained": (padded(from_frames_major), True, True),
+        "gemm": (lambda x, w, b: grouped_conv1d_gemm(x, w, b, kernel // 2, groups), True, False),
         # its T frames (what SamePad keeps) and a zero for the frame the others add
         "fft": (lambda x, w, b: F.pad(fft_grouped_conv(x.transpose(1, 2), w, b, groups)
-                                      .transpose(1, 2), (0, 1)), True),
+                                      .transpose(1, 2), (0, 1)), True, False),
     }
     rows, outputs = {}, {}
     grad_out = None
-    for name, (conv, tuned) in variants.items():
+    for name, (conv, tuned, deterministic) in variants.items():
         torch.backends.cudnn.benchmark = tuned
+        torch.backends.cudnn.deterministic = deterministic
         x, w, b = (t.clone().requires_grad_() for t in (x0, w0, b0))
         torch.cuda.synchronize()
         t0 = time.perf_counter()
@@ -305,7 +313,8 @@ def bench_pos_conv(args: argparse.Namespace) -> dict:
                       "peak_mem_gb": round(torch.cuda.max_memory_allocated() / 2**30, 2)}
         rows[name]["forward_ms"] = round(gpu_ms(lambda conv=conv, x=x, w=w, b=b: conv(x, w, b)
                                                 .detach(), args.iters), 3)
-    for name in ("cudnn_padded", "gemm", "fft"):
+    torch.backends.cudnn.deterministic = False
+    for name in ("cudnn_padded", "cudnn_as_trained", "gemm", "fft"):
         for i, what in enumerate(("out", "x_grad", "w_grad")):
             ref, got = outputs["cudnn"][i], outputs[name][i]
             if what == "out":  # the frames SamePad keeps
