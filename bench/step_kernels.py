@@ -15,7 +15,10 @@ item 2), at the step's shapes (32 clips of about 5 s: 250 frames, 46 tokens):
   (`cudnn_benchmark: true`) and not, cuDNN autotuned on the frames padded as
   cvasr.models.frontend pads them (POS_CONV_FRAMES), `grouped_conv1d_gemm` below, and the
   convolution through FFTs (`cvasr.speedups.fft_pos_conv`, `frontend_conf: {pos_conv_impl:
-  fft}`); forward + backward GPU time; outputs and gradients compared.
+  fft}`); forward + backward GPU time; outputs and gradients compared; cuDNN's also under
+  `cudnn.deterministic` (espnet2's default) and inside a compiled graph, as training runs it;
+  each variant's costliest kernels by name (which algorithm ran). The training step's shapes:
+  `--batch 34 --frames 330` (bench/NOTES.md, round 11).
 
 Neither replaced what the step runs (bench/NOTES.md, round 5): cuDNN's CTC, as PyTorch 2.11
 calls it, still holds the CPU until the GPU's queue is done, and the GEMM is 7x slower than
@@ -247,6 +250,25 @@ def bench_specaug(args: argparse.Namespace) -> dict:
             "rows": rows}
 
 
+def top_kernels(fn: Callable[[], object], count: int = 3) -> list[dict]:
+    """The kernels one call of `fn` runs, the costliest first: name, calls and microseconds
+    (CPU ops where there is no GPU). Which algorithm cuDNN chose shows only here: its kernels'
+    names (per-group "analytic" kernels in the training step's profile)."""
+    from torch.profiler import ProfilerActivity, profile
+
+    cuda = torch.cuda.is_available()
+    with profile(activities=[ProfilerActivity.CUDA if cuda else ProfilerActivity.CPU]) as prof:
+        fn()
+        if cuda:
+            torch.cuda.synchronize()
+    rows = []
+    for event in prof.key_averages():  # with the CUDA activity alone: kernels and copies
+        us = event.self_device_time_total if cuda else event.self_cpu_time_total
+        if us > 0:
+            rows.append({"name": event.key[:120], "calls": event.count, "us": round(us, 1)})
+    return sorted(rows, key=lambda row: -row["us"])[:count]
+
+
 def bench_pos_conv(args: argparse.Namespace) -> dict:
     sys.path.insert(0, str(REPO / "src"))
     from cvasr.models.frontend import positional_conv_padding  # imports espnet2
@@ -282,6 +304,10 @@ def bench_pos_conv(args: argparse.Namespace) -> dict:
         # per-group "analytic" kernels a pass, about 9 ms a step against 2 ms here
         "cudnn_deterministic": (cudnn, True, True),
         "cudnn_as_trained": (padded(from_frames_major), True, True),
+        # inside an inductor graph, as the compiled transformer calls it (its layouts, its
+        # backward graph)
+        "cudnn_compiled": (torch.compile(padded(from_frames_major), fullgraph=True,
+                                         dynamic=False), True, True),
         "gemm": (lambda x, w, b: grouped_conv1d_gemm(x, w, b, kernel // 2, groups), True, False),
         # its T frames (what SamePad keeps) and a zero for the frame the others add
         "fft": (lambda x, w, b: F.pad(fft_grouped_conv(x.transpose(1, 2), w, b, groups)
@@ -313,8 +339,9 @@ def bench_pos_conv(args: argparse.Namespace) -> dict:
                       "peak_mem_gb": round(torch.cuda.max_memory_allocated() / 2**30, 2)}
         rows[name]["forward_ms"] = round(gpu_ms(lambda conv=conv, x=x, w=w, b=b: conv(x, w, b)
                                                 .detach(), args.iters), 3)
+        rows[name]["kernels"] = top_kernels(step)
     torch.backends.cudnn.deterministic = False
-    for name in ("cudnn_padded", "cudnn_as_trained", "gemm", "fft"):
+    for name in ("cudnn_padded", "cudnn_as_trained", "cudnn_compiled", "gemm", "fft"):
         for i, what in enumerate(("out", "x_grad", "w_grad")):
             ref, got = outputs["cudnn"][i], outputs[name][i]
             if what == "out":  # the frames SamePad keeps
@@ -349,7 +376,10 @@ def main() -> None:
     for part in ("ctc", "specaug", "pos_conv"):
         print(f"\n{part} {result[part]['shape']}")
         for name, row in result[part]["rows"].items():
-            print(f"  {name:<14} " + "  ".join(f"{k} {v}" for k, v in row.items()))
+            print(f"  {name:<14} " + "  ".join(f"{k} {v}" for k, v in row.items()
+                                                if k != "kernels"))
+            for kernel in row.get("kernels", []):
+                print(f"      {kernel['us']:9.1f} us {kernel['calls']:3d}x  {kernel['name']}")
     print(f"saved {args.out}")
 
 

@@ -75,3 +75,13 @@ def test_gemm_gives_conv1d_outputs_and_gradients(kernel: int, padding: int) -> N
 def test_a_weight_that_does_not_fit_the_groups_is_refused() -> None:
     with pytest.raises(ValueError, match="does not fit 32 channels in 4 groups"):
         grouped_conv1d_gemm(torch.zeros(1, 32, 5), torch.zeros(32, 6, 3), None, 1, 4)
+
+
+def test_top_kernels_names_the_costliest_ops_first() -> None:
+    """On the CPU the profiler's ops stand in for kernels: a large matmul outweighs a small add."""
+    from step_kernels import top_kernels
+
+    a, b = torch.randn(400, 400), torch.randn(400, 400)
+    rows = top_kernels(lambda: (a @ b, a[:2] + 1), count=2)
+    assert rows[0]["name"] in ("aten::mm", "aten::matmul") and rows[0]["calls"] == 1
+    assert rows[0]["us"] >= rows[1]["us"] > 0 and len(rows) == 2
