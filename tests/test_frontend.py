@@ -8,7 +8,7 @@ import pytest
 import torch
 from espnet2.asr.frontend.s3prl import S3prlFrontend
 
-from cvasr.models.frontend import Wav2Vec2S3prlFrontend
+from cvasr.models.frontend import Wav2Vec2S3prlFrontend, compile_args
 
 
 def _pair(upstream: Path, **options) -> tuple[S3prlFrontend, Wav2Vec2S3prlFrontend]:
@@ -160,6 +160,56 @@ def compile_and_compare(tiny_upstream: Path, shared_layers: bool) -> int:
                                    ref(batch, torch.tensor([9000, 8000]))[0], rtol=1e-4, atol=1e-4)
     assert counters["stats"]["unique_graphs"] == 1
     return captured
+
+
+def test_compile_args_give_the_cpp_wrapper_with_the_modes_options() -> None:
+    assert compile_args("default") == {"mode": "default"}
+    assert compile_args("reduce-overhead") == {"mode": "reduce-overhead"}
+    # torch.compile takes a mode or options: the mode's own options, and the wrapper's
+    assert compile_args("default", cpp_wrapper=True) == {"options": {"cpp_wrapper": True}}
+    assert compile_args("reduce-overhead", cpp_wrapper=True) == {
+        "options": {"triton.cudagraphs": True, "cpp_wrapper": True}}
+
+
+def test_cpp_wrapper_reaches_the_encoders_compile(tiny_upstream: Path) -> None:
+    """The frontend hands compile_args' options to the compiler (a backend that records them
+    and runs the graph as captured), and the numbers stay espnet2's."""
+    seen = []
+
+    def recording_backend(gm, example_inputs, **kwargs):
+        seen.append(kwargs)
+        return gm.forward
+
+    ref, ours = _pair(tiny_upstream)
+    torch._dynamo.reset()
+    assert ours.compile_encoder(mode="default", backend=recording_backend, cpp_wrapper=True)
+    batch, lens = torch.randn(2, 9000) * 3000, torch.tensor([9000, 8000])
+    got, _ = ours(batch, lens)
+    want, want_lens = ref(batch, lens)
+    assert seen and all(kwargs == {"options": {"cpp_wrapper": True}} for kwargs in seen)
+    for b, n in enumerate(want_lens.tolist()):
+        torch.testing.assert_close(got[b, :n], want[b, :n], rtol=1e-4, atol=1e-4)
+
+
+def test_inductor_takes_the_cpp_wrapper_args() -> None:
+    """Inductor (CPU code here, CUDA on a GPU) compiles and runs a graph with compile_args'
+    C++ wrapper, gradients included: the args are ones this torch accepts."""
+    torch._dynamo.reset()
+    layer = torch.nn.Linear(16, 16)
+
+    def f(x: torch.Tensor) -> torch.Tensor:
+        return torch.nn.functional.gelu(layer(x)).sum(-1)
+
+    with torch._inductor.config.patch(force_disable_caches=True):
+        compiled = torch.compile(f, dynamic=True, **compile_args("default", cpp_wrapper=True))
+        for frames in (7, 9):
+            x = torch.randn(3, frames, 16, requires_grad=True)
+            x_eager = x.detach().clone().requires_grad_(True)
+            got, want = compiled(x), f(x_eager)
+            got.sum().backward()
+            want.sum().backward()
+            torch.testing.assert_close(got, want, rtol=1e-5, atol=1e-5)
+            torch.testing.assert_close(x.grad, x_eager.grad, rtol=1e-5, atol=1e-5)
 
 
 def test_shared_layers_trace_each_layer_once(tiny_upstream: Path) -> None:

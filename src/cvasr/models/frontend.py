@@ -63,6 +63,22 @@ POS_CONV_FRAMES = 32
 POS_CONV_IMPLS = ("cudnn", "fft")
 
 
+def compile_args(mode: str | None, cpp_wrapper: bool = False) -> dict:
+    """torch.compile's `mode` / `options` for `mode`, with inductor's C++ wrapper if asked.
+
+    Why the C++ wrapper: in the compiled training step the CPU spends about 20 ms a step in the
+    Python code inductor generates to launch the graph's kernels, and with espnet2's loop around
+    it the CPU is busy about as long as the GPU's 62.5 ms of kernels (bench/NOTES.md, round 11).
+    A wrapper in C++ launches the same kernels for less CPU time, and needs no recording per
+    batch shape as CUDA graphs do. torch.compile takes a mode or options, not both: a mode
+    becomes its options."""
+    if not cpp_wrapper:
+        return {"mode": mode}
+    from torch._inductor import list_mode_options
+
+    return {"options": {**list_mode_options(mode or "default"), "cpp_wrapper": True}}
+
+
 def to_device_async(values: list[int] | torch.Tensor,
                     device: torch.device) -> torch.Tensor:
     """A host list or tensor as a tensor on `device` (a tensor already there as it is); to a GPU
@@ -184,8 +200,10 @@ class Wav2Vec2S3prlFrontend(S3prlFrontend):
                 and hasattr(model, "cfg"))
 
     def compile_encoder(self, mode: str | None = "default", backend: str = "inductor",
-                        fullgraph: bool = False, shared_layers: bool = False) -> bool:
-        """torch.compile the transformer (`contextualise`) as one graph with dynamic shapes.
+                        fullgraph: bool = False, shared_layers: bool = False,
+                        cpp_wrapper: bool = False) -> bool:
+        """torch.compile the transformer (`contextualise`) as one graph with dynamic shapes
+        (`mode`, and inductor's C++ wrapper with `cpp_wrapper`: compile_args).
 
         `shared_layers`: the layers as one nested compile region, generated once for all of them
         (hierarchical compilation), which cuts the compile time a fresh run pays. The graph is
@@ -198,8 +216,9 @@ class Wav2Vec2S3prlFrontend(S3prlFrontend):
         if not self._fast_path():
             return False
         self._shared_layers = shared_layers
-        self._compiled_contextualise = torch.compile(self.contextualise, mode=mode,
-                                                     backend=backend, fullgraph=fullgraph)
+        self._compiled_contextualise = torch.compile(self.contextualise, backend=backend,
+                                                     fullgraph=fullgraph,
+                                                     **compile_args(mode, cpp_wrapper))
         return True
 
     def encode(self, wavs: torch.Tensor, sample_lens: torch.Tensor,

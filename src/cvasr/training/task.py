@@ -77,6 +77,7 @@ def _restore_rng_states(states: dict[str, Any]) -> None:
 class CvasrTrainerOptions(TrainerOptions):
     compile_upstream: bool = False
     compile_mode: str = "default"
+    compile_cpp_wrapper: bool = False
     compile_scope: str = "encoder"
     sync_free_step: bool = False
     ddp_host_lengths: bool = DEFAULT_DDP_HOST_LENGTHS
@@ -112,6 +113,11 @@ class SafeCheckpointTrainer(Trainer):
         parser.add_argument("--compile_mode", default=defaults.compile_mode, choices=COMPILE_MODES,
                             help="torch.compile mode for --compile_upstream ('reduce-overhead' "
                                  "replays CUDA graphs, one per batch shape)")
+        parser.add_argument("--compile_cpp_wrapper", type=str2bool,
+                            default=defaults.compile_cpp_wrapper,
+                            help="inductor's C++ wrapper for --compile_upstream's graph: its "
+                                 "kernels launched from C++, not Python (less CPU time a step; "
+                                 "a longer first compile)")
         parser.add_argument("--compile_scope", default=defaults.compile_scope,
                             choices=("encoder", "encoder_shared_layers", "layers"),
                             help="what --compile_upstream compiles: the wav2vec2_s3prl encoder "
@@ -184,19 +190,23 @@ class SafeCheckpointTrainer(Trainer):
             logging.info("compile_upstream: CPU training runs eager")
             return
         mode = getattr(options, "compile_mode", "default")
+        cpp_wrapper = getattr(options, "compile_cpp_wrapper", False)
         frontend = getattr(model, "frontend", None)
         scope = getattr(options, "compile_scope", "encoder")
         if (scope in ("encoder", "encoder_shared_layers")
                 and isinstance(frontend, Wav2Vec2S3prlFrontend)
-                and frontend.compile_encoder(mode, shared_layers=scope == "encoder_shared_layers")):
+                and frontend.compile_encoder(mode, shared_layers=scope == "encoder_shared_layers",
+                                             cpp_wrapper=cpp_wrapper)):
             logging.info(f"compile_upstream: the wav2vec 2.0 encoder is one compiled graph "
                          f"(mode {mode}, dynamic shapes"
                          + (", its layers generated once" if scope != "encoder" else "")
+                         + (", C++ wrapper" if cpp_wrapper else "")
                          + "); validation runs it eager")
             return
-        if mode != "default":
-            raise ValueError(f"compile_mode {mode!r} needs frontend: wav2vec2_s3prl on its "
-                             "fast path; the per-layer compile only runs mode 'default'")
+        if mode != "default" or cpp_wrapper:
+            raise ValueError(f"compile_mode {mode!r} and compile_cpp_wrapper need frontend: "
+                             "wav2vec2_s3prl on its fast path; the per-layer compile only runs "
+                             "mode 'default' without the C++ wrapper")
         compile_encoder_layers(model)
 
     @classmethod
