@@ -214,3 +214,14 @@ def test_train_gpu_environment_is_added_for_the_block_and_restored(monkeypatch) 
     with environment({"CVASR_TEST_KEPT": "during", "CVASR_TEST_NEW": "1"}):
         assert os.environ["CVASR_TEST_KEPT"] == "during" and os.environ["CVASR_TEST_NEW"] == "1"
     assert os.environ["CVASR_TEST_KEPT"] == "before" and "CVASR_TEST_NEW" not in os.environ
+
+
+def test_summarise_gives_the_rate_over_the_timed_epochs_and_at_their_median() -> None:
+    summarise = _load("train_throughput").summarise
+    epochs = [{"train_seconds": s} for s in (60.0, 1.0, 2.0, 4.0)]  # the first: a compile
+    row = summarise({"epochs": epochs}, audio_per_epoch=100.0, warmup=1, flops=2.0, peak=1000.0,
+                    steps_per_epoch=10)
+    assert row["epochs_timed"] == 3
+    assert row["audio_seconds_per_s"] == 42.9  # 300 audio-s in 7 s: the slow epoch weighs in
+    assert row["audio_seconds_per_s_median_epoch"] == 50.0  # 100 audio-s in the median 2 s
+    assert row["steps_per_s"] == 4.29 and row["fraction_of_peak"] == 0.0857
