@@ -17,8 +17,8 @@ item 2), at the step's shapes (32 clips of about 5 s: 250 frames, 46 tokens):
   convolution through FFTs (`cvasr.speedups.fft_pos_conv`, `frontend_conf: {pos_conv_impl:
   fft}`); forward + backward GPU time; outputs and gradients compared; cuDNN's also under
   `cudnn.deterministic` (espnet2's default) and inside a compiled graph, as training runs it;
-  each variant's costliest kernels by name (which algorithm ran). The training step's shapes:
-  `--batch 34 --frames 330` (bench/NOTES.md, round 11).
+  each variant's costliest kernels by name (which algorithm ran). About the training step's mean
+  batch: `--batch 34 --frames 330` (an estimate, bench/NOTES.md round 11).
 
 Neither replaced what the step runs (bench/NOTES.md, round 5): cuDNN's CTC, as PyTorch 2.11
 calls it, still holds the CPU until the GPU's queue is done, and the GEMM is 7x slower than
