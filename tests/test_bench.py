@@ -225,3 +225,16 @@ def test_summarise_gives_the_rate_over_the_timed_epochs_and_at_their_median() ->
     assert row["audio_seconds_per_s"] == 42.9  # 300 audio-s in 7 s: the slow epoch weighs in
     assert row["audio_seconds_per_s_median_epoch"] == 50.0  # 100 audio-s in the median 2 s
     assert row["steps_per_s"] == 4.29 and row["fraction_of_peak"] == 0.0857
+
+
+def test_trace_kernels_counts_the_matching_kernels_and_their_grids() -> None:
+    kernel_summary = _load("trace_kernels").kernel_summary
+    trace = {"traceEvents": [
+        {"cat": "kernel", "name": "cutlass_dgrad_a", "dur": 300.0, "args": {"grid": [43, 1, 1]}},
+        {"cat": "kernel", "name": "cutlass_dgrad_a", "dur": 100.0, "args": {"grid": [43, 1, 1]}},
+        {"cat": "kernel", "name": "cutlass_fprop_b", "dur": 50.0, "args": {"grid": [86, 1, 1]}},
+        {"cat": "cpu_op", "name": "aten::cudnn_convolution_dgrad", "dur": 900.0}]}
+    assert kernel_summary(trace, "dgrad") == {"calls": 2, "total_us": 400.0, "mean_us": 200.0,
+                                              "grids": [("[43, 1, 1]", 2)]}
+    assert kernel_summary(trace, "")["calls"] == 3  # the CPU op is no kernel
+    assert kernel_summary(trace, "wgrad")["mean_us"] is None
