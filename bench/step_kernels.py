@@ -251,9 +251,10 @@ def bench_specaug(args: argparse.Namespace) -> dict:
 
 
 def top_kernels(fn: Callable[[], object], count: int = 3) -> list[dict]:
-    """The kernels one call of `fn` runs, the costliest first: name, calls and microseconds
-    (CPU ops where there is no GPU). Which algorithm cuDNN chose shows only here: its kernels'
-    names (per-group "analytic" kernels in the training step's profile)."""
+    """The kernels one call of `fn` runs, the costliest first: name, calls and summed
+    microseconds (CPU ops where there is no GPU). Which algorithm cuDNN chose shows only here:
+    its kernels' names (per-group "analytic" kernels in the training step's profile). The sums
+    can exceed the call's gpu_ms: cuDNN runs those per-group kernels on side streams at once."""
     from torch.profiler import ProfilerActivity, profile
 
     cuda = torch.cuda.is_available()

@@ -1,8 +1,11 @@
 #!/usr/bin/env python3
 """The kernels of a profiler Chrome trace (`*.trace.json.gz`, as cvasr.training.profiling and
 bench/train_throughput.py --profile write them) whose names contain a pattern: calls, mean
-microseconds and the commonest launch grids. Why: which cuDNN algorithm ran, and on how many
-thread blocks, shows only in the kernels' names and grids (bench/NOTES.md, round 11).
+microseconds, the commonest launch grids, and how long the GPU was busy with them. Why: which
+cuDNN algorithm ran, and on how many thread blocks, shows only in the kernels' names and grids
+(bench/NOTES.md, round 11); and kernels on several streams overlap, so their summed durations
+overstate the GPU time they take (cuDNN runs the positional convolution's 16 per-group kernels
+on 8 side streams at once: round 12).
 
     python3 bench/trace_kernels.py TRACE --match fprop dgrad wgrad
 """
@@ -16,15 +19,28 @@ import json
 from pathlib import Path
 
 
+def busy_us(kernels: list[dict]) -> float:
+    """Microseconds in which at least one of the kernels ran: the union of their intervals."""
+    busy, end = 0.0, float("-inf")
+    for start, stop in sorted((e["ts"], e["ts"] + e["dur"]) for e in kernels):
+        if stop > end:
+            busy += stop - max(start, end)
+            end = stop
+    return busy
+
+
 def kernel_summary(trace: dict, pattern: str) -> dict:
-    """Kernels whose name contains `pattern`: calls, mean and total microseconds, top grids."""
+    """Kernels whose name contains `pattern`: calls, mean and total (summed) microseconds, busy
+    microseconds (overlaps counted once), how many streams they ran on, top grids."""
     kernels = [e for e in trace["traceEvents"]
                if e.get("cat") == "kernel" and pattern in e.get("name", "")]
     total = sum(e["dur"] for e in kernels)
     grids = collections.Counter(str(e.get("args", {}).get("grid")) for e in kernels)
+    streams = {e.get("args", {}).get("stream") for e in kernels}
     return {"calls": len(kernels), "total_us": round(total, 1),
+            "busy_us": round(busy_us(kernels), 1),
             "mean_us": round(total / len(kernels), 1) if kernels else None,
-            "grids": grids.most_common(4)}
+            "streams": len(streams), "grids": grids.most_common(4)}
 
 
 def main() -> None:
@@ -35,11 +51,14 @@ def main() -> None:
     with gzip.open(args.trace, "rt") as f:
         trace = json.load(f)
     everything = kernel_summary(trace, "")
-    print(f"{args.trace}: {everything['calls']} kernels, {everything['total_us'] / 1000:.1f} ms")
+    print(f"{args.trace}: {everything['calls']} kernels on {everything['streams']} streams, "
+          f"{everything['total_us'] / 1000:.1f} ms summed, GPU busy "
+          f"{everything['busy_us'] / 1000:.1f} ms")
     for pattern in args.match:
         row = kernel_summary(trace, pattern)
         print(f"{pattern:<12} calls {row['calls']:4d}  mean {row['mean_us']} us  "
-              f"total {row['total_us'] / 1000:.1f} ms  grids {row['grids']}")
+              f"total {row['total_us'] / 1000:.1f} ms  busy {row['busy_us'] / 1000:.1f} ms  "
+              f"streams {row['streams']}  grids {row['grids']}")
 
 
 if __name__ == "__main__":

@@ -229,12 +229,25 @@ def test_summarise_gives_the_rate_over_the_timed_epochs_and_at_their_median() ->
 
 def test_trace_kernels_counts_the_matching_kernels_and_their_grids() -> None:
     kernel_summary = _load("trace_kernels").kernel_summary
-    trace = {"traceEvents": [
-        {"cat": "kernel", "name": "cutlass_dgrad_a", "dur": 300.0, "args": {"grid": [43, 1, 1]}},
-        {"cat": "kernel", "name": "cutlass_dgrad_a", "dur": 100.0, "args": {"grid": [43, 1, 1]}},
-        {"cat": "kernel", "name": "cutlass_fprop_b", "dur": 50.0, "args": {"grid": [86, 1, 1]}},
-        {"cat": "cpu_op", "name": "aten::cudnn_convolution_dgrad", "dur": 900.0}]}
-    assert kernel_summary(trace, "dgrad") == {"calls": 2, "total_us": 400.0, "mean_us": 200.0,
+    trace = {"traceEvents": [  # two dgrad kernels on two streams, overlapping by 50 us
+        {"cat": "kernel", "name": "cutlass_dgrad_a", "ts": 0.0, "dur": 300.0,
+         "args": {"grid": [43, 1, 1], "stream": 13}},
+        {"cat": "kernel", "name": "cutlass_dgrad_a", "ts": 250.0, "dur": 100.0,
+         "args": {"grid": [43, 1, 1], "stream": 14}},
+        {"cat": "kernel", "name": "cutlass_fprop_b", "ts": 1000.0, "dur": 50.0,
+         "args": {"grid": [86, 1, 1], "stream": 7}},
+        {"cat": "cpu_op", "name": "aten::cudnn_convolution_dgrad", "ts": 0.0, "dur": 900.0}]}
+    assert kernel_summary(trace, "dgrad") == {"calls": 2, "total_us": 400.0, "busy_us": 350.0,
+                                              "mean_us": 200.0, "streams": 2,
                                               "grids": [("[43, 1, 1]", 2)]}
-    assert kernel_summary(trace, "")["calls"] == 3  # the CPU op is no kernel
+    everything = kernel_summary(trace, "")  # the CPU op is no kernel
+    assert (everything["calls"], everything["busy_us"], everything["streams"]) == (3, 400.0, 3)
     assert kernel_summary(trace, "wgrad")["mean_us"] is None
+
+
+def test_busy_time_counts_nested_and_disjoint_kernels_once() -> None:
+    busy_us = _load("trace_kernels").busy_us
+    kernels = [{"ts": 0.0, "dur": 100.0}, {"ts": 10.0, "dur": 20.0},  # nested
+               {"ts": 90.0, "dur": 30.0}, {"ts": 200.0, "dur": 5.0}]  # overlapping, disjoint
+    assert busy_us(kernels) == 125.0
+    assert busy_us([]) == 0.0
