@@ -6,7 +6,8 @@ as ctc_weight==1.0") and warns (torchaudio's empty mel filters, deprecated autoc
 None of it is ours to act on, and on stdout it breaks pipes that expect only results
 (`cvasr transcribe ... | cut -f2`). `captured_chatter` holds all of it back while a block runs:
 dropped if the block succeeds, written to stderr before the error if it fails, so a real
-failure still comes with whatever the library said about it.
+failure still comes with whatever the library said about it. `espnet2_forward_deprecations`
+drops the one warning espnet2's forward pass raises on every new process.
 """
 
 from __future__ import annotations
@@ -60,3 +61,18 @@ def captured_chatter(keep: TextIO | None = None) -> Iterator[io.StringIO]:
             sys.stderr.write(text if text.endswith("\n") else text + "\n")
         elif ok and keep is not None and text:
             keep.write(text)
+
+
+# espnet2's ESPnetASRModel.encode enters `torch.cuda.amp.autocast(...)`, which torch 2.11
+# deprecates with a FutureWarning, even on a CPU (espnet 202511)
+_ESPNET2_AUTOCAST = r"`torch\.cuda\.amp\.autocast\(args\.\.\.\)` is deprecated"
+
+
+@contextlib.contextmanager
+def espnet2_forward_deprecations() -> Iterator[None]:
+    """Run a block that calls espnet2's forward pass without its autocast deprecation warning:
+    not ours to act on, and on `cvasr decode`'s console it reads like a problem. Any other
+    warning still shows."""
+    with warnings.catch_warnings():
+        warnings.filterwarnings("ignore", message=_ESPNET2_AUTOCAST, category=FutureWarning)
+        yield

@@ -32,7 +32,7 @@ from cvasr import defaults
 from cvasr.decoding.chunks import Window, plan_windows, segment_bounds, stitch
 from cvasr.decoding.ctc import ctc_best_alignment, greedy_search, join_tokens, prefix_beam_search
 from cvasr.decoding.options import DecodingOptions
-from cvasr.quiet import captured_chatter
+from cvasr.quiet import captured_chatter, espnet2_forward_deprecations
 
 #: The checkpoints a finished run leaves, best first: the average of the n best by validation
 #: CER, the single best, the last epoch.
@@ -272,7 +272,8 @@ class CTCDecoder:
         lengths = lengths.clamp(min=int(defaults.MIN_DURATION * RATE))
         # bf16 on GPUs that have it, as in training; CPUs decode in fp32
         bf16 = self.device.startswith("cuda") and torch.cuda.is_bf16_supported()
-        with torch.autocast("cuda", dtype=torch.bfloat16, enabled=bf16):
+        with torch.autocast("cuda", dtype=torch.bfloat16, enabled=bf16), \
+                espnet2_forward_deprecations():
             enc, enc_lens = self.model.encode(batch.to(self.device), lengths.to(self.device))
         logp = self.model.ctc.log_softmax(enc).float().cpu()
         return [logp[i, : int(enc_lens[i])] for i in range(len(wavs))]
