@@ -251,3 +251,22 @@ def test_busy_time_counts_nested_and_disjoint_kernels_once() -> None:
                {"ts": 90.0, "dur": 30.0}, {"ts": 200.0, "dur": 5.0}]  # overlapping, disjoint
     assert busy_us(kernels) == 125.0
     assert busy_us([]) == 0.0
+
+
+def test_trace_kernels_sums_each_class_per_profiled_step() -> None:
+    trace_kernels = _load("trace_kernels")
+    trace = {"traceEvents": [
+        {"cat": "user_annotation", "name": "ProfilerStep#4", "ts": 0.0, "dur": 900.0},
+        {"cat": "user_annotation", "name": "ProfilerStep#5", "ts": 900.0, "dur": 900.0},
+        {"cat": "gpu_user_annotation", "name": "ProfilerStep#5", "ts": 900.0, "dur": 900.0},
+        {"cat": "kernel", "name": "nvjet_sm90_tst_128x256", "ts": 0.0, "dur": 100.0},
+        {"cat": "kernel", "name": "cutlass_s16816dgrad_analytic", "ts": 200.0, "dur": 80.0},
+        {"cat": "kernel", "name": "cutlass_s16816dgrad_analytic", "ts": 220.0, "dur": 80.0},
+        {"cat": "kernel", "name": "triton_poi_fused_add", "ts": 400.0, "dur": 10.0},
+        {"cat": "kernel", "name": "some_memset_like_kernel", "ts": 500.0, "dur": 5.0}]}
+    assert trace_kernels.profiled_steps(trace) == 2  # the GPU-side annotation is no second step
+    assert trace_kernels.class_summary(trace) == {
+        "GEMMs": {"calls": 1, "total_us": 100.0, "busy_us": 100.0},
+        "positional conv (cuDNN)": {"calls": 2, "total_us": 160.0, "busy_us": 100.0},
+        "inductor's fused kernels": {"calls": 1, "total_us": 10.0, "busy_us": 10.0},
+        "other": {"calls": 1, "total_us": 5.0, "busy_us": 5.0}}
