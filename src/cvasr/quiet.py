@@ -66,13 +66,25 @@ def captured_chatter(keep: TextIO | None = None) -> Iterator[io.StringIO]:
 # espnet2's ESPnetASRModel.encode enters `torch.cuda.amp.autocast(...)`, which torch 2.11
 # deprecates with a FutureWarning, even on a CPU (espnet 202511)
 _ESPNET2_AUTOCAST = r"`torch\.cuda\.amp\.autocast\(args\.\.\.\)` is deprecated"
+# s3prl's wav2vec 2.0 builds its positional conv with the deprecated torch.nn.utils.weight_norm
+_S3PRL_WEIGHT_NORM = r".*weight_norm.*"
 
 
 @contextlib.contextmanager
-def espnet2_forward_deprecations() -> Iterator[None]:
-    """Run a block that calls espnet2's forward pass without its autocast deprecation warning:
-    not ours to act on, and on `cvasr decode`'s console it reads like a problem. Any other
+def _future_warning_dropped(message: str) -> Iterator[None]:
+    """Run a block with the FutureWarnings whose message matches `message` dropped; any other
     warning still shows."""
     with warnings.catch_warnings():
-        warnings.filterwarnings("ignore", message=_ESPNET2_AUTOCAST, category=FutureWarning)
+        warnings.filterwarnings("ignore", message=message, category=FutureWarning)
         yield
+
+
+def espnet2_forward_deprecations() -> contextlib.AbstractContextManager[None]:
+    """Run a block that calls espnet2's forward pass without its autocast deprecation warning:
+    not ours to act on, and on `cvasr decode`'s console it reads like a problem."""
+    return _future_warning_dropped(_ESPNET2_AUTOCAST)
+
+
+def s3prl_weight_norm_deprecations() -> contextlib.AbstractContextManager[None]:
+    """Run a block that builds s3prl's wav2vec 2.0 without its weight_norm deprecation warning."""
+    return _future_warning_dropped(_S3PRL_WEIGHT_NORM)

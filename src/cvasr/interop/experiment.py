@@ -13,7 +13,6 @@ from __future__ import annotations
 import argparse
 import os
 import shutil
-import warnings
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
@@ -22,6 +21,7 @@ import torch
 import yaml
 
 from cvasr.models import inline_upstream
+from cvasr.quiet import s3prl_weight_norm_deprecations
 
 #: the model file of an experiment made here (not by training): the decoder takes it when no
 #: averaged or best checkpoint exists (cvasr.decoding.decoder.MODEL_FILES)
@@ -88,8 +88,7 @@ def write_experiment(exp_dir: Path, conf: dict[str, Any], weights: dict[str, tor
     check_new_experiment_dir(exp_dir)
     exp_dir.mkdir(parents=True, exist_ok=True)
     args = build_args(conf, exp_dir)
-    with warnings.catch_warnings():  # s3prl's positional conv uses the deprecated weight_norm
-        warnings.filterwarnings("ignore", message=".*weight_norm.*", category=FutureWarning)
+    with s3prl_weight_norm_deprecations():
         model = CvasrASRTask.build_model(args)
     # every weight, and no other; espnet2's own layer weighting (unused: last layer only) as built
     built = {k: v for k, v in model.state_dict().items() if k.startswith(ESPNET2_OWN)}
@@ -179,8 +178,7 @@ def load_wav2vec2_experiment(exp_dir: Path, model_file: str | None = None) -> Wa
     from cvasr.models.ctc_model import IdentityEncoder
     from cvasr.training.task import CvasrASRTask
 
-    with warnings.catch_warnings():  # s3prl's positional conv uses the deprecated weight_norm
-        warnings.filterwarnings("ignore", message=".*weight_norm.*", category=FutureWarning)
+    with s3prl_weight_norm_deprecations():
         model, args = CvasrASRTask.build_model_from_file(exp_dir / CONFIG, model_path, "cpu")
     frontend = model.frontend
     expert = getattr(getattr(frontend, "upstream", None), "upstream", None)

@@ -14,12 +14,13 @@ reads, so that exactly the code path of a real checkpoint is exercised:
 from __future__ import annotations
 
 import os
-import warnings
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
 import torch
+
+from cvasr.quiet import s3prl_weight_norm_deprecations
 
 _FEATURE_ENCODER_LARGE = "[(512,10,5)] + [(512,3,2)] * 4 + [(512,2,2)] * 2"
 _FEATURE_ENCODER_TINY = "[(64,10,5)] + [(64,3,2)] * 4 + [(64,2,2)] * 2"
@@ -86,8 +87,7 @@ def build_random_model_from_cfg(model_cfg: dict[str, Any], seed: int = 0) -> tor
     from s3prl.upstream.utils import merge_with_parent
 
     torch.manual_seed(seed)
-    with warnings.catch_warnings():  # s3prl's positional conv uses the deprecated weight_norm
-        warnings.filterwarnings("ignore", message=".*weight_norm.*", category=FutureWarning)
+    with s3prl_weight_norm_deprecations():
         return Wav2Vec2Model(merge_with_parent(Wav2Vec2Config, dict(model_cfg)))
 
 
