@@ -396,7 +396,7 @@ def profile_epoch(out: Path, args, train_one_epoch, iter_factory, reporter) -> N
                    whole.key_averages().table(sort_by="self_cpu_time_total", row_limit=40))
     reporter.set_epoch(epoch + 1)
     with torch_profile(activities=activities, schedule=schedule(wait=2, warmup=2, active=3),
-                       on_trace_ready=export) as prof, reporter.observe("train") as sub:
+                       on_trace_ready=export, with_stack=args.profile_stack) as prof, reporter.observe("train") as sub:
         train_one_epoch(stepping(iter_factory.build_iter(epoch + 1), prof), sub)
     if args.device == "cuda":
         reporter.set_epoch(epoch + 2)
@@ -510,6 +510,9 @@ def main() -> int:
                              "file, a Chrome trace of 3 steps next to it")
     parser.add_argument("--profile-row", default=None,
                         help="which of our rows --profile profiles (default: the last)")
+    parser.add_argument("--profile-stack", action="store_true",
+                        help="the Chrome trace with Python call stacks (where the CPU's time "
+                             "goes between kernels; slows the profiled steps)")
     parser.add_argument("--try", dest="tries", action="append", default=[], metavar="LABEL=OPTS",
                         help="an extra row after STEPS: espnet2 options over the committed config "
                              "(exploration; the speedup is always the committed config's)")
