@@ -5,10 +5,15 @@ microseconds, the commonest launch grids, and how long the GPU was busy with the
 cuDNN algorithm ran, and on how many thread blocks, shows only in the kernels' names and grids
 (bench/NOTES.md, round 11); and kernels on several streams overlap, so their summed durations
 overstate the GPU time they take (cuDNN runs the positional convolution's 16 per-group kernels
-on 8 side streams at once: round 12).
+on 8 side streams at once: round 12). And where the GPU waits for the CPU: each idle interval
+between the profiled steps' GPU work, charged to the CPU op that launched the work ending it
+(`--gaps`), and what the CPU did inside one op, with a trace taken with Python stacks
+(`--inside`: round 13 found CUDA graphs' backward spending ~10 ms of Python before its replay).
 
     python3 bench/trace_kernels.py TRACE --match fprop dgrad wgrad
     python3 bench/trace_kernels.py TRACE --classes   # every kernel by class, per profiled step
+    python3 bench/trace_kernels.py TRACE --gaps      # GPU idle time by the CPU op it waited on
+    python3 bench/trace_kernels.py TRACE --inside "## Call CompiledFxGraph f4a3"
 """
 
 from __future__ import annotations
@@ -18,6 +23,11 @@ import collections
 import gzip
 import json
 from pathlib import Path
+
+#: the GPU's activities in a trace: kernels, copies and memsets
+GPU_CATS = ("kernel", "gpu_memcpy", "gpu_memset")
+#: the CPU's events that nest: operators, annotations, Python frames, CUDA API calls
+CPU_CATS = ("cpu_op", "user_annotation", "python_function", "cuda_runtime", "cuda_driver")
 
 
 def busy_us(kernels: list[dict]) -> float:
@@ -79,12 +89,114 @@ def kernel_summary(trace: dict, pattern: str) -> dict:
             "streams": len(streams), "grids": grids.most_common(4)}
 
 
+def _step_span(trace: dict) -> tuple[float, float] | None:
+    """From the start of the first ProfilerStep annotation on the CPU to the end of the last."""
+    steps = [e for e in trace["traceEvents"] if e.get("cat") == "user_annotation"
+             and e.get("name", "").startswith("ProfilerStep#")]
+    if not steps:
+        return None
+    return min(e["ts"] for e in steps), max(e["ts"] + e["dur"] for e in steps)
+
+
+def _launch_stacks(trace: dict) -> dict[int, list[str]]:
+    """Each CUDA API call's correlation id -> the names of the CPU events around it, outermost
+    first (one sweep a thread: events sorted by start, a stack of the open ones)."""
+    by_thread = collections.defaultdict(list)
+    for e in trace["traceEvents"]:
+        if e.get("cat") in CPU_CATS and "dur" in e:
+            by_thread[e.get("tid")].append(e)
+    stacks = {}
+    for events in by_thread.values():
+        events.sort(key=lambda e: (e["ts"], -e["dur"]))
+        open_events: list[dict] = []
+        for e in events:
+            while open_events and open_events[-1]["ts"] + open_events[-1]["dur"] <= e["ts"]:
+                open_events.pop()
+            correlation = e.get("args", {}).get("correlation")
+            if e["cat"] in ("cuda_runtime", "cuda_driver") and correlation is not None:
+                stacks[correlation] = [o["name"] for o in open_events]
+            open_events.append(e)
+    return stacks
+
+
+def _launcher(stack: list[str]) -> str:
+    """The outermost CPU event of a launch but the step annotation, so that the same op in
+    every step is one row."""
+    names = [n for n in stack if not n.startswith("ProfilerStep#")]
+    return names[0] if names else "(no CPU op)"
+
+
+def idle_gaps(trace: dict, min_gap_us: float = 20.0) -> list[dict]:
+    """The intervals of at least `min_gap_us` inside the profiled steps in which no GPU work ran,
+    each with the CPU events around the launch of the work that ended it (`launched_in`,
+    outermost first): what the GPU was waiting for."""
+    span = _step_span(trace)
+    activities = sorted((e for e in trace["traceEvents"] if e.get("cat") in GPU_CATS),
+                        key=lambda e: e["ts"])
+    if span is not None:
+        activities = [e for e in activities if span[0] <= e["ts"] <= span[1]]
+    stacks = _launch_stacks(trace)
+    gaps, end = [], None
+    for e in activities:
+        if end is not None and e["ts"] - end >= min_gap_us:
+            gaps.append({"start": end, "us": e["ts"] - end, "next": e.get("name", ""),
+                         "launched_in": stacks.get(e.get("args", {}).get("correlation"), [])})
+        end = e["ts"] + e["dur"] if end is None else max(end, e["ts"] + e["dur"])
+    return gaps
+
+
+def idle_by_launcher(gaps: list[dict]) -> dict[str, dict]:
+    """Idle microseconds and gaps per launching CPU op (`_launcher`), the most idle first."""
+    rows = collections.defaultdict(lambda: {"gaps": 0, "idle_us": 0.0})
+    for gap in gaps:
+        row = rows[_launcher(gap["launched_in"])]
+        row["gaps"] += 1
+        row["idle_us"] = round(row["idle_us"] + gap["us"], 3)
+    return dict(sorted(rows.items(), key=lambda item: -item[1]["idle_us"]))
+
+
+def nested_cpu_time(trace: dict, prefix: str) -> tuple[int, dict[str, dict]]:
+    """The CPU events nested inside every event whose name starts with `prefix`, by name: how
+    many, their total microseconds (a frame inside another of its name counted once) and self
+    microseconds (less their children's), the most total first; and how many `prefix` events
+    there were."""
+    outer = [e for e in trace["traceEvents"] if e.get("cat") in CPU_CATS
+             and e.get("name", "").startswith(prefix) and "dur" in e]
+    rows = collections.defaultdict(lambda: {"calls": 0, "total_us": 0.0, "self_us": 0.0})
+    for o in outer:
+        inside = sorted((e for e in trace["traceEvents"] if e.get("cat") in CPU_CATS
+                         and e.get("tid") == o.get("tid") and "dur" in e and e is not o
+                         and o["ts"] <= e["ts"] and e["ts"] + e["dur"] <= o["ts"] + o["dur"]),
+                        key=lambda e: (e["ts"], -e["dur"]))
+        open_events: list[dict] = []
+        for e in inside:
+            while open_events and open_events[-1]["ts"] + open_events[-1]["dur"] <= e["ts"]:
+                open_events.pop()
+            if open_events:
+                rows[open_events[-1]["name"]]["self_us"] -= e["dur"]
+            row = rows[e["name"]]
+            row["calls"] += 1
+            if all(o["name"] != e["name"] for o in open_events):  # recursion counted once
+                row["total_us"] += e["dur"]
+            row["self_us"] += e["dur"]
+            open_events.append(e)
+    rounded = {name: {k: round(v, 3) for k, v in row.items()} for name, row in rows.items()}
+    return len(outer), dict(sorted(rounded.items(), key=lambda item: -item[1]["total_us"]))
+
+
 def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__.split("\n")[0])
     parser.add_argument("trace", type=Path)
     parser.add_argument("--match", nargs="+", default=[])
     parser.add_argument("--classes", action="store_true",
                         help="every kernel by class (CLASSES), ms a profiled step")
+    parser.add_argument("--gaps", action="store_true",
+                        help="the GPU's idle time in the profiled steps, by the CPU op that "
+                             "launched the work ending each idle interval")
+    parser.add_argument("--min-gap-us", type=float, default=20.0)
+    parser.add_argument("--inside", metavar="PREFIX",
+                        help="CPU time (Python frames with a --profile-stack trace) inside the "
+                             "events whose name starts with PREFIX, a call of them")
     args = parser.parse_args()
     with gzip.open(args.trace, "rt") as f:
         trace = json.load(f)
@@ -109,6 +221,24 @@ def main() -> None:
         print(f"| {'all kernels':<32} | {everything['calls'] / steps:5.0f} "
               f"| {everything['total_us'] / steps / 1000:9.2f} "
               f"| {everything['busy_us'] / steps / 1000:7.2f} | |")
+    if args.gaps:
+        steps = profiled_steps(trace) or 1
+        span = _step_span(trace)
+        gaps = idle_gaps(trace, args.min_gap_us)
+        idle = sum(g["us"] for g in gaps)
+        print(f"\nGPU idle in gaps of >= {args.min_gap_us:g} us, ms a step over {steps} profiled "
+              f"step(s): {idle / steps / 1000:.2f} of a "
+              f"{(span[1] - span[0]) / steps / 1000 if span else float('nan'):.2f} ms step")
+        print("| launched in (outermost CPU op) | gaps | idle ms |")
+        print("|---|---:|---:|")
+        for name, row in list(idle_by_launcher(gaps).items())[:20]:
+            print(f"| {name[:70]} | {row['gaps'] / steps:.1f} | {row['idle_us'] / steps / 1000:.2f} |")
+    if args.inside:
+        count, rows = nested_cpu_time(trace, args.inside)
+        print(f"\nCPU inside {count} event(s) named {args.inside}*, ms a call (total, self)")
+        for name, row in list(rows.items())[:25]:
+            print(f"{row['total_us'] / max(count, 1) / 1000:8.2f} {row['self_us'] / max(count, 1) / 1000:8.2f}"
+                  f" {row['calls'] / max(count, 1):6.0f}x  {name[:100]}")
 
 
 if __name__ == "__main__":

@@ -253,6 +253,69 @@ def test_busy_time_counts_nested_and_disjoint_kernels_once() -> None:
     assert busy_us([]) == 0.0
 
 
+def _launch(correlation: int, ts: float) -> dict:
+    return {"cat": "cuda_runtime", "name": "cudaLaunchKernel", "tid": 1, "ts": ts, "dur": 2.0,
+            "args": {"correlation": correlation}}
+
+
+def _gpu(name: str, ts: float, dur: float, correlation: int, cat: str = "kernel") -> dict:
+    return {"cat": cat, "name": name, "ts": ts, "dur": dur, "args": {"correlation": correlation}}
+
+
+def test_trace_kernels_charges_each_gpu_idle_gap_to_the_op_that_ended_it() -> None:
+    trace_kernels = _load("trace_kernels")
+    trace = {"traceEvents": [
+        {"cat": "user_annotation", "name": "ProfilerStep#7", "tid": 1, "ts": 0.0, "dur": 1000.0},
+        {"cat": "cpu_op", "name": "aten::mm", "tid": 1, "ts": 10.0, "dur": 50.0},
+        _launch(1, 20.0), _gpu("nvjet_mm", 30.0, 100.0, 1),
+        {"cat": "cpu_op", "name": "Torch-Compiled Region: 0/0", "tid": 1, "ts": 100.0,
+         "dur": 300.0},
+        {"cat": "cpu_op", "name": "## Call CompiledFxGraph", "tid": 1, "ts": 110.0, "dur": 250.0},
+        _launch(2, 300.0), _gpu("triton_poi_fused", 310.0, 50.0, 2),  # 180 us idle before it
+        {"cat": "cpu_op", "name": "aten::copy_", "tid": 1, "ts": 361.0, "dur": 20.0},
+        _launch(3, 362.0), _gpu("Memcpy HtoD", 365.0, 10.0, 3, "gpu_memcpy"),  # 5 us: too short
+        _launch(4, 480.0), _gpu("fill_kernel", 500.0, 20.0, 4),  # launched in the step alone
+        {"cat": "user_annotation", "name": "Optimizer.step#Adam.step", "tid": 1, "ts": 600.0,
+         "dur": 100.0},
+        _launch(5, 610.0), _gpu("multi_tensor_apply", 700.0, 10.0, 5),
+        _launch(6, 620.0), _gpu("multi_tensor_apply", 705.0, 10.0, 6),  # overlaps: no gap
+        _gpu("after_the_step", 2000.0, 10.0, 7)]}  # outside the profiled step: not counted
+    gaps = trace_kernels.idle_gaps(trace)
+    assert [(g["start"], g["us"], g["next"]) for g in gaps] == [
+        (130.0, 180.0, "triton_poi_fused"), (375.0, 125.0, "fill_kernel"),
+        (520.0, 180.0, "multi_tensor_apply")]
+    assert gaps[0]["launched_in"] == ["ProfilerStep#7", "Torch-Compiled Region: 0/0",
+                                      "## Call CompiledFxGraph"]
+    assert trace_kernels.idle_by_launcher(gaps) == {
+        "Torch-Compiled Region: 0/0": {"gaps": 1, "idle_us": 180.0},
+        "Optimizer.step#Adam.step": {"gaps": 1, "idle_us": 180.0},
+        "(no CPU op)": {"gaps": 1, "idle_us": 125.0}}
+    assert [g["us"] for g in trace_kernels.idle_gaps(trace, min_gap_us=150.0)] == [180.0, 180.0]
+
+
+def test_trace_kernels_splits_the_cpu_time_inside_an_op_into_total_and_self() -> None:
+    trace_kernels = _load("trace_kernels")
+    call = {"cat": "cpu_op", "name": "## Call CompiledFxGraph f4a3", "tid": 1, "dur": 250.0}
+    trace = {"traceEvents": [
+        {**call, "ts": 0.0},
+        {"cat": "python_function", "name": "cudagraph_trees.py: run", "tid": 1, "ts": 10.0,
+         "dur": 200.0},
+        {"cat": "python_function", "name": "cudagraph_trees.py: _check_liveness", "tid": 1,
+         "ts": 20.0, "dur": 100.0},
+        {"cat": "python_function", "name": "cudagraph_trees.py: run", "tid": 1, "ts": 150.0,
+         "dur": 50.0},  # called inside itself: its total counts the outer call alone
+        {"cat": "cuda_driver", "name": "cudaGraphLaunch", "tid": 1, "ts": 190.0, "dur": 5.0},
+        {"cat": "python_function", "name": "elsewhere", "tid": 2, "ts": 30.0, "dur": 10.0},
+        {**call, "ts": 1000.0},  # a second call with nothing measured inside
+        {"cat": "python_function", "name": "after", "tid": 1, "ts": 300.0, "dur": 10.0}]}
+    count, rows = trace_kernels.nested_cpu_time(trace, "## Call CompiledFxGraph")
+    assert count == 2
+    assert rows == {
+        "cudagraph_trees.py: run": {"calls": 2, "total_us": 200.0, "self_us": 95.0},
+        "cudagraph_trees.py: _check_liveness": {"calls": 1, "total_us": 100.0, "self_us": 100.0},
+        "cudaGraphLaunch": {"calls": 1, "total_us": 5.0, "self_us": 5.0}}
+
+
 def test_trace_kernels_sums_each_class_per_profiled_step() -> None:
     trace_kernels = _load("trace_kernels")
     trace = {"traceEvents": [
