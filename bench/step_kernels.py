@@ -1,6 +1,6 @@
 #!/usr/bin/env python3
-"""Two pieces of XLS-R's training step alone, each against what the step runs now (issue 17,
-item 2), at the step's shapes (32 clips of about 5 s: 250 frames, 46 tokens):
+"""Pieces of XLS-R's training step alone, each against what the step runs now (issue 17, item
+2), at the step's shapes (32 clips of about 5 s: 250 frames, 46 tokens):
 
 - CTC: PyTorch's CUDA CTC as espnet2 calls it from the sync-free step (targets on the GPU,
   lengths on the host) against `padded_ctc_loss` below (cuDNN's CTC, certain-blank padding)
@@ -19,6 +19,13 @@ item 2), at the step's shapes (32 clips of about 5 s: 250 frames, 46 tokens):
   `cudnn.deterministic` (espnet2's default) and inside a compiled graph, as training runs it;
   each variant's costliest kernels by name (which algorithm ran). About the training step's mean
   batch: `--batch 34 --frames 330` (an estimate, bench/NOTES.md round 11).
+- Self-attention as s3prl's layers call it in training (16 heads of 64, bf16, the clips'
+  padding as a key mask, attention dropout 0.1): forward + backward through each of SDPA's
+  backends that takes it (cuDNN's, which the step runs, and the memory-efficient one), and
+  without the mask (flash and cuDNN: what a batch without padding would cost). In round 13's
+  trace attention took 10.2 ms a step for about 1.3 TFLOP, 13% of the bf16 peak where the
+  GEMMs run at 60%. Outputs and gradients compared with dropout off, against the math backend
+  in float32.
 
 Neither replaced what the step runs (bench/NOTES.md, round 5): cuDNN's CTC, as PyTorch 2.11
 calls it, still holds the CPU until the GPU's queue is done, and the GEMM is 7x slower than
@@ -43,6 +50,7 @@ materialising the windows (B x C x T x K values).
 Prints a table and writes JSON (--out). GPU only.
 
     python3 bench/step_kernels.py --out bench/results/step_kernels.json
+    python3 bench/step_kernels.py --batch 34 --frames 330 --parts attention --out ...
 """
 
 from __future__ import annotations
@@ -353,6 +361,98 @@ def bench_pos_conv(args: argparse.Namespace) -> dict:
                       "dtype": "bfloat16"}, "rows": rows}
 
 
+def key_padding_mask(frames: Sequence[int], total: int, device: str = "cpu") -> torch.Tensor:
+    """SDPA's boolean attention mask for clips of `frames` frames padded to `total`: True where
+    a query may attend, every query of clip b to its first frames[b] keys, shaped (B, 1, 1, T)
+    to broadcast over heads and queries, as `F.multi_head_attention_forward` builds it from
+    s3prl's key padding mask."""
+    lengths = torch.as_tensor(frames, device=device)
+    return (torch.arange(total, device=device) < lengths[:, None])[:, None, None, :]
+
+
+#: SDPA's backends, by the names the JSON uses
+SDPA_BACKENDS = {"cudnn": "CUDNN_ATTENTION", "efficient": "EFFICIENT_ATTENTION",
+                 "flash": "FLASH_ATTENTION", "math": "MATH"}
+
+
+def attention_variants(cuda: bool) -> dict[str, tuple[str, bool]]:
+    """name -> (SDPA backend, with the key padding mask): what bench_attention times. Flash
+    takes no mask, so its rows (and cuDNN's unmasked one) are the cost without padding; on the
+    CPU only the math backend runs."""
+    if not cuda:
+        return {"math": ("math", True)}
+    return {"cudnn": ("cudnn", True), "efficient": ("efficient", True),
+            "cudnn_unmasked": ("cudnn", False), "flash_unmasked": ("flash", False),
+            "math": ("math", True)}
+
+
+def masked_attention(q: torch.Tensor, k: torch.Tensor, v: torch.Tensor,
+                     mask: Optional[torch.Tensor], backend: str,
+                     dropout_p: float) -> torch.Tensor:
+    """F.scaled_dot_product_attention on one backend alone (an error, not a silent fallback,
+    where it cannot take the inputs)."""
+    from torch.nn.attention import SDPBackend, sdpa_kernel
+
+    with sdpa_kernel(getattr(SDPBackend, SDPA_BACKENDS[backend])):
+        return F.scaled_dot_product_attention(q, k, v, attn_mask=mask, dropout_p=dropout_p)
+
+
+def bench_attention(args: argparse.Namespace) -> dict:
+    """Forward + backward of the step's self-attention per backend: GPU ms, the attention's
+    FLOPs a second as a share of the bf16 peak, the costliest kernels; outputs and gradients
+    (dropout off) against the math backend in float32, on the frames each clip has."""
+    cuda = torch.cuda.is_available()
+    device = "cuda" if cuda else "cpu"
+    heads, head_dim, total = 16, 64, args.frames
+    # a sorted batch: the clips' lengths within 5% of the longest
+    frames = torch.linspace(total, round(total * 0.95), args.batch).round().long().tolist()
+    g = torch.Generator().manual_seed(0)
+    q0, k0, v0 = (torch.randn(args.batch, heads, total, head_dim, generator=g).to(device)
+                  .to(torch.bfloat16 if cuda else torch.float32) for _ in range(3))
+    mask = key_padding_mask(frames, total, device)
+    grad_out = torch.randn(q0.shape, generator=g).to(device).to(q0.dtype)
+    # QK^T and PV, 2 FLOP a multiply-add, forward; the backward does 2.5 times that (its
+    # recomputed QK^T and four products)
+    flop = 2 * 2 * args.batch * heads * total * total * head_dim * 3.5
+
+    def grads(backend: str, masked: bool, dropout_p: float, dtype: torch.dtype):
+        q, k, v = (t.detach().to(dtype).requires_grad_() for t in (q0, k0, v0))
+        out = masked_attention(q, k, v, mask if masked else None, backend, dropout_p)
+        out.backward(grad_out.to(dtype))
+        return out.detach(), q.grad, k.grad, v.grad
+
+    reference = grads("math", True, 0.0, torch.float32)
+    rows = {}
+    for name, (backend, masked) in attention_variants(cuda).items():
+        row: dict = {"backend": backend, "masked": masked}
+        try:
+            got = grads(backend, masked, 0.0, q0.dtype)
+        except RuntimeError as err:  # the backend does not take these inputs here
+            rows[name] = {**row, "error": str(err).splitlines()[0][:200]}
+            continue
+        if masked:  # unmasked rows attend to the padding too: nothing to compare
+            for what, ref, out in zip(("out", "q_grad", "k_grad", "v_grad"), reference, got):
+                keep = torch.cat([ref[b, :, :n].flatten() for b, n in enumerate(frames)])
+                same = torch.cat([out.float()[b, :, :n].flatten() for b, n in enumerate(frames)])
+                row[f"{what}_max_rel_diff"] = float((same - keep).abs().max() / keep.abs().max())
+        if cuda:
+            def step(backend=backend, masked=masked) -> None:
+                grads(backend, masked, args.attn_dropout, q0.dtype)
+            row["gpu_ms"] = round(gpu_ms(step, args.iters), 3)
+            row["of_peak"] = round(flop / (row["gpu_ms"] / 1000) / args.peak_flops, 3)
+            row["kernels"] = top_kernels(step)
+        rows[name] = row
+    return {"shape": {"batch": args.batch, "heads": heads, "frames": total,
+                      "head_dim": head_dim, "shortest_clip": frames[-1],
+                      "dropout_p": args.attn_dropout, "dtype": str(q0.dtype)},
+            "tflop": round(flop / 1e12, 4), "rows": rows}
+
+
+#: what --parts can time
+PARTS = {"ctc": bench_ctc, "specaug": bench_specaug, "pos_conv": bench_pos_conv,
+         "attention": bench_attention}
+
+
 def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__.split("\n")[0])
     parser.add_argument("--batch", type=int, default=32)
@@ -361,6 +461,10 @@ def main() -> None:
     parser.add_argument("--vocab", type=int, default=46)
     parser.add_argument("--iters", type=int, default=20)
     parser.add_argument("--busy-ms", type=float, default=30.0)
+    parser.add_argument("--attn-dropout", type=float, default=0.1,
+                        help="attention dropout while timing (XLS-R trains with 0.1)")
+    parser.add_argument("--peak-flops", type=float, default=989e12, help="the GPU's bf16 peak")
+    parser.add_argument("--parts", nargs="+", choices=list(PARTS), default=list(PARTS))
     parser.add_argument("--out", type=Path, default=REPO / "bench" / "results" /
                         "step_kernels.json")
     args = parser.parse_args()
@@ -369,12 +473,11 @@ def main() -> None:
     result = {"benchmark": "step_kernels", "git_revision": git_revision(),
               "gpu": torch.cuda.get_device_name(0), "torch": torch.__version__,
               "cudnn": torch.backends.cudnn.version(), "python": platform.python_version(),
-              "ctc": bench_ctc(args), "specaug": bench_specaug(args),
-              "pos_conv": bench_pos_conv(args)}
+              **{part: PARTS[part](args) for part in args.parts}}
     args.out.parent.mkdir(parents=True, exist_ok=True)
     args.out.write_text(json.dumps(result, indent=2) + "\n")
     print(f"{result['gpu']}, torch {result['torch']}, cuDNN {result['cudnn']}")
-    for part in ("ctc", "specaug", "pos_conv"):
+    for part in args.parts:
         print(f"\n{part} {result[part]['shape']}")
         for name, row in result[part]["rows"].items():
             print(f"  {name:<14} " + "  ".join(f"{k} {v}" for k, v in row.items()

@@ -1,7 +1,8 @@
 """The measured alternatives of bench/step_kernels.py against PyTorch's own ops: CTC with
 certain-blank padding gives the losses and gradients of the true lengths (oracle: F.ctc_loss
 with them; on the CPU both run PyTorch's native CTC, on a GPU the padded one runs cuDNN's), and
-the grouped convolution as a GEMM gives F.conv1d's outputs and gradients."""
+the grouped convolution as a GEMM gives F.conv1d's outputs and gradients, and the attention
+bench's key padding mask gives each clip the attention over its own frames alone."""
 
 from __future__ import annotations
 
@@ -85,3 +86,36 @@ def test_top_kernels_names_the_costliest_ops_first() -> None:
     rows = top_kernels(lambda: (a @ b, a[:2] + 1), count=2)
     assert rows[0]["name"] in ("aten::mm", "aten::matmul") and rows[0]["calls"] == 1
     assert rows[0]["us"] >= rows[1]["us"] > 0 and len(rows) == 2
+
+
+def test_the_key_padding_mask_gives_each_clip_attention_over_its_own_frames() -> None:
+    """Oracle: each clip's attention computed on its frames alone, without a mask; the padded
+    keys get no gradient. On the CPU the math backend runs, as bench_attention's reference."""
+    from step_kernels import key_padding_mask, masked_attention
+
+    frames, total = [7, 5, 2], 7
+    torch.manual_seed(0)
+    q, k, v = (torch.randn(3, 2, total, 4, dtype=torch.float64, requires_grad=True)
+               for _ in range(3))
+    mask = key_padding_mask(frames, total)
+    assert mask.shape == (3, 1, 1, total)
+    assert mask[1, 0, 0].tolist() == [True] * 5 + [False] * 2
+    out = masked_attention(q, k, v, mask, "math", 0.0)
+    out.sum().backward()
+    for b, n in enumerate(frames):
+        alone = F.scaled_dot_product_attention(q[b:b + 1], k[b:b + 1, :, :n], v[b:b + 1, :, :n])
+        torch.testing.assert_close(out[b:b + 1], alone)
+        assert k.grad[b, :, n:].abs().sum() == 0 and v.grad[b, :, n:].abs().sum() == 0
+    assert k.grad[1, :, :5].abs().sum() > 0
+
+
+def test_attention_bench_runs_its_reference_on_the_cpu() -> None:
+    import argparse
+
+    from step_kernels import bench_attention
+
+    args = argparse.Namespace(batch=3, frames=40, iters=1, attn_dropout=0.1, peak_flops=989e12)
+    result = bench_attention(args)
+    assert result["shape"]["shortest_clip"] == 38 and list(result["rows"]) == ["math"]
+    assert result["rows"]["math"]["out_max_rel_diff"] == 0.0  # the reference against itself
+    assert result["tflop"] == round(2 * 2 * 3 * 16 * 40 * 40 * 64 * 3.5 / 1e12, 4)
