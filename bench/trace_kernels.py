@@ -99,11 +99,12 @@ def _step_span(trace: dict) -> tuple[float, float] | None:
 
 
 def _launch_stacks(trace: dict) -> dict[int, list[str]]:
-    """Each CUDA API call's correlation id -> the names of the CPU events around it, outermost
-    first (one sweep a thread: events sorted by start, a stack of the open ones)."""
+    """Each CUDA API call's correlation id -> the names of the operators and annotations around
+    it, outermost first (one sweep a thread: events sorted by start, a stack of the open ones).
+    Python frames (a --profile-stack trace) are left out: the outermost would be the script."""
     by_thread = collections.defaultdict(list)
     for e in trace["traceEvents"]:
-        if e.get("cat") in CPU_CATS and "dur" in e:
+        if e.get("cat") in CPU_CATS and e.get("cat") != "python_function" and "dur" in e:
             by_thread[e.get("tid")].append(e)
     stacks = {}
     for events in by_thread.values():

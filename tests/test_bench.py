@@ -265,6 +265,8 @@ def _gpu(name: str, ts: float, dur: float, correlation: int, cat: str = "kernel"
 def test_trace_kernels_charges_each_gpu_idle_gap_to_the_op_that_ended_it() -> None:
     trace_kernels = _load("trace_kernels")
     trace = {"traceEvents": [
+        {"cat": "python_function", "name": "train_throughput.py(659): <module>", "tid": 1,
+         "ts": 0.0, "dur": 2000.0},  # a --profile-stack trace's frames: no launcher
         {"cat": "user_annotation", "name": "ProfilerStep#7", "tid": 1, "ts": 0.0, "dur": 1000.0},
         {"cat": "cpu_op", "name": "aten::mm", "tid": 1, "ts": 10.0, "dur": 50.0},
         _launch(1, 20.0), _gpu("nvjet_mm", 30.0, 100.0, 1),
