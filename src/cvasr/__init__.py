@@ -5,12 +5,15 @@ experiment (cvasr.decoding.transcriber). It is imported on first use, so that `i
 and the recipe's other modules do not pay for torch.
 """
 
+from cvasr.deferred_typechecks import defer_typeguard_instrumentation
 from cvasr.offline import defer_network_imports
 
 __version__ = "0.1.0"
 
-# Before anything imports espnet2: g2p_en's nltk downloads at import (cvasr.offline).
+# Before anything imports espnet2: g2p_en's nltk downloads at import (cvasr.offline), and
+# typeguard's instrumentation of ~220 espnet2 functions at import (cvasr.deferred_typechecks).
 defer_network_imports()
+defer_typeguard_instrumentation()
 
 # Our experiments name a frontend, encoder and model of ours: make them known to stock espnet2
 # (Speech2Text and the like) as soon as it loads its ASR task, without importing espnet2 here.

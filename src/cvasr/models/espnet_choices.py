@@ -11,10 +11,9 @@ command imports it), so it does not import espnet2.
 
 from __future__ import annotations
 
-import importlib.abc
-import importlib.machinery
-import sys
 from types import ModuleType
+
+from cvasr.import_hooks import after_import
 
 #: the module whose ClassChoices we extend
 ESPNET2_ASR_TASK = "espnet2.tasks.asr"
@@ -28,36 +27,10 @@ def register() -> None:
     register_with_espnet2()
 
 
-class _RegisterAfterLoading(importlib.abc.Loader):
-    """Runs espnet2's ASR task module with its own loader, then `register()`."""
-
-    def __init__(self, loader: importlib.abc.Loader) -> None:
-        self.loader = loader
-
-    def create_module(self, spec: importlib.machinery.ModuleSpec) -> ModuleType | None:
-        return self.loader.create_module(spec)
-
-    def exec_module(self, module: ModuleType) -> None:
-        self.loader.exec_module(module)
-        register()
-
-
-class _ASRTaskFinder(importlib.abc.MetaPathFinder):
-    """Finds espnet2's ASR task module as the other finders do, with our loader around theirs."""
-
-    def find_spec(self, name, path, target=None):
-        if name != ESPNET2_ASR_TASK:
-            return None
-        sys.meta_path.remove(self)  # once: the real finders answer from here on
-        spec = importlib.machinery.PathFinder.find_spec(name, path, target)
-        if spec is not None and spec.loader is not None:
-            spec.loader = _RegisterAfterLoading(spec.loader)
-        return spec
+def _register_into(task: ModuleType) -> None:
+    register()
 
 
 def register_when_espnet2_loads() -> None:
     """`register()` now if espnet2's ASR task is loaded, else right after it loads."""
-    if ESPNET2_ASR_TASK in sys.modules:
-        register()
-    elif not any(isinstance(f, _ASRTaskFinder) for f in sys.meta_path):
-        sys.meta_path.insert(0, _ASRTaskFinder())
+    after_import(ESPNET2_ASR_TASK, _register_into)
