@@ -23,8 +23,8 @@ REPO = Path(__file__).resolve().parents[1]
 sys.path.insert(0, str(Path(__file__).resolve().parent))
 from train_throughput import git_revision  # noqa: E402  (numpy only at import)
 
-#: what the processes of stages 3-5 import: espnet2's ASR task, and our training task (it with
-#: ours; stage 5's decoder imports it when it loads a model)
+#: what the processes of stages 3 and 4 import: espnet2's ASR task, and our training task with it
+#: (stage 5's decoder imports only the classes a model names, cvasr.models.loader)
 MODULES = ("espnet2.tasks.asr", "cvasr.training.task")
 
 #: put typeguard's own decorator back before anything else imports it
