@@ -69,7 +69,7 @@ import torch.nn.functional as F
 
 REPO = Path(__file__).resolve().parents[1]
 sys.path.insert(0, str(Path(__file__).resolve().parent))
-from train_throughput import git_revision  # noqa: E402  (numpy only at import)
+from train_throughput import git_revision, peak_flops  # noqa: E402  (numpy only at import)
 
 
 def certain_blank_padding(log_probs: torch.Tensor, lengths: torch.Tensor,
@@ -439,7 +439,9 @@ def bench_attention(args: argparse.Namespace) -> dict:
             def step(backend=backend, masked=masked) -> None:
                 grads(backend, masked, args.attn_dropout, q0.dtype)
             row["gpu_ms"] = round(gpu_ms(step, args.iters), 3)
-            row["of_peak"] = round(flop / (row["gpu_ms"] / 1000) / args.peak_flops, 3)
+            peak = peak_flops(torch.cuda.get_device_name(0))
+            if peak:
+                row["of_peak"] = round(flop / (row["gpu_ms"] / 1000) / peak, 3)
             row["kernels"] = top_kernels(step)
         rows[name] = row
     return {"shape": {"batch": args.batch, "heads": heads, "frames": total,
@@ -463,7 +465,6 @@ def main() -> None:
     parser.add_argument("--busy-ms", type=float, default=30.0)
     parser.add_argument("--attn-dropout", type=float, default=0.1,
                         help="attention dropout while timing (XLS-R trains with 0.1)")
-    parser.add_argument("--peak-flops", type=float, default=989e12, help="the GPU's bf16 peak")
     parser.add_argument("--parts", nargs="+", choices=list(PARTS), default=list(PARTS))
     parser.add_argument("--out", type=Path, default=REPO / "bench" / "results" /
                         "step_kernels.json")

@@ -23,6 +23,7 @@ import collections
 import gzip
 import json
 from pathlib import Path
+from typing import Iterator
 
 #: the GPU's activities in a trace: kernels, copies and memsets
 GPU_CATS = ("kernel", "gpu_memcpy", "gpu_memset")
@@ -57,10 +58,16 @@ def kernel_class(name: str) -> str:
     return next((c for c, parts in CLASSES.items() if any(p in name for p in parts)), "other")
 
 
+def _step_annotations(trace: dict) -> list[dict]:
+    """The CPU side's ProfilerStep#N annotations (the GPU side repeats them as
+    gpu_user_annotation)."""
+    return [e for e in trace["traceEvents"] if e.get("cat") == "user_annotation"
+            and e.get("name", "").startswith("ProfilerStep#")]
+
+
 def profiled_steps(trace: dict) -> int:
     """How many optimizer steps the trace holds: its distinct ProfilerStep#N annotations."""
-    return len({e["name"] for e in trace["traceEvents"] if e.get("cat") == "user_annotation"
-                and e.get("name", "").startswith("ProfilerStep#")})
+    return len({e["name"] for e in _step_annotations(trace)})
 
 
 def class_summary(trace: dict) -> dict[str, dict]:
@@ -91,32 +98,37 @@ def kernel_summary(trace: dict, pattern: str) -> dict:
 
 def _step_span(trace: dict) -> tuple[float, float] | None:
     """From the start of the first ProfilerStep annotation on the CPU to the end of the last."""
-    steps = [e for e in trace["traceEvents"] if e.get("cat") == "user_annotation"
-             and e.get("name", "").startswith("ProfilerStep#")]
+    steps = _step_annotations(trace)
     if not steps:
         return None
     return min(e["ts"] for e in steps), max(e["ts"] + e["dur"] for e in steps)
 
 
+def _nesting(events: list[dict]) -> Iterator[tuple[dict, list[dict]]]:
+    """Each of one thread's CPU events, in order of start (the longer first at a tie), with the
+    events still open around it, outermost first (a list valid until the next step)."""
+    open_events: list[dict] = []
+    for e in sorted(events, key=lambda e: (e["ts"], -e["dur"])):
+        while open_events and open_events[-1]["ts"] + open_events[-1]["dur"] <= e["ts"]:
+            open_events.pop()
+        yield e, open_events
+        open_events.append(e)
+
+
 def _launch_stacks(trace: dict) -> dict[int, list[str]]:
     """Each CUDA API call's correlation id -> the names of the operators and annotations around
-    it, outermost first (one sweep a thread: events sorted by start, a stack of the open ones).
-    Python frames (a --profile-stack trace) are left out: the outermost would be the script."""
+    it, outermost first (`_nesting`, a thread at a time). Python frames (a --profile-stack
+    trace) are left out: the outermost would be the script."""
     by_thread = collections.defaultdict(list)
     for e in trace["traceEvents"]:
         if e.get("cat") in CPU_CATS and e.get("cat") != "python_function" and "dur" in e:
             by_thread[e.get("tid")].append(e)
     stacks = {}
     for events in by_thread.values():
-        events.sort(key=lambda e: (e["ts"], -e["dur"]))
-        open_events: list[dict] = []
-        for e in events:
-            while open_events and open_events[-1]["ts"] + open_events[-1]["dur"] <= e["ts"]:
-                open_events.pop()
+        for e, around in _nesting(events):
             correlation = e.get("args", {}).get("correlation")
             if e["cat"] in ("cuda_runtime", "cuda_driver") and correlation is not None:
-                stacks[correlation] = [o["name"] for o in open_events]
-            open_events.append(e)
+                stacks[correlation] = [o["name"] for o in around]
     return stacks
 
 
@@ -165,22 +177,17 @@ def nested_cpu_time(trace: dict, prefix: str) -> tuple[int, dict[str, dict]]:
              and e.get("name", "").startswith(prefix) and "dur" in e]
     rows = collections.defaultdict(lambda: {"calls": 0, "total_us": 0.0, "self_us": 0.0})
     for o in outer:
-        inside = sorted((e for e in trace["traceEvents"] if e.get("cat") in CPU_CATS
-                         and e.get("tid") == o.get("tid") and "dur" in e and e is not o
-                         and o["ts"] <= e["ts"] and e["ts"] + e["dur"] <= o["ts"] + o["dur"]),
-                        key=lambda e: (e["ts"], -e["dur"]))
-        open_events: list[dict] = []
-        for e in inside:
-            while open_events and open_events[-1]["ts"] + open_events[-1]["dur"] <= e["ts"]:
-                open_events.pop()
-            if open_events:
-                rows[open_events[-1]["name"]]["self_us"] -= e["dur"]
+        inside = [e for e in trace["traceEvents"] if e.get("cat") in CPU_CATS
+                  and e.get("tid") == o.get("tid") and "dur" in e and e is not o
+                  and o["ts"] <= e["ts"] and e["ts"] + e["dur"] <= o["ts"] + o["dur"]]
+        for e, around in _nesting(inside):
+            if around:
+                rows[around[-1]["name"]]["self_us"] -= e["dur"]
             row = rows[e["name"]]
             row["calls"] += 1
-            if all(o["name"] != e["name"] for o in open_events):  # recursion counted once
+            if all(a["name"] != e["name"] for a in around):  # recursion counted once
                 row["total_us"] += e["dur"]
             row["self_us"] += e["dur"]
-            open_events.append(e)
     rounded = {name: {k: round(v, 3) for k, v in row.items()} for name, row in rows.items()}
     return len(outer), dict(sorted(rounded.items(), key=lambda item: -item[1]["total_us"]))
 
