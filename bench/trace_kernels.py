@@ -240,13 +240,15 @@ def main() -> None:
         print("| launched in (outermost CPU op) | gaps | idle ms |")
         print("|---|---:|---:|")
         for name, row in list(idle_by_launcher(gaps).items())[:20]:
-            print(f"| {name[:70]} | {row['gaps'] / steps:.1f} | {row['idle_us'] / steps / 1000:.2f} |")
+            print(f"| {name[:70]} | {row['gaps'] / steps:.1f} "
+                  f"| {row['idle_us'] / steps / 1000:.2f} |")
     if args.inside:
         count, rows = nested_cpu_time(trace, args.inside)
         print(f"\nCPU inside {count} event(s) named {args.inside}*, ms a call (total, self)")
+        per_call = max(count, 1)
         for name, row in list(rows.items())[:25]:
-            print(f"{row['total_us'] / max(count, 1) / 1000:8.2f} {row['self_us'] / max(count, 1) / 1000:8.2f}"
-                  f" {row['calls'] / max(count, 1):6.0f}x  {name[:100]}")
+            print(f"{row['total_us'] / per_call / 1000:8.2f} {row['self_us'] / per_call / 1000:8.2f}"
+                  f" {row['calls'] / per_call:6.0f}x  {name[:100]}")
 
 
 if __name__ == "__main__":

@@ -396,7 +396,8 @@ def profile_epoch(out: Path, args, train_one_epoch, iter_factory, reporter) -> N
                    whole.key_averages().table(sort_by="self_cpu_time_total", row_limit=40))
     reporter.set_epoch(epoch + 1)
     with torch_profile(activities=activities, schedule=schedule(wait=2, warmup=2, active=3),
-                       on_trace_ready=export, with_stack=args.profile_stack) as prof, reporter.observe("train") as sub:
+                       on_trace_ready=export, with_stack=args.profile_stack) as prof, \
+            reporter.observe("train") as sub:
         train_one_epoch(stepping(iter_factory.build_iter(epoch + 1), prof), sub)
     if args.device == "cuda":
         reporter.set_epoch(epoch + 2)

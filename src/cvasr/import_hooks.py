@@ -19,7 +19,8 @@ from typing import Callable
 class _CallAfterLoading(importlib.abc.Loader):
     """Runs a module with its own loader, then the callback on it."""
 
-    def __init__(self, loader: importlib.abc.Loader, callback: Callable[[ModuleType], None]) -> None:
+    def __init__(self, loader: importlib.abc.Loader,
+                 callback: Callable[[ModuleType], None]) -> None:
         self.loader = loader
         self.callback = callback
 
