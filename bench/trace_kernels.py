@@ -168,6 +168,16 @@ def idle_by_launcher(gaps: list[dict]) -> dict[str, dict]:
     return dict(sorted(rows.items(), key=lambda item: -item[1]["idle_us"]))
 
 
+def gpu_work_launched_in(trace: dict, prefix: str) -> tuple[int, float]:
+    """The GPU activities launched inside a CPU event whose name starts with `prefix` (an
+    operator or annotation, `_launch_stacks`): how many, and their busy microseconds."""
+    stacks = _launch_stacks(trace)
+    work = [e for e in trace["traceEvents"] if e.get("cat") in GPU_CATS
+            and any(n.startswith(prefix)
+                    for n in stacks.get(e.get("args", {}).get("correlation"), []))]
+    return len(work), busy_us(work)
+
+
 def nested_cpu_time(trace: dict, prefix: str) -> tuple[int, dict[str, dict]]:
     """The CPU events nested inside every event whose name starts with `prefix`, by name: how
     many, their total microseconds (a frame inside another of its name counted once) and self
@@ -246,6 +256,9 @@ def main() -> None:
         count, rows = nested_cpu_time(trace, args.inside)
         print(f"\nCPU inside {count} event(s) named {args.inside}*, ms a call (total, self)")
         per_call = max(count, 1)
+        launched, busy = gpu_work_launched_in(trace, args.inside)
+        print(f"GPU work launched inside them, a call: {launched / per_call:.0f} kernels, copies "
+              f"and memsets, busy {busy / per_call / 1000:.2f} ms")
         for name, row in list(rows.items())[:25]:
             print(f"{row['total_us'] / per_call / 1000:8.2f} {row['self_us'] / per_call / 1000:8.2f}"
                   f" {row['calls'] / per_call:6.0f}x  {name[:100]}")

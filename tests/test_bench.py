@@ -293,6 +293,9 @@ def test_trace_kernels_charges_each_gpu_idle_gap_to_the_op_that_ended_it() -> No
         "Optimizer.step#Adam.step": {"gaps": 1, "idle_us": 180.0},
         "(no CPU op)": {"gaps": 1, "idle_us": 125.0}}
     assert [g["us"] for g in trace_kernels.idle_gaps(trace, min_gap_us=150.0)] == [180.0, 180.0]
+    # the kernel at 310 and the copy at 365, both launched inside the region (100-400)
+    assert trace_kernels.gpu_work_launched_in(trace, "Torch-Compiled Region") == (2, 60.0)
+    assert trace_kernels.gpu_work_launched_in(trace, "Optimizer.step") == (2, 15.0)
 
 
 def test_trace_kernels_splits_the_cpu_time_inside_an_op_into_total_and_self() -> None:
