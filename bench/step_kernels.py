@@ -22,10 +22,10 @@
 - Self-attention as s3prl's layers call it in training (16 heads of 64, bf16, the clips'
   padding as a key mask, attention dropout 0.1): forward + backward through each of SDPA's
   backends that takes it (cuDNN's, which the step runs, and the memory-efficient one), and
-  without the mask (flash and cuDNN: what a batch without padding would cost). In round 13's
-  trace attention took 10.2 ms a step for about 1.3 TFLOP, 13% of the bf16 peak where the
-  GEMMs run at 60%. Outputs and gradients compared with dropout off, against the math backend
-  in float32.
+  without the mask (flash and cuDNN: what a batch without padding would cost). In the step's
+  traces (rounds 11 and 13) attention took 10.0-10.2 ms a step for about 1.3 TFLOP, 13% of the
+  bf16 peak where the GEMMs run at 60%. Outputs and gradients compared with dropout off,
+  against the math backend in float32.
 
 Neither replaced what the step runs (bench/NOTES.md, round 5): cuDNN's CTC, as PyTorch 2.11
 calls it, still holds the CPU until the GPU's queue is done, and the GEMM is 7x slower than
