@@ -5,6 +5,7 @@ from __future__ import annotations
 from pathlib import Path
 
 import pytest
+import torch
 
 REPO = Path(__file__).resolve().parents[1]
 RECIPE = REPO / "egs" / "as_cv7"
@@ -26,3 +27,25 @@ def tiny_upstream(tmp_path_factory: pytest.TempPathFactory) -> Path:
     path = tmp_path_factory.mktemp("upstream") / "tiny.pt"
     write_random_upstream("tiny", path)
     return path
+
+
+def xlsr_model(tmp_path: Path, upstream: Path, ctc_impl: str = "torch") -> torch.nn.Module:
+    """The XLS-R config's model (tiny upstream) with `model_conf ctc_impl=...`, trainable as
+    stage 4 leaves it."""
+    from cvasr.training.stages import resolve_config
+    from cvasr.training.task import CvasrASRTask
+
+    resolved = tmp_path / "xlsr.yaml"
+    resolve_config(RECIPE / "conf" / "train_xlsr300m_ctc.yaml", str(upstream), tmp_path / "dl",
+                   resolved)
+    tokens = tmp_path / "tokens.txt"
+    tokens.write_text("\n".join(["<blank>", "<unk>", "<space>", *"abcdefgh", "<sos/eos>"]) + "\n")
+    args = CvasrASRTask.get_parser().parse_args(
+        ["--config", str(resolved), "--token_list", str(tokens), "--token_type", "char",
+         "--output_dir", str(tmp_path / "exp"), "--model_conf", f"ctc_impl={ctc_impl}"])
+    torch.manual_seed(0)
+    model = CvasrASRTask.build_model(args)
+    for name, p in model.named_parameters():
+        if any(name == t or name.startswith(t + ".") for t in args.freeze_param):
+            p.requires_grad = False
+    return model.train()

@@ -14,7 +14,7 @@ import pytest
 import torch
 import torch.nn.functional as F
 
-from conftest import RECIPE
+from conftest import xlsr_model
 
 # the interpreter's log(0) = -inf, which the recursion means
 pytestmark = pytest.mark.filterwarnings("ignore:divide by zero encountered in log")
@@ -80,28 +80,6 @@ def test_an_unalignable_clip_is_infinite_without_zero_infinity(ctc_triton: Modul
     assert torch.isinf(loss).all()
 
 
-def _xlsr_model(tmp_path: Path, upstream: Path, ctc_impl: str) -> torch.nn.Module:
-    """The XLS-R config's model (tiny upstream) with `model_conf ctc_impl=...`, trainable as
-    stage 4 leaves it."""
-    from cvasr.training.stages import resolve_config
-    from cvasr.training.task import CvasrASRTask
-
-    resolved = tmp_path / "xlsr.yaml"
-    resolve_config(RECIPE / "conf" / "train_xlsr300m_ctc.yaml", str(upstream), tmp_path / "dl",
-                   resolved)
-    tokens = tmp_path / "tokens.txt"
-    tokens.write_text("\n".join(["<blank>", "<unk>", "<space>", *"abcdefgh", "<sos/eos>"]) + "\n")
-    args = CvasrASRTask.get_parser().parse_args(
-        ["--config", str(resolved), "--token_list", str(tokens), "--token_type", "char",
-         "--output_dir", str(tmp_path / "exp"), "--model_conf", f"ctc_impl={ctc_impl}"])
-    torch.manual_seed(0)
-    model = CvasrASRTask.build_model(args)
-    for name, p in model.named_parameters():
-        if any(name == t or name.startswith(t + ".") for t in args.freeze_param):
-            p.requires_grad = False
-    return model.train()
-
-
 def test_training_with_ctc_impl_triton_gives_the_same_loss_and_gradients(
         ctc_triton: ModuleType, tmp_path: Path, tiny_upstream: Path,
         monkeypatch: pytest.MonkeyPatch) -> None:
@@ -114,7 +92,7 @@ def test_training_with_ctc_impl_triton_gives_the_same_loss_and_gradients(
                         lambda *a, **k: calls.append(1) or loss_fn(*a, **k))
     results = {}
     for impl in ("torch", "triton"):
-        model = _xlsr_model(tmp_path / impl, tiny_upstream, impl)
+        model = xlsr_model(tmp_path / impl, tiny_upstream, impl)
         torch.manual_seed(1)
         speech = torch.randn(2, 16000) * 3000
         torch.manual_seed(2)
@@ -135,7 +113,7 @@ def test_training_with_ctc_impl_triton_gives_the_same_loss_and_gradients(
 
 def test_an_unknown_ctc_impl_is_refused(tmp_path: Path, tiny_upstream: Path) -> None:
     with pytest.raises(ValueError, match="ctc_impl: 'warp' is none of"):
-        _xlsr_model(tmp_path, tiny_upstream, "warp")
+        xlsr_model(tmp_path, tiny_upstream, "warp")
 
 
 @pytest.mark.parametrize("kernel", ["_alpha_kernel", "_beta_kernel"])

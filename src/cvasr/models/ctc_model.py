@@ -5,23 +5,61 @@
 - `CTCWerASRModel` (`model: cvasr_ctc`): espnet2 reports CTC's CER on validation but not its
   WER; this model reports both (`cer_ctc`, `wer_ctc`) every epoch, and takes the dump's integer
   samples. `model_conf: {ctc_impl: triton}` trains with the CTC loss of
-  `cvasr.speedups.ctc_triton` (no host syncs) instead of PyTorch's, the same loss.
+  `cvasr.speedups.ctc_triton` (no host syncs) instead of PyTorch's, the same loss. Its forward
+  hands espnet2 a `force_gatherable` without the host sync (`gatherable_without_sync`).
 """
 
 from __future__ import annotations
 
+import contextlib
 import os
-from typing import Any, Optional, Tuple
+from typing import Any, Iterator, Optional, Tuple
 
 import editdistance
 import torch
 import torch.nn.functional as F
+from espnet2.asr import espnet_model as espnet2_asr_model
 from espnet2.asr.encoder.abs_encoder import AbsEncoder
 from espnet2.asr.espnet_model import ESPnetASRModel
 from espnet2.torch_utils.device_funcs import force_gatherable
 
 from cvasr.decoding.ctc import collapse_ctc, join_tokens
 from cvasr.models.frontend import Wav2Vec2S3prlFrontend, to_device_async
+
+
+def gatherable_without_sync(data: Any, device: torch.device) -> Any:
+    """espnet2's `force_gatherable` without its host sync. espnet2 makes each Python number a
+    tensor on `device` with `torch.tensor(..., device=...)`, a blocking copy that waits until the
+    GPU's queue is empty: at the end of every training forward, for the batch size, so the CPU
+    could not queue the backward while the GPU still ran the forward (bench/NOTES.md, round 14).
+    Here numbers go to the device from pinned memory, as the same tensors (shape (1,), float32
+    or int64); the rest is espnet2's own."""
+    return force_gatherable(_numbers_to_device(data, device), device)
+
+
+def _numbers_to_device(data: Any, device: torch.device) -> Any:
+    """Python numbers in dicts, lists and plain tuples as force_gatherable makes them, without
+    a sync (to_device_async); anything else unchanged, for force_gatherable."""
+    if isinstance(data, float):
+        return to_device_async(torch.tensor([data], dtype=torch.float), device)
+    if isinstance(data, int):  # bool too, as in force_gatherable
+        return to_device_async(torch.tensor([data], dtype=torch.long), device)
+    if isinstance(data, dict):
+        return {k: _numbers_to_device(v, device) for k, v in data.items()}
+    if type(data) in (list, tuple):
+        return type(data)(_numbers_to_device(v, device) for v in data)
+    return data
+
+
+@contextlib.contextmanager
+def _espnet2_gathers_without_sync() -> Iterator[None]:
+    """ESPnetASRModel.forward calling gatherable_without_sync for force_gatherable (it looks the
+    name up in its module), for as long as the block runs."""
+    espnet2_asr_model.force_gatherable = gatherable_without_sync
+    try:
+        yield
+    finally:
+        espnet2_asr_model.force_gatherable = force_gatherable
 
 
 class IdentityEncoder(AbsEncoder):
@@ -129,11 +167,12 @@ class CTCWerASRModel(ESPnetASRModel):
         if cache_keyed:
             self.frontend.utt_ids = kwargs.get("utt_id")
         try:
-            loss, stats, weight = super().forward(*args, **kwargs)
+            with _espnet2_gathers_without_sync():
+                loss, stats, weight = super().forward(*args, **kwargs)
         finally:
             if cache_keyed:
                 self.frontend.utt_ids = None
         if self._last_wer_ctc is not None:
             # As espnet2 does for its own stats: a tensor, so DDP can average it across ranks.
-            stats["wer_ctc"] = force_gatherable(self._last_wer_ctc, loss.device)
+            stats["wer_ctc"] = gatherable_without_sync(self._last_wer_ctc, loss.device)
         return loss, stats, weight
