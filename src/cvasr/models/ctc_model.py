@@ -54,12 +54,13 @@ def _numbers_to_device(data: Any, device: torch.device) -> Any:
 @contextlib.contextmanager
 def _espnet2_gathers_without_sync() -> Iterator[None]:
     """ESPnetASRModel.forward calling gatherable_without_sync for force_gatherable (it looks the
-    name up in its module), for as long as the block runs."""
+    name up in its module), for as long as the block runs; then whatever it called before."""
+    before = espnet2_asr_model.force_gatherable
     espnet2_asr_model.force_gatherable = gatherable_without_sync
     try:
         yield
     finally:
-        espnet2_asr_model.force_gatherable = force_gatherable
+        espnet2_asr_model.force_gatherable = before
 
 
 class IdentityEncoder(AbsEncoder):
