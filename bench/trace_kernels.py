@@ -8,12 +8,15 @@ overstate the GPU time they take (cuDNN runs the positional convolution's 16 per
 on 8 side streams at once: round 12). And where the GPU waits for the CPU: each idle interval
 between the profiled steps' GPU work, charged to the CPU op that launched the work ending it
 (`--gaps`), and what the CPU did inside one op, with a trace taken with Python stacks
-(`--inside`: round 13 found CUDA graphs' backward spending ~10 ms of Python before its replay).
+(`--inside`: round 13 found CUDA graphs' backward spending ~10 ms of Python before its replay),
+and how long the CPU itself waited for the GPU in each step (`--host-waits`: the rest of the
+step is what the CPU needs a step, the floor once nothing syncs; round 14).
 
     python3 bench/trace_kernels.py TRACE --match fprop dgrad wgrad
     python3 bench/trace_kernels.py TRACE --classes   # every kernel by class, per profiled step
     python3 bench/trace_kernels.py TRACE --gaps      # GPU idle time by the CPU op it waited on
     python3 bench/trace_kernels.py TRACE --inside "## Call CompiledFxGraph f4a3"
+    python3 bench/trace_kernels.py TRACE --host-waits  # CPU waiting for the GPU, a step
 """
 
 from __future__ import annotations
@@ -29,6 +32,8 @@ from typing import Iterator
 GPU_CATS = ("kernel", "gpu_memcpy", "gpu_memset")
 #: the CPU's events that nest: operators, annotations, Python frames, CUDA API calls
 CPU_CATS = ("cpu_op", "user_annotation", "python_function", "cuda_runtime", "cuda_driver")
+#: the CUDA API calls in which the calling CPU thread waits for the GPU's queue
+HOST_WAITS = ("cudaStreamSynchronize", "cudaDeviceSynchronize", "cudaEventSynchronize")
 
 
 def busy_us(kernels: list[dict]) -> float:
@@ -202,6 +207,23 @@ def nested_cpu_time(trace: dict, prefix: str) -> tuple[int, dict[str, dict]]:
     return len(outer), dict(sorted(rounded.items(), key=lambda item: -item[1]["total_us"]))
 
 
+def host_waits(trace: dict) -> list[dict]:
+    """Each profiled step (its ProfilerStep#N annotation): its length, and the time its thread
+    spent in CUDA calls that wait for the GPU (HOST_WAITS), in microseconds. The difference is
+    what the CPU did a step: the step's length once no sync makes it wait."""
+    waits = [e for e in trace["traceEvents"]
+             if e.get("cat") == "cuda_runtime" and e.get("name") in HOST_WAITS]
+    rows = []
+    for step in sorted(_step_annotations(trace), key=lambda e: e["ts"]):
+        end = step["ts"] + step["dur"]
+        waited = sum(e["dur"] for e in waits if e.get("tid") == step.get("tid")
+                     and step["ts"] <= e["ts"] < end)
+        rows.append({"step": step["name"], "step_us": step["dur"], "waited_us": waited,
+                     "calls": sum(1 for e in waits if e.get("tid") == step.get("tid")
+                                  and step["ts"] <= e["ts"] < end)})
+    return rows
+
+
 def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__.split("\n")[0])
     parser.add_argument("trace", type=Path)
@@ -215,6 +237,9 @@ def main() -> None:
     parser.add_argument("--inside", metavar="PREFIX",
                         help="CPU time (Python frames with a --profile-stack trace) inside the "
                              "events whose name starts with PREFIX, a call of them")
+    parser.add_argument("--host-waits", action="store_true",
+                        help="each profiled step's length and the time the CPU waited in it "
+                             "for the GPU (synchronising CUDA calls)")
     args = parser.parse_args()
     with gzip.open(args.trace, "rt") as f:
         trace = json.load(f)
@@ -252,6 +277,17 @@ def main() -> None:
         for name, row in list(idle_by_launcher(gaps).items())[:20]:
             print(f"| {name[:70]} | {row['gaps'] / steps:.1f} "
                   f"| {row['idle_us'] / steps / 1000:.2f} |")
+    if args.host_waits:
+        rows = host_waits(trace)
+        print("\nthe CPU in each profiled step, ms: the step, waiting for the GPU (syncing CUDA "
+              "calls), the rest")
+        for row in rows:
+            print(f"{row['step']:<16} {row['step_us'] / 1000:8.2f} {row['waited_us'] / 1000:8.2f}"
+                  f" ({row['calls']} calls) {(row['step_us'] - row['waited_us']) / 1000:8.2f}")
+        if rows:
+            mean = {k: sum(r[k] for r in rows) / len(rows) / 1000 for k in ("step_us", "waited_us")}
+            print(f"{'mean':<16} {mean['step_us']:8.2f} {mean['waited_us']:8.2f}"
+                  f"{'':>10} {mean['step_us'] - mean['waited_us']:8.2f}")
     if args.inside:
         count, rows = nested_cpu_time(trace, args.inside)
         print(f"\nCPU inside {count} event(s) named {args.inside}*, ms a call (total, self)")

@@ -321,6 +321,29 @@ def test_trace_kernels_splits_the_cpu_time_inside_an_op_into_total_and_self() ->
         "cudaGraphLaunch": {"calls": 1, "total_us": 5.0, "self_us": 5.0}}
 
 
+def test_trace_kernels_counts_the_cpus_waits_for_the_gpu_in_each_step() -> None:
+    """Only syncing CUDA calls of the step's own thread, inside the step, count as waiting."""
+    trace_kernels = _load("trace_kernels")
+
+    def runtime(name: str, ts: float, dur: float, tid: int = 1) -> dict:
+        return {"cat": "cuda_runtime", "name": name, "tid": tid, "ts": ts, "dur": dur}
+
+    trace = {"traceEvents": [
+        {"cat": "user_annotation", "name": "ProfilerStep#9", "tid": 1, "ts": 1000.0,
+         "dur": 500.0},
+        {"cat": "user_annotation", "name": "ProfilerStep#8", "tid": 1, "ts": 0.0, "dur": 1000.0},
+        {"cat": "gpu_user_annotation", "name": "ProfilerStep#8", "tid": 7, "ts": 0.0,
+         "dur": 1200.0},
+        runtime("cudaStreamSynchronize", 100.0, 300.0),
+        runtime("cudaMemcpyAsync", 90.0, 5.0),  # queues a copy: no wait
+        runtime("cudaEventSynchronize", 700.0, 50.0),
+        runtime("cudaStreamSynchronize", 200.0, 400.0, tid=2),  # another thread's wait
+        runtime("cudaDeviceSynchronize", 1600.0, 80.0)]}  # after the last step
+    assert trace_kernels.host_waits(trace) == [
+        {"step": "ProfilerStep#8", "step_us": 1000.0, "waited_us": 350.0, "calls": 2},
+        {"step": "ProfilerStep#9", "step_us": 500.0, "waited_us": 0, "calls": 0}]
+
+
 def test_trace_kernels_sums_each_class_per_profiled_step() -> None:
     trace_kernels = _load("trace_kernels")
     trace = {"traceEvents": [
