@@ -11,7 +11,9 @@ espnet2's loop unchanged (its calls are routed through `EpochWriter`):
   epochs, and always after the last epoch (both 0: every epoch, espnet2's way). The state is
   copied on its own device at the epoch's end (a device-to-device copy: milliseconds) and written
   by a background thread under a temporary name, then renamed: training goes on meanwhile, and a
-  kill at any moment leaves the previous checkpoint whole.
+  kill at any moment leaves the previous checkpoint whole. The thread copies a GPU's tensors to
+  the host on a stream of its own (`_host_copies_off_the_training_stream`): on the training's
+  stream each copy held back the training kernels queued after it (bench/NOTES.md, round 14).
 - `{epoch}epoch.pth` model files exist for the averaging of the n best at the end: an epoch's
   model is kept in memory (on its device) while it is among the n best by the best-model
   criterion, or is the latest, and goes to disk with the next checkpoint. It is written into
@@ -25,6 +27,7 @@ espnet2's loop unchanged (its calls are routed through `EpochWriter`):
 
 from __future__ import annotations
 
+import contextlib
 import logging
 import os
 import re
@@ -33,7 +36,7 @@ import threading
 import time
 from concurrent.futures import Future, ThreadPoolExecutor
 from pathlib import Path
-from typing import Any, Callable
+from typing import Any, Callable, Iterator
 
 import torch
 
@@ -57,6 +60,34 @@ def _clone(obj: Any) -> Any:
     if isinstance(obj, tuple):
         return tuple(_clone(v) for v in obj)
     return obj
+
+
+def _snapshot_taken() -> tuple[torch.cuda.Event, int] | None:
+    """Where the snapshots' device copies end on the training's stream: an event recorded there
+    now, and its device; None while CUDA is not in use (CPU training)."""
+    if not (torch.cuda.is_available() and torch.cuda.is_initialized()):
+        return None
+    event = torch.cuda.Event()
+    event.record()
+    return event, torch.cuda.current_device()
+
+
+@contextlib.contextmanager
+def _host_copies_off_the_training_stream(taken: tuple[torch.cuda.Event, int] | None
+                                         ) -> Iterator[None]:
+    """torch.save's copies of GPU tensors to the host, in this block, on a stream of their own
+    that first waits for the snapshot (`taken`): not queued between the training's kernels. Each
+    copy to pageable memory returns once done, so the snapshot's memory is free to reuse when
+    the block ends."""
+    if taken is None:
+        yield
+        return
+    event, device = taken
+    with torch.cuda.device(device):
+        stream = torch.cuda.Stream()
+        stream.wait_event(event)
+        with torch.cuda.stream(stream):
+            yield
 
 
 def atomic_save(save: Callable[..., None], obj: Any, path: Path) -> None:
@@ -185,16 +216,24 @@ class EpochWriter:
 
     # ---- the writing (in the background thread when there is one)
     def _submit(self, fn: Callable[..., None], *args: Any) -> None:
+        """fn(*args, taken) in the background thread (here without one); `taken` marks the end
+        of the snapshots' device copies so far (_snapshot_taken)."""
+        taken = _snapshot_taken()
         if self._pool is None:
-            fn(*args)
+            fn(*args, taken)
             return
         self._pending = [f for f in self._pending if not f.done() or f.exception()]
-        self._pending.append(self._pool.submit(fn, *args))
+        self._pending.append(self._pool.submit(fn, *args, taken))
 
     def _write(self, models: dict[int, dict], checkpoint: dict | None,
-               keep: set[int] | None) -> None:
+               keep: set[int] | None, taken: tuple[torch.cuda.Event, int] | None) -> None:
         """The new epoch models into checkpoint_models/ (linked where espnet2 reads them), then
         the checkpoint, then checkpoint_models/ pruned to the n best the checkpoint names."""
+        with _host_copies_off_the_training_stream(taken):
+            self._write_files(models, checkpoint, keep)
+
+    def _write_files(self, models: dict[int, dict], checkpoint: dict | None,
+                     keep: set[int] | None) -> None:
         start = time.perf_counter()
         self._kept_dir.mkdir(parents=True, exist_ok=True)
         for epoch, state in sorted(models.items()):
