@@ -215,12 +215,10 @@ def host_waits(trace: dict) -> list[dict]:
              if e.get("cat") == "cuda_runtime" and e.get("name") in HOST_WAITS]
     rows = []
     for step in sorted(_step_annotations(trace), key=lambda e: e["ts"]):
-        end = step["ts"] + step["dur"]
-        waited = sum(e["dur"] for e in waits if e.get("tid") == step.get("tid")
-                     and step["ts"] <= e["ts"] < end)
-        rows.append({"step": step["name"], "step_us": step["dur"], "waited_us": waited,
-                     "calls": sum(1 for e in waits if e.get("tid") == step.get("tid")
-                                  and step["ts"] <= e["ts"] < end)})
+        inside = [e for e in waits if e.get("tid") == step.get("tid")
+                  and step["ts"] <= e["ts"] < step["ts"] + step["dur"]]
+        rows.append({"step": step["name"], "step_us": step["dur"],
+                     "waited_us": sum(e["dur"] for e in inside), "calls": len(inside)})
     return rows
 
 
