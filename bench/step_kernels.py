@@ -414,6 +414,7 @@ def bench_attention(args: argparse.Namespace) -> dict:
     # QK^T and PV, 2 FLOP a multiply-add, forward; the backward does 2.5 times that (its
     # recomputed QK^T and four products)
     flop = 2 * 2 * args.batch * heads * total * total * head_dim * 3.5
+    peak = peak_flops(torch.cuda.get_device_name(0)) if cuda else None
 
     def grads(backend: str, masked: bool, dropout_p: float, dtype: torch.dtype):
         q, k, v = (t.detach().to(dtype).requires_grad_() for t in (q0, k0, v0))
@@ -439,7 +440,6 @@ def bench_attention(args: argparse.Namespace) -> dict:
             def step(backend=backend, masked=masked) -> None:
                 grads(backend, masked, args.attn_dropout, q0.dtype)
             row["gpu_ms"] = round(gpu_ms(step, args.iters), 3)
-            peak = peak_flops(torch.cuda.get_device_name(0))
             if peak:
                 row["of_peak"] = round(flop / (row["gpu_ms"] / 1000) / peak, 3)
             row["kernels"] = top_kernels(step)
