@@ -191,10 +191,7 @@ def optimizer_steps(config: Path, shape_files: Sequence[Path], extra_args: Seque
     every batch type, --num_iters_per_epoch and --accum_grad count as in training."""
     from espnet2.samplers.build_batch_sampler import build_batch_sampler
 
-    from cvasr.training.task import CvasrASRTask
-
-    args, _ = CvasrASRTask.get_parser().parse_known_args(["--config", str(config),
-                                                          *extra_args])
+    args = _training_options(config, extra_args)
     sampler = build_batch_sampler(
         type=args.batch_type, shape_files=[str(p) for p in shape_files],
         fold_lengths=args.fold_length, batch_size=args.batch_size, batch_bins=args.batch_bins,
@@ -203,6 +200,16 @@ def optimizer_steps(config: Path, shape_files: Sequence[Path], extra_args: Seque
     batches = len(list(sampler))
     iterations = args.num_iters_per_epoch or batches
     return max(1, iterations // max(1, args.accum_grad)), args.max_epoch, batches
+
+
+def _training_options(config: Path, extra_args: Sequence[str]) -> Any:
+    """The options espnet2 will train with: `config` under `extra_args`, by its own parser (the
+    last of a repeated option wins, as in training)."""
+    from cvasr.training.task import CvasrASRTask
+
+    args, _ = CvasrASRTask.get_parser().parse_known_args(["--config", str(config),
+                                                          *extra_args])
+    return args
 
 
 def schedule_from_data(config: Path, shape_files: Sequence[Path],
@@ -249,16 +256,13 @@ def compile_from_data(config: Path, shape_files: Sequence[Path], exp_dir: Path,
     (batches an epoch x max_epoch) or when the compile cache (`exp_dir`'s, see
     compile_cache_env) holds compiled graphs (a resumed or repeated run loads them in seconds),
     else false: on a cold machine the compile costs minutes that a short run does not earn
-    back. Returns the option to add after `extra_args` and a line saying what it chose and why;
-    ([], None) when nothing is auto."""
+    back. Returns the option to add after `extra_args` and a line saying what it chose and why
+    (and, when eager, that a `compile_mode` other than the default goes unused); ([], None) when
+    nothing is auto."""
     from cvasr.defaults import COMPILE_PAYS_AFTER_STEPS
 
-    conf = yaml.safe_load(Path(config).read_text(encoding="utf-8")) or {}
-    value = conf.get("compile_upstream")
-    for i, arg in enumerate(extra_args[:-1]):
-        if arg == "--compile_upstream":
-            value = extra_args[i + 1]
-    if value != COMPILE_FROM_DATA:
+    options = _training_options(config, extra_args)
+    if options.compile_upstream != COMPILE_FROM_DATA:
         return [], None
     _, max_epoch, batches = optimizer_steps(config, shape_files, extra_args)
     steps = batches * max_epoch
@@ -271,9 +275,13 @@ def compile_from_data(config: Path, shape_files: Sequence[Path], exp_dir: Path,
         why = (f"{batches} batches an epoch x {max_epoch} epochs = {steps} training steps, "
                f"{'at least' if compiled else 'fewer than'} the {COMPILE_PAYS_AFTER_STEPS:,} that "
                "pay for compiling on a cold machine")
-    return (["--compile_upstream", str(compiled).lower()],
-            f"compile_upstream auto: {why}; the transformer "
-            + ("is compiled" if compiled else "runs eager"))
+    line = f"compile_upstream auto: {why}; the transformer " + (
+        "is compiled" if compiled else "runs eager")
+    if not compiled and options.compile_mode != "default":  # easy to miss (bench/NOTES.md,
+        # round 15, lost a GPU run to it)
+        line += (f" (compile_mode {options.compile_mode} goes unused; --compile_upstream true "
+                 "compiles it whatever the run's length)")
+    return ["--compile_upstream", str(compiled).lower()], line
 
 
 def train(dump_dir: Path, token_list: Path, stats_dir: Path, config: Path, exp_dir: Path,
@@ -290,8 +298,8 @@ def train(dump_dir: Path, token_list: Path, stats_dir: Path, config: Path, exp_d
     if schedule:
         print(schedule, flush=True)
     compile_args, compiling = compile_from_data(config, shape_files, exp_dir, extra_args)
-    if compiling:
-        print(compiling, flush=True)
+    if compiling:  # on the console: whether the transformer is compiled decides the speed
+        say(compiling)
     derived = SCHEDULE_KEYS if schedule else ()
     args = [*_token_args(token_list), "--config", str(config), "--output_dir", str(exp_dir),
             "--resume", "true",
