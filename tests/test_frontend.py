@@ -307,3 +307,41 @@ def test_positional_conv_sees_a_multiple_of_its_frames(tiny_upstream: Path) -> N
             want = pos_conv(x.transpose(1, 2)).transpose(1, 2)
         assert seen == [padded, frames] and got.shape == want.shape
         torch.testing.assert_close(got, want, rtol=1e-5, atol=1e-6)
+
+
+def test_compiled_positional_conv_spells_its_weight_norm_out(tiny_upstream: Path) -> None:
+    """Compiled, the positional convolution's weight norm is plain ops in the forward and
+    backward graphs: the module hook's `_weight_norm` has no decomposition for its backward, so
+    inductor left it to aten's slow kernel (bench/NOTES.md, round 15). Values and gradients are
+    the hook's (in float64: float32's rounding of the two spellings differs)."""
+    from torch._dynamo.backends.common import aot_autograd
+    from torch._functorch.aot_autograd import make_boxed_func
+
+    from cvasr.models.frontend import _positional_conv
+
+    _, ours = _pair(tiny_upstream)
+    pos_conv = ours.upstream.upstream.model.encoder.pos_conv.double()
+    conv = pos_conv[0]
+    ops: list[str] = []
+
+    def record(graph: torch.fx.GraphModule, example_inputs: list) -> object:
+        ops.extend(str(node.target) for node in graph.graph.nodes if node.op == "call_function")
+        return make_boxed_func(graph.forward)
+
+    torch._dynamo.reset()
+    compiled = torch.compile(lambda x: _positional_conv(pos_conv, x), fullgraph=True,
+                             backend=aot_autograd(fw_compiler=record, bw_compiler=record))
+    x = torch.randn(2, 45, conv.in_channels, generator=torch.Generator().manual_seed(0),
+                    dtype=torch.float64)
+    results = []
+    for run in (compiled, lambda x: pos_conv(x.transpose(1, 2)).transpose(1, 2)):
+        inputs = x.clone().requires_grad_()
+        out = run(inputs)
+        (out * torch.linspace(-1, 1, out.numel(), dtype=out.dtype).view_as(out)).sum().backward()
+        results.append([out.detach(), inputs.grad, conv.weight_g.grad, conv.weight_v.grad,
+                        conv.bias.grad])
+        pos_conv.zero_grad(set_to_none=True)
+    assert any("convolution" in op for op in ops)  # both graphs recorded
+    assert not [op for op in ops if "weight_norm" in op]
+    for got, want in zip(*results):
+        torch.testing.assert_close(got, want, rtol=1e-10, atol=1e-12)

@@ -113,8 +113,15 @@ def _positional_conv(pos_conv: torch.nn.Module, x: torch.Tensor,
     if impl == "fft" and fft_pos_conv.supports(conv):
         return fft_pos_conv.fft_positional_conv(pos_conv, x)  # no padding: no autotuning
     frames = x.size(1)
-    padded = F.pad(x, (0, 0, 0, positional_conv_padding(frames)))
-    return pos_conv(padded.transpose(1, 2))[:, :, :frames].transpose(1, 2)
+    padded = F.pad(x, (0, 0, 0, positional_conv_padding(frames))).transpose(1, 2)
+    if torch.compiler.is_compiling():  # the weight norm as ops inductor compiles, backward too
+        # (fft_pos_conv.conv_weight says why); eager keeps the module's own hook and numbers
+        y = F.conv1d(padded, fft_pos_conv.conv_weight(conv), conv.bias, conv.stride,
+                     conv.padding, conv.dilation, conv.groups)
+        y = pos_conv[2](pos_conv[1](y))
+    else:
+        y = pos_conv(padded)
+    return y[:, :, :frames].transpose(1, 2)
 
 
 def _cudnn_without_autotuning():

@@ -147,12 +147,18 @@ def supports(conv: torch.nn.Conv1d) -> bool:
 
 def conv_weight(conv: torch.nn.Conv1d) -> torch.Tensor:
     """The convolution's effective weight, its weight norm applied (s3prl's `weight_norm` hook,
-    which sets `.weight` only inside the module's own forward, or a parametrization)."""
+    which sets `.weight` only inside the module's own forward, or a parametrization). The hook's
+    norm is spelled out as plain ops, g * v / |v|, rather than the hook's `_weight_norm`: torch
+    has no decomposition for that op's backward, so in a compiled graph it stayed a call to
+    aten's kernel for a norm over all but the last dim, 0.84 ms a step on an H200 where
+    inductor's own reduction takes microseconds (bench/NOTES.md, round 15)."""
     from torch.nn.utils.weight_norm import WeightNorm
 
     for hook in conv._forward_pre_hooks.values():
         if isinstance(hook, WeightNorm) and hook.name == "weight":
-            return hook.compute_weight(conv)
+            g, v = getattr(conv, hook.name + "_g"), getattr(conv, hook.name + "_v")
+            others = [d for d in range(v.dim()) if d != hook.dim % v.dim()]
+            return v * (g / torch.linalg.vector_norm(v, dim=others, keepdim=True))
     return conv.weight
 
 
