@@ -464,6 +464,43 @@ def summarise(result: dict, audio_per_epoch: float, warmup: int, flops: float,
     return result
 
 
+def torch_settings() -> dict[str, object]:
+    """The process-wide torch settings a row could leave behind for the rows after it: the
+    backends' precision and determinism flags, and dynamo's, inductor's and functorch's configs
+    (part of the compile caches' keys). Round 15: on a fresh machine the committed row compiled
+    cold after the seed's stack, where without it the same cache spared the compile."""
+    import torch
+    import torch._dynamo.config
+    import torch._functorch.config
+    import torch._inductor.config
+
+    flags = {
+        "cuda.matmul.allow_tf32": torch.backends.cuda.matmul.allow_tf32,
+        "cuda.matmul.allow_bf16_reduced_precision_reduction":
+            torch.backends.cuda.matmul.allow_bf16_reduced_precision_reduction,
+        "cuda.matmul.allow_fp16_reduced_precision_reduction":
+            torch.backends.cuda.matmul.allow_fp16_reduced_precision_reduction,
+        "cudnn.allow_tf32": torch.backends.cudnn.allow_tf32,
+        "cudnn.benchmark": torch.backends.cudnn.benchmark,
+        "cudnn.deterministic": torch.backends.cudnn.deterministic,
+        "float32_matmul_precision": torch.get_float32_matmul_precision(),
+        "deterministic_algorithms": torch.are_deterministic_algorithms_enabled(),
+        "default_dtype": str(torch.get_default_dtype()),
+        "grad_enabled": torch.is_grad_enabled(),
+    }
+    for name, config in (("dynamo", torch._dynamo.config), ("inductor", torch._inductor.config),
+                         ("functorch", torch._functorch.config)):
+        flags.update({f"{name}.{key}": repr(value)
+                      for key, value in config.get_config_copy().items()})
+    return flags
+
+
+def changed_settings(before: dict[str, object], after: dict[str, object]) -> dict[str, list]:
+    """The settings of torch_settings() that differ: name -> [before, after]."""
+    return {key: [before.get(key), after.get(key)] for key in sorted(set(before) | set(after))
+            if before.get(key) != after.get(key)}
+
+
 def save_compile_cache(path: Path) -> None:
     """torch.compile's caches of this process so far, xz-compressed, to `path` (atomically)."""
     import torch
@@ -588,6 +625,7 @@ def main() -> int:
     wanted = (lambda name: args.only is None or name in args.only)
     for name, grouped in (("seed_random", False), ("seed_grouped", True)):
         if wanted(name):
+            settings = torch_settings()
             try:
                 r = run_seed_stack(clips, tokens, cfg, args, grouped)
             except Exception as err:  # noqa: BLE001 - one failed run must not lose the others
@@ -596,7 +634,9 @@ def main() -> int:
                 continue
             runs[name] = summarise(r, audio_per_epoch, args.warmup_epochs, flops, peak,
                                    r["steps_per_epoch"])
-            print(f"{name}: {runs[name]['audio_seconds_per_s']} audio-s/s", flush=True)
+            runs[name]["left_changed"] = changed_settings(settings, torch_settings())
+            print(f"{name}: {runs[name]['audio_seconds_per_s']} audio-s/s; torch settings it "
+                  f"left changed: {runs[name]['left_changed'] or 'none'}", flush=True)
             save()
             gc.collect()
             torch.cuda.empty_cache() if args.device == "cuda" else None

@@ -227,6 +227,28 @@ def test_summarise_gives_the_rate_over_the_timed_epochs_and_at_their_median() ->
     assert row["steps_per_s"] == 4.29 and row["fraction_of_peak"] == 0.0857
 
 
+def test_train_throughput_names_the_torch_settings_a_row_left_changed() -> None:
+    """What the seed's stack leaves changed for our rows after it (a flag, a compiler config):
+    exactly the settings changed, each with its value before and after."""
+    import torch
+    import torch._inductor.config
+
+    bench = _load("train_throughput")
+    before = bench.torch_settings()
+    assert bench.changed_settings(before, bench.torch_settings()) == {}
+    deterministic = torch.backends.cudnn.deterministic
+    threads = torch._inductor.config.compile_threads
+    try:
+        torch.backends.cudnn.deterministic = not deterministic
+        torch._inductor.config.compile_threads = threads + 1
+        assert bench.changed_settings(before, bench.torch_settings()) == {
+            "cudnn.deterministic": [deterministic, not deterministic],
+            "inductor.compile_threads": [repr(threads), repr(threads + 1)]}
+    finally:
+        torch.backends.cudnn.deterministic = deterministic
+        torch._inductor.config.compile_threads = threads
+
+
 def test_trace_kernels_counts_the_matching_kernels_and_their_grids() -> None:
     kernel_summary = _load("trace_kernels").kernel_summary
     trace = {"traceEvents": [  # two dgrad kernels on two streams, overlapping by 50 us
