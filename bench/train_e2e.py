@@ -110,6 +110,18 @@ def espnet2_epochs(train_log: Path) -> list[dict]:
     return rows
 
 
+def transformer_compiled(train_log: Path) -> bool | None:
+    """Whether the run compiled the transformer: the last `--compile_upstream` of the command
+    stage 4 logged first in train.log (what `compile_upstream: auto` settled on included); None
+    where the log names none. Round 15's two runs meant to be compiled ran eager unseen."""
+    for line in train_log.read_text(encoding="utf-8").splitlines():
+        if line.startswith("# "):
+            words = line[2:].split()
+            values = [words[i + 1] for i, w in enumerate(words[:-1]) if w == "--compile_upstream"]
+            return values[-1].lower() == "true" if values else None
+    return None
+
+
 def per_epoch(rows: list[dict]) -> dict:
     """wall_s_per_epoch and train_s_per_epoch over epochs 2.. (see the module docstring)."""
     if len(rows) < 3:
@@ -213,6 +225,7 @@ def main() -> int:
         ours = per_epoch(rows)
         first = rows[0]["train_seconds"] + rows[0]["valid_seconds"]
         ours.update(train_args=args.train_args.split(),
+                    transformer_compiled=transformer_compiled(exp / "train.log"),
                     stage4_wall_s=round(stage4, 1), first_epoch_wall_s=round(first, 1),
                     first_epoch_over_warm_s=round(first - ours["wall_s_per_epoch"], 1),
                     checkpoints=sorted(p.name for p in exp.glob("*.pth")), epochs_log=rows)
@@ -231,7 +244,8 @@ def main() -> int:
         save()
         print(f"  wall {ours['wall_s_per_epoch']} s an epoch, espnet2's train+valid "
               f"{ours['train_s_per_epoch']} s ({ours['wall_over_train']}x); first epoch "
-              f"{ours['first_epoch_wall_s']} s"
+              f"{ours['first_epoch_wall_s']} s; transformer compiled: "
+              f"{ours['transformer_compiled']}"
               + (f", first after resuming {ours['resumed']['first_epoch_wall_s']} s"
                  if "resumed" in ours else ""), flush=True)
     if "baseline" in args.only:
@@ -343,6 +357,8 @@ def finish(result: dict, out: Path) -> None:
         label = LABELS.get(name, name)
         if r.get("train_args"):  # options over the committed config: the label says which
             label = f"{label.split(', through')[0]} + {' '.join(r['train_args'])}"
+        if r.get("transformer_compiled") is False:
+            label += " [eager]"
         print(f"| {label:<52} | "
               f"{len(r.get('epochs_log', r.get('epochs', []))):>6} | "
               f"{r['wall_s_per_epoch']:12.3f} | {train} | {first} |")

@@ -100,6 +100,22 @@ def test_train_e2e_reads_epoch_times_from_espnet2s_log(tmp_path: Path) -> None:
         per_epoch(rows[:2])
 
 
+def test_train_e2e_reads_whether_the_transformer_was_compiled(tmp_path: Path) -> None:
+    """From the command stage 4 logged first: the last --compile_upstream counts (the one
+    compile_upstream: auto added after the user's)."""
+    sys.path.insert(0, str(REPO / "bench"))
+    from train_e2e import transformer_compiled
+
+    log = tmp_path / "train.log"
+    for command, compiled in (("--max_epoch 50 --compile_upstream false --ngpu 1", False),
+                              ("--compile_upstream false --compile_upstream True --ngpu 1", True),
+                              ("--max_epoch 50 --ngpu 1", None)):
+        log.write_text(f"# python3 -m cvasr.training.task --config c.yaml {command}\n"
+                       "[vm] 2026-12-01 20:47:24,405 (abs_task:1885) INFO: --compile_upstream "
+                       "true\n", encoding="utf-8")
+        assert transformer_compiled(log) is compiled, command
+
+
 def test_scaling_corpus_holds_the_hours_asked_for(tmp_path: Path) -> None:
     sys.path.insert(0, str(REPO / "bench"))
     from train_gpu import rank0_lines, synth_release
