@@ -5,6 +5,10 @@ VENV := .venv
 STAMP := $(VENV)/.cvasr-installed
 DEMO_DIR ?= egs/as_cv7
 DEMO_STOP_STAGE ?= 5
+# pytest's workers (pytest-xdist; 0: one process): two, the cores of the CI machine. The slow
+# tests run the recipe and train, and split between two workers they finish sooner; more workers
+# than cores only share them
+TEST_WORKERS ?= 2
 
 .PHONY: setup system-deps demo test bench clean-demo
 
@@ -28,7 +32,7 @@ demo: setup
 	cd $(DEMO_DIR) && ./run.sh --demo true --stage 0 --stop-stage $(DEMO_STOP_STAGE)
 
 test: setup
-	$(VENV)/bin/python -m pytest
+	$(VENV)/bin/python -m pytest -n $(TEST_WORKERS)
 
 clean-demo:
 	rm -rf $(DEMO_DIR)/data $(DEMO_DIR)/dump $(DEMO_DIR)/exp $(DEMO_DIR)/downloads $(DEMO_DIR)/RESULTS.md
