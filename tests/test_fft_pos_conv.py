@@ -100,3 +100,18 @@ def test_inductor_runs_it_on_a_transposed_input() -> None:
     (want * torch.arange(16.0)).sum().backward()
     torch.testing.assert_close(got, want, rtol=1e-4, atol=1e-4)
     torch.testing.assert_close(y.grad, y_eager.grad, rtol=1e-4, atol=1e-4)
+
+
+@pytest.mark.parametrize("dim", [0, 1, 2, None])
+def test_conv_weight_is_the_weight_norm_hooks(dim: int | None) -> None:
+    """conv_weight spells the hook's weight norm out (g * v / |v|): the hook's own weight for
+    every dim weight_norm takes, None (one norm over the whole tensor) among them."""
+    from torch.nn.utils.weight_norm import WeightNorm
+
+    from cvasr.speedups.fft_pos_conv import conv_weight
+
+    torch.manual_seed(0)
+    conv = torch.nn.utils.weight_norm(torch.nn.Conv1d(8, 8, 5, groups=2).double(), dim=dim)
+    hook = next(h for h in conv._forward_pre_hooks.values() if isinstance(h, WeightNorm))
+    torch.testing.assert_close(conv_weight(conv), hook.compute_weight(conv), rtol=1e-12,
+                               atol=1e-14)

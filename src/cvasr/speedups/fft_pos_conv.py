@@ -157,7 +157,8 @@ def conv_weight(conv: torch.nn.Conv1d) -> torch.Tensor:
     for hook in conv._forward_pre_hooks.values():
         if isinstance(hook, WeightNorm) and hook.name == "weight":
             g, v = getattr(conv, hook.name + "_g"), getattr(conv, hook.name + "_v")
-            others = [d for d in range(v.dim()) if d != hook.dim % v.dim()]
+            # the norm over every dim but hook.dim; torch's dim -1 (weight_norm's dim=None): all
+            others = [d for d in range(v.dim()) if hook.dim == -1 or d != hook.dim]
             return v * (g / torch.linalg.vector_norm(v, dim=others, keepdim=True))
     return conv.weight
 
