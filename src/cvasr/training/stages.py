@@ -189,9 +189,13 @@ def optimizer_steps(config: Path, shape_files: Sequence[Path], extra_args: Seque
     """(optimizer steps an epoch, max_epoch, batches an epoch) as espnet2 will train with
     `config` and `extra_args`: its own option parser and batch sampler count the batches, so
     every batch type, --num_iters_per_epoch and --accum_grad count as in training."""
+    return _steps_of(_training_options(config, extra_args), shape_files)
+
+
+def _steps_of(args: Any, shape_files: Sequence[Path]) -> tuple[int, int, int]:
+    """optimizer_steps for options espnet2's parser has already read (_training_options)."""
     from espnet2.samplers.build_batch_sampler import build_batch_sampler
 
-    args = _training_options(config, extra_args)
     sampler = build_batch_sampler(
         type=args.batch_type, shape_files=[str(p) for p in shape_files],
         fold_lengths=args.fold_length, batch_size=args.batch_size, batch_bins=args.batch_bins,
@@ -264,7 +268,7 @@ def compile_from_data(config: Path, shape_files: Sequence[Path], exp_dir: Path,
     options = _training_options(config, extra_args)
     if options.compile_upstream != COMPILE_FROM_DATA:
         return [], None
-    _, max_epoch, batches = optimizer_steps(config, shape_files, extra_args)
+    _, max_epoch, batches = _steps_of(options, shape_files)
     steps = batches * max_epoch
     cache = compile_cache_dir(exp_dir)
     warm = any(p.is_file() for sub in ("fxgraph", "aotautograd") for p in (cache / sub).rglob("*"))
