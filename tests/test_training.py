@@ -290,13 +290,17 @@ def test_xlsr_speedups_leave_the_demo_loss_curve_unchanged(prepared: dict[str, P
                                                           tiny_upstream: Path) -> None:
     """The training-speed changes of bench/NOTES.md change no number that is learned: espnet2's
     own s3prl frontend and training loop, our frontend, ours reading the frozen conv features
-    from its cache, and that with the sync-free training loop (the committed config) train to
-    the same per-epoch losses and validation CER on the demo corpus (CPU: deterministic)."""
+    from its cache, and that with the sync-free training loop (the committed config, with
+    espnet2's SpecAugment: the committed sync-free one draws other masks from the same
+    distribution, tests/test_sync_free_specaug.py) train to the same per-epoch losses and
+    validation CER on the demo corpus (CPU: deterministic)."""
     work = prepared["work"]
     resolved = work / "xlsr_curve.yaml"
     resolve_config(XLSR_CONFIG, str(tiny_upstream), work / "dl", resolved)
     conf = yaml.safe_load(resolved.read_text())
     assert conf["frontend_conf"]["cache_conv_features"] is True and conf["sync_free_step"] is True
+    assert conf["specaug"] == "sync_free_specaug"
+    conf["specaug"] = "specaug"
     espnet2_loop = dict(conf, sync_free_step=False)
     espnet2_own = dict(espnet2_loop, frontend="s3prl")
     espnet2_own["frontend_conf"] = {k: v for k, v in conf["frontend_conf"].items()

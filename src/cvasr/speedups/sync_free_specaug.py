@@ -13,8 +13,9 @@ integers below the same bound), not the same draws, so a run's masks differ from
 under the same seed. Mask widths are drawn as espnet2 draws them. Frequency masks and time
 masks (fixed or ratio widths) are replaced; time warping, if asked for, stays espnet2's.
 
-Status: timed on an H200 with the Triton CTC (bench/NOTES.md, rounds 6 and 7): the eager step
-no faster, the compiled one 18% slower; off by default.
+Status: timed on an H200 with the Triton CTC (bench/NOTES.md, rounds 6, 7 and 15): the eager
+step no faster, the compiled one 18% slower, with CUDA graphs 19% faster than CUDA graphs alone
+(the step then has no host sync); the XLS-R config uses it.
 """
 
 from __future__ import annotations
