@@ -87,12 +87,16 @@ def write_release(root: Path, clips: list[tuple[str, np.ndarray, str]], n_dev: i
         (root / SPLIT_FILES[split]).write_text("\n".join(lines) + "\n", encoding="utf-8")
 
 
+_UNIT_SECONDS = {"hour": 3600, "minute": 60, "second": 1}
+
+
 def _seconds(text: str) -> float:
-    """espnet2's humanfriendly durations: '7.41 seconds', '1 minute and 22.46 seconds'."""
-    m = re.match(r"(?:(\d+) minutes? and )?([0-9.]+) seconds", text)
-    if not m:
+    """espnet2's humanfriendly durations: '7.41 seconds', '1 second' (an epoch of 1.0 s, round
+    16's compiled run), '1 minute and 22.46 seconds', '1 hour, 2 minutes and 3 seconds'."""
+    parts = re.findall(r"([0-9.]+) (hour|minute|second)s?\b", text)
+    if not parts or re.sub(r"[0-9.]+ (hour|minute|second)s?|,| and ", "", text).strip():
         raise ValueError(f"cannot read a duration from {text!r}")
-    return 60 * int(m.group(1) or 0) + float(m.group(2))
+    return sum(float(n) * _UNIT_SECONDS[unit] for n, unit in parts)
 
 
 def espnet2_epochs(train_log: Path) -> list[dict]:
@@ -103,7 +107,7 @@ def espnet2_epochs(train_log: Path) -> list[dict]:
         if not m:
             continue
         when = datetime.datetime.strptime(m.group(1), "%Y-%m-%d %H:%M:%S,%f").timestamp()
-        times = [re.search(r"(?:^|, )time=(.*?seconds)", part) for part in m.groups()[2:]]
+        times = [re.search(r"(?:^|, )time=(.*?)(?=, [a-z_]+=|$)", part) for part in m.groups()[2:]]
         rows.append({"epoch": int(m.group(2)), "logged_at": when,
                      "train_seconds": _seconds(times[0].group(1)),
                      "valid_seconds": _seconds(times[1].group(1)) if times[1] else 0.0})
