@@ -679,7 +679,7 @@ def test_xlsr_config_leaves_no_trainable_parameter_without_a_gradient(tmp_path: 
     (10, [], True, True),          # a warm compile cache: compiled however short the run
     (None, [], False, True),       # enough epochs to pass COMPILE_PAYS_AFTER_STEPS
     (10, ["--compile_upstream", "true"], False, None),  # set by the options: not settled here
-    (10, ["--compile_mode", "reduce-overhead"], False, False),  # eager: the mode said unused
+    (10, ["--compile_mode", "default"], False, False),  # eager, and no mode goes unused
 ])
 def test_compile_auto_from_the_planned_steps_and_the_cache(
         tmp_path: Path, tiny_upstream: Path, prepared: dict[str, Path], demo_stats: Path,
@@ -702,11 +702,13 @@ def test_compile_auto_from_the_planned_steps_and_the_cache(
         assert (args, line) == ([], None)
         return
     assert args == ["--compile_upstream", str(compiled).lower()]
-    if extra:
+    if compiled:
+        assert line.endswith("is compiled")
+    elif extra:
+        assert line.endswith("runs eager")
+    else:  # the config's CUDA graphs go unused when eager: the line says so
         assert line.endswith("runs eager (compile_mode reduce-overhead goes unused; "
                              "--compile_upstream true compiles it whatever the run's length)")
-    else:
-        assert line.endswith("is compiled" if compiled else "runs eager")
     if not cached:
         assert f"{batches} batches an epoch x {epochs} epochs = {batches * epochs}" in line
     # espnet2 parses what stage 4 passes, and the config's own auto

@@ -56,8 +56,14 @@ def shell_lines() -> str:
                    for name, value in SHELL_DEFAULTS.items())
 #: stage 4's `compile_upstream: auto` compiles the transformer when a run plans at least this
 #: many training steps (batches x epochs), or when the experiment's compile cache is warm.
-#: One H200, XLS-R 300M, 32 clips a batch: compiling cost 228 s more first epoch than eager
-#: (260.6 s against 32.4 s) and saved 19.2 ms a step after it (1.714 against 2.040 s an epoch of
-#: 17 steps), so it pays from about 228 / 0.0192 = 11,900 steps; the seed's 400 epochs of CV 7.0
-#: Assamese are 16 x 400 = 6,400 (bench/results/e2e2_c27c17e, bench/NOTES.md)
-COMPILE_PAYS_AFTER_STEPS = 11_900
+#: One H200, XLS-R 300M, 32 clips a batch, the XLS-R config as committed since round 16 (CUDA
+#: graphs, the sync-free CTC and SpecAugment), stage 4 through run.sh for 50 epochs of 17 steps:
+#: compiled, the first five epochs took 199-200 s more than five steady ones (the compile, then
+#: CUDA graphs recorded for new shapes and for validation), eager 25 s more; a steady epoch took
+#: 1.21-1.36 s compiled and 1.94 s eager (validation every 5 epochs and checkpoints included):
+#: 34-43 ms saved a step, so compiling pays from (200 - 25) / 0.034 = about 5,800 steps on the
+#: slower of the two machines (4,100 on the other); the seed's 400 epochs of CV 7.0 Assamese
+#: are 16 x 400 = 6,400. Compiled: bench/results/e2e_committed_0047ad6 and
+#: e2e_committed_07ce527_unparsed; eager, on a third machine: e2e_cudagraphs_syncfree_cd29c37
+#: (bench/NOTES.md, round 16). With the config before (no CUDA graphs) it was 11,900.
+COMPILE_PAYS_AFTER_STEPS = 5_800
