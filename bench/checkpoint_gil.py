@@ -1,0 +1,130 @@
+"""How much a checkpoint written by a background thread holds back the training thread (CPU).
+
+Why: stage 4 writes `checkpoint.pth` from a background thread (cvasr.training.checkpoints), and
+round 16's end-to-end run on an H200 showed the training loop stalled 1.4-2.8 s an epoch when a
+3.8 GB write ended (bench/NOTES.md). Threads share Python's GIL: this measures, on the CPU, how
+much of a Python-bound loop's speed is left while another thread writes a state of
+`--gib` GiB in one of three ways, against the loop alone in the same run:
+
+- `torch.save(path)`: what the writer does now;
+- `torch.save(BytesIO)`: serialising into memory only;
+- `file.write(buffer)`: writing those bytes with Python's file object (which releases the GIL
+  during the system call).
+
+Prints a table and saves JSON: iterations a second of the loop (and its share of the loop alone),
+its longest and 99th-percentile iteration while each write runs, and the write's seconds.
+  python bench/checkpoint_gil.py --gib 2 --out bench/results/checkpoint_gil.json
+"""
+
+from __future__ import annotations
+
+import argparse
+import io
+import json
+import os
+import platform
+import tempfile
+import threading
+import time
+from pathlib import Path
+from typing import Callable
+
+import torch
+
+
+def loop_iteration(x: torch.Tensor) -> None:
+    """A Python-bound stand-in for the training loop's CPU side: many small ops."""
+    for _ in range(100):
+        x @ x
+
+
+def loop_alone(seconds: float) -> float:
+    x = torch.randn(64, 64)
+    start, n = time.perf_counter(), 0
+    while time.perf_counter() - start < seconds:
+        loop_iteration(x)
+        n += 1
+    return n / (time.perf_counter() - start)
+
+
+def loop_beside(write: Callable[[], None]) -> dict:
+    """The loop's iterations while `write` runs in a thread."""
+    done = threading.Event()
+
+    def writer() -> None:
+        try:
+            write()
+        finally:
+            done.set()
+
+    x = torch.randn(64, 64)
+    times = []
+    thread = threading.Thread(target=writer)
+    start = time.perf_counter()
+    thread.start()
+    while not done.is_set():
+        t = time.perf_counter()
+        loop_iteration(x)
+        times.append(time.perf_counter() - t)
+    thread.join()
+    elapsed = time.perf_counter() - start
+    times.sort()
+    return {"write_s": round(elapsed, 2), "loop_it_per_s": round(len(times) / elapsed, 1),
+            "longest_iteration_ms": round(1000 * times[-1], 1),
+            "p99_iteration_ms": round(1000 * times[int(0.99 * (len(times) - 1))], 1)}
+
+
+def main() -> int:
+    parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
+    parser.add_argument("--gib", type=float, default=2.0, help="size of the state written")
+    parser.add_argument("--dir", type=Path, default=Path(tempfile.gettempdir()))
+    parser.add_argument("--out", type=Path, default=None)
+    args = parser.parse_args()
+
+    n = max(1, int(args.gib * 2**30 / (4 * 2**20)))  # 4 MiB fp32 tensors, as a model's
+    state = {f"param{i}": torch.randn(1024, 1024) for i in range(n)}
+    path = args.dir / "checkpoint_gil_probe.pth"
+    held: dict[str, io.BytesIO] = {}
+
+    def save_path() -> None:
+        torch.save(state, path)
+
+    def save_memory() -> None:
+        buffer = io.BytesIO()
+        torch.save(state, buffer)
+        held["buffer"] = buffer
+
+    def write_buffer() -> None:
+        with open(path, "wb") as f:
+            f.write(held["buffer"].getbuffer())
+
+    alone = loop_alone(3.0)
+    rows = {}
+    for name, write in (("torch.save(path)", save_path), ("torch.save(BytesIO)", save_memory),
+                        ("file.write(buffer)", write_buffer)):
+        rows[name] = loop_beside(write)
+        rows[name]["loop_share"] = round(rows[name]["loop_it_per_s"] / alone, 3)
+        os.sync()
+    path.unlink(missing_ok=True)
+
+    print(f"{len(state)} tensors, {args.gib} GiB; the loop alone: {alone:.0f} it/s "
+          f"({os.cpu_count()} CPUs, torch {torch.__version__})")
+    print(f"| {'while another thread runs':<22} | write s | loop it/s | share | longest ms | p99 ms |")
+    print(f"|{'-' * 24}|---------|-----------|-------|------------|--------|")
+    for name, r in rows.items():
+        print(f"| {name:<22} | {r['write_s']:7.2f} | {r['loop_it_per_s']:9.1f} | "
+              f"{r['loop_share']:5.2f} | {r['longest_iteration_ms']:10.1f} | "
+              f"{r['p99_iteration_ms']:6.1f} |")
+    if args.out:
+        args.out.parent.mkdir(parents=True, exist_ok=True)
+        args.out.write_text(json.dumps(
+            {"benchmark": "checkpoint_gil", "gib": args.gib, "tensors": len(state),
+             "cpus": os.cpu_count(), "torch": torch.__version__,
+             "python": platform.python_version(), "loop_alone_it_per_s": round(alone, 1),
+             "rows": rows}, indent=2) + "\n")
+        print(f"saved {args.out}")
+    return 0
+
+
+if __name__ == "__main__":
+    raise SystemExit(main())
