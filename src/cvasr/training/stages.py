@@ -281,6 +281,9 @@ def compile_from_data(config: Path, shape_files: Sequence[Path], exp_dir: Path,
                "pay for compiling on a cold machine")
     line = f"compile_upstream auto: {why}; the transformer " + (
         "is compiled" if compiled else "runs eager")
+    if compiled and not warm:  # else the first epoch looks like a hang
+        line += (" (its first epoch compiles it: about 3-4 minutes on an H200, cached in "
+                 f"{cache} for the next run)")
     if not compiled and options.compile_mode != "default":  # easy to miss (bench/NOTES.md,
         # round 15, lost a GPU run to it)
         line += (f" (compile_mode {options.compile_mode} goes unused; --compile_upstream true "
