@@ -11,6 +11,10 @@ much of a Python-bound loop's speed is left while another thread writes a state 
 - `file.write(buffer)`: writing those bytes with Python's file object (which releases the GIL
   during the system call).
 
+With `--device cuda` the state lives on the GPU and the loop launches small GPU ops, as the
+training loop's CPU side does; each write then copies to the host on a stream of its own, as
+the stage-4 writer does (cvasr.training.checkpoints).
+
 Prints a table and saves JSON: iterations a second of the loop (and its share of the loop alone),
 its longest and 99th-percentile iteration while each write runs, and the write's seconds.
   python bench/checkpoint_gil.py --gib 2 --out bench/results/checkpoint_gil.json
@@ -36,10 +40,12 @@ def loop_iteration(x: torch.Tensor) -> None:
     """A Python-bound stand-in for the training loop's CPU side: many small ops."""
     for _ in range(100):
         x @ x
+    if x.is_cuda:  # the GPU's queue stays short: the loop measures the CPU side
+        torch.cuda.synchronize()
 
 
-def loop_alone(seconds: float) -> float:
-    x = torch.randn(64, 64)
+def loop_alone(seconds: float, device: str) -> float:
+    x = torch.randn(64, 64, device=device)
     start, n = time.perf_counter(), 0
     while time.perf_counter() - start < seconds:
         loop_iteration(x)
@@ -47,17 +53,21 @@ def loop_alone(seconds: float) -> float:
     return n / (time.perf_counter() - start)
 
 
-def loop_beside(write: Callable[[], None]) -> dict:
+def loop_beside(write: Callable[[], None], device: str) -> dict:
     """The loop's iterations while `write` runs in a thread."""
+    from cvasr.training.checkpoints import _host_copies_off_the_training_stream, _snapshot_taken
+
     done = threading.Event()
+    taken = _snapshot_taken()  # None on the CPU
 
     def writer() -> None:
         try:
-            write()
+            with _host_copies_off_the_training_stream(taken):
+                write()
         finally:
             done.set()
 
-    x = torch.randn(64, 64)
+    x = torch.randn(64, 64, device=device)
     times = []
     thread = threading.Thread(target=writer)
     start = time.perf_counter()
@@ -77,12 +87,13 @@ def loop_beside(write: Callable[[], None]) -> dict:
 def main() -> int:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     parser.add_argument("--gib", type=float, default=2.0, help="size of the state written")
+    parser.add_argument("--device", default="cpu", help="where the state and the loop live")
     parser.add_argument("--dir", type=Path, default=Path(tempfile.gettempdir()))
     parser.add_argument("--out", type=Path, default=None)
     args = parser.parse_args()
 
     n = max(1, int(args.gib * 2**30 / (4 * 2**20)))  # 4 MiB fp32 tensors, as a model's
-    state = {f"param{i}": torch.randn(1024, 1024) for i in range(n)}
+    state = {f"param{i}": torch.randn(1024, 1024, device=args.device) for i in range(n)}
     path = args.dir / "checkpoint_gil_probe.pth"
     held: dict[str, io.BytesIO] = {}
 
@@ -98,16 +109,16 @@ def main() -> int:
         with open(path, "wb") as f:
             f.write(held["buffer"].getbuffer())
 
-    alone = loop_alone(3.0)
+    alone = loop_alone(3.0, args.device)
     rows = {}
     for name, write in (("torch.save(path)", save_path), ("torch.save(BytesIO)", save_memory),
                         ("file.write(buffer)", write_buffer)):
-        rows[name] = loop_beside(write)
+        rows[name] = loop_beside(write, args.device)
         rows[name]["loop_share"] = round(rows[name]["loop_it_per_s"] / alone, 3)
         os.sync()
     path.unlink(missing_ok=True)
 
-    print(f"{len(state)} tensors, {args.gib} GiB; the loop alone: {alone:.0f} it/s "
+    print(f"{len(state)} tensors, {args.gib} GiB on {args.device}; the loop alone: {alone:.0f} it/s "
           f"({os.cpu_count()} CPUs, torch {torch.__version__})")
     print(f"| {'while another thread runs':<22} | write s | loop it/s | share | longest ms | p99 ms |")
     print(f"|{'-' * 24}|---------|-----------|-------|------------|--------|")
@@ -118,7 +129,8 @@ def main() -> int:
     if args.out:
         args.out.parent.mkdir(parents=True, exist_ok=True)
         args.out.write_text(json.dumps(
-            {"benchmark": "checkpoint_gil", "gib": args.gib, "tensors": len(state),
+            {"benchmark": "checkpoint_gil", "device": args.device, "gib": args.gib,
+             "tensors": len(state),
              "cpus": os.cpu_count(), "torch": torch.__version__,
              "python": platform.python_version(), "loop_alone_it_per_s": round(alone, 1),
              "rows": rows}, indent=2) + "\n")

@@ -404,3 +404,18 @@ def test_trace_kernels_sums_each_class_per_profiled_step() -> None:
         "positional conv (cuDNN)": {"calls": 2, "total_us": 160.0, "busy_us": 100.0},
         "inductor's fused kernels": {"calls": 1, "total_us": 10.0, "busy_us": 10.0},
         "other": {"calls": 1, "total_us": 5.0, "busy_us": 5.0}}
+
+
+def test_checkpoint_gil_bench_times_three_writes_against_the_loop_alone(tmp_path: Path) -> None:
+    out = tmp_path / "gil.json"
+    run = subprocess.run([sys.executable, str(REPO / "bench" / "checkpoint_gil.py"), "--gib", "0.02",
+                          "--dir", str(tmp_path), "--out", str(out)],
+                         capture_output=True, text=True, timeout=300)
+    assert run.returncode == 0, run.stderr[-2000:]
+    result = json.loads(out.read_text())
+    assert result["device"] == "cpu" and result["tensors"] == 5
+    assert list(result["rows"]) == ["torch.save(path)", "torch.save(BytesIO)", "file.write(buffer)"]
+    for row in result["rows"].values():
+        assert row["write_s"] > 0 and row["loop_share"] == pytest.approx(
+            row["loop_it_per_s"] / result["loop_alone_it_per_s"], rel=0.02)  # both rounded
+    assert not (tmp_path / "checkpoint_gil_probe.pth").exists()  # cleaned up
