@@ -417,5 +417,5 @@ def test_checkpoint_gil_bench_times_three_writes_against_the_loop_alone(tmp_path
     assert list(result["rows"]) == ["torch.save(path)", "torch.save(BytesIO)", "file.write(buffer)"]
     for row in result["rows"].values():
         assert row["write_s"] > 0 and row["loop_share"] == pytest.approx(
-            row["loop_it_per_s"] / result["loop_alone_it_per_s"], rel=0.01, abs=0.002)  # rounded
+            row["loop_it_per_s"] / result["loop_alone_it_per_s"], abs=5e-4)
     assert not (tmp_path / "checkpoint_gil_probe.pth").exists()  # cleaned up
