@@ -697,7 +697,12 @@ def test_compile_auto_from_the_planned_steps_and_the_cache(
     if cached:
         (exp / "compile_cache" / "fxgraph" / "ab").mkdir(parents=True)
         (exp / "compile_cache" / "fxgraph" / "ab" / "graph").write_bytes(b"x")
-    args, line = compile_from_data(resolved, shapes, exp, ["--max_epoch", str(epochs), *extra])
+    planned = ["--max_epoch", str(epochs), *extra]
+    if compiled is not None:  # without a GPU, eager whatever the run's length or the cache
+        assert compile_from_data(resolved, shapes, exp, planned, ngpu=0) == (
+            ["--compile_upstream", "false"],
+            "compile_upstream auto: no GPU (--ngpu 0); the transformer runs eager")
+    args, line = compile_from_data(resolved, shapes, exp, planned, ngpu=1)
     if compiled is None:
         assert (args, line) == ([], None)
         return

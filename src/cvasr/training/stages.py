@@ -254,9 +254,11 @@ def schedule_from_data(config: Path, shape_files: Sequence[Path],
 
 
 def compile_from_data(config: Path, shape_files: Sequence[Path], exp_dir: Path,
-                      extra_args: Sequence[str] = ()) -> tuple[list[str], str | None]:
+                      extra_args: Sequence[str] = (), *, ngpu: int
+                      ) -> tuple[list[str], str | None]:
     """Settle `compile_upstream: auto` (the config's, or the last `--compile_upstream` of
-    `extra_args`): true when the run plans at least COMPILE_PAYS_AFTER_STEPS training steps
+    `extra_args`): false without a GPU (`ngpu` 0: training compiles on GPUs only), else true
+    when the run plans at least COMPILE_PAYS_AFTER_STEPS training steps
     (batches an epoch x max_epoch) or when the compile cache (`exp_dir`'s, see
     compile_cache_env) holds compiled graphs (a resumed or repeated run loads them in seconds),
     else false: on a cold machine the compile costs minutes that a short run does not earn
@@ -268,6 +270,9 @@ def compile_from_data(config: Path, shape_files: Sequence[Path], exp_dir: Path,
     options = _training_options(config, extra_args)
     if options.compile_upstream != COMPILE_FROM_DATA:
         return [], None
+    if ngpu == 0:
+        return (["--compile_upstream", "false"],
+                "compile_upstream auto: no GPU (--ngpu 0); the transformer runs eager")
     _, max_epoch, batches = _steps_of(options, shape_files)
     steps = batches * max_epoch
     cache = compile_cache_dir(exp_dir)
@@ -304,7 +309,8 @@ def train(dump_dir: Path, token_list: Path, stats_dir: Path, config: Path, exp_d
     schedule = schedule_from_data(config, shape_files, extra_args)
     if schedule:
         print(schedule, flush=True)
-    compile_args, compiling = compile_from_data(config, shape_files, exp_dir, extra_args)
+    compile_args, compiling = compile_from_data(config, shape_files, exp_dir, extra_args,
+                                                ngpu=ngpu)
     if compiling:  # on the console: whether the transformer is compiled decides the speed
         say(compiling)
     derived = SCHEDULE_KEYS if schedule else ()
