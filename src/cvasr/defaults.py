@@ -58,12 +58,13 @@ def shell_lines() -> str:
 #: many training steps (batches x epochs), or when the experiment's compile cache is warm.
 #: One H200, XLS-R 300M, 32 clips a batch, the XLS-R config as committed since round 16 (CUDA
 #: graphs, the sync-free CTC and SpecAugment), stage 4 through run.sh for 50 epochs of 17 steps:
-#: compiled, the first five epochs took 199-200 s more than five steady ones (the compile, then
-#: CUDA graphs recorded for new shapes and for validation), eager 25 s more; a steady epoch took
-#: 1.21-1.36 s compiled and 1.94 s eager (validation every 5 epochs and checkpoints included):
-#: 34-43 ms saved a step, so compiling pays from (200 - 25) / 0.034 = about 5,800 steps on the
-#: slower of the two machines (4,100 on the other); the seed's 400 epochs of CV 7.0 Assamese
-#: are 16 x 400 = 6,400. Compiled: bench/results/e2e_committed_0047ad6 and
-#: e2e_committed_07ce527_unparsed; eager, on a third machine: e2e_cudagraphs_syncfree_cd29c37
-#: (bench/NOTES.md, round 16). With the config before (no CUDA graphs) it was 11,900.
-COMPILE_PAYS_AFTER_STEPS = 5_800
+#: compiled, the first five epochs took 200 s and 223 s more than five steady ones (the
+#: compile, then CUDA graphs recorded for new shapes and for validation), eager 23 s more; a
+#: steady epoch took 1.357 s and 1.21 s compiled and 1.941 s eager (validation every 5 epochs
+#: and checkpoints included): 34 and 43 ms saved a step, so compiling pays from
+#: (200 - 23) / 0.0344 = about 5,100 steps on the machine that saved less ((223 - 23) / 0.043 =
+#: 4,600 on the other); the seed's 400 epochs of CV 7.0 Assamese are 16 x 400 = 6,400.
+#: Compiled: bench/results/e2e_committed_0047ad6 and e2e_committed_07ce527_unparsed; eager, on a
+#: third machine: e2e_cudagraphs_syncfree_cd29c37 (bench/NOTES.md, round 16). With the config
+#: before (no CUDA graphs) it was 11,900.
+COMPILE_PAYS_AFTER_STEPS = 5_100
