@@ -419,3 +419,18 @@ def test_checkpoint_gil_bench_times_three_writes_against_the_loop_alone(tmp_path
         assert row["write_s"] > 0 and row["loop_share"] == pytest.approx(
             row["loop_it_per_s"] / result["loop_alone_it_per_s"], abs=5e-4)
     assert not (tmp_path / "checkpoint_gil_probe.pth").exists()  # cleaned up
+
+
+def test_compile_pays_start_up_and_steady_epochs_from_a_log(tmp_path: Path) -> None:
+    sys.path.insert(0, str(REPO / "bench"))
+    from compile_pays import phases
+
+    log = tmp_path / "train.log"
+    stamps = ["01:00:10,000", "01:00:12,000", "01:00:13,000", "01:00:14,000", "01:00:15,000"]
+    log.write_text("".join(
+        f"[vm] 2026-11-30 {stamp} (trainer:394) INFO: {i}epoch results: [train] loss_ctc=1.0, "
+        f"time={'8 seconds' if i == 1 else '1 second'}, total_count=3, [valid] loss_ctc=1.0, "
+        f"time={'2 seconds' if i == 1 else '0 seconds'}, total_count=1\n"
+        for i, stamp in enumerate(stamps, 1)), encoding="utf-8")
+    # epoch walls 10 (8 + 2), 2, 1, 1, 1: the first 2 cost 12 - 2 x 1 = 10 s over steady ones
+    assert phases(log, 2) == (pytest.approx(10.0), pytest.approx(1.0))

@@ -65,6 +65,7 @@ def shell_lines() -> str:
 #: (200 - 23) / 0.0344 = about 5,100 steps on the machine that saved less ((223 - 23) / 0.043 =
 #: 4,600 on the other); the seed's 400 epochs of CV 7.0 Assamese are 16 x 400 = 6,400.
 #: Compiled: bench/results/e2e_committed_0047ad6 and e2e_committed_07ce527_unparsed; eager, on a
-#: third machine: e2e_cudagraphs_syncfree_cd29c37 (bench/NOTES.md, round 16). With the config
+#: third machine: e2e_cudagraphs_syncfree_cd29c37; computed by bench/compile_pays.py
+#: (results/compile_pays_round16.txt; bench/NOTES.md, round 16). With the config
 #: before (no CUDA graphs) it was 11,900.
 COMPILE_PAYS_AFTER_STEPS = 5_100
