@@ -19,14 +19,15 @@ def test_train_throughput_smoke_run_writes_comparable_rows(tmp_path: Path) -> No
     run = subprocess.run(
         [sys.executable, str(REPO / "bench" / "train_throughput.py"), "--arch", "tiny",
          "--device", "cpu", "--clips", "12", "--epochs", "2", "--num-workers", "2",
-         "--only", "ours_6", "ours_7", "ours_8", "ours_10", "ours_11",
+         "--only", "ours_6", "ours_7", "ours_8", "ours_10", "ours_11", "ours_12",
          "--try", "no fused Adam, batches of 5=--optim_conf fused=false --batch_size 5",
          "--work", str(tmp_path / "work"), "--out", str(out)],
         capture_output=True, text=True, timeout=600)
     assert run.returncode == 0, run.stderr[-2000:]
     result = json.loads(out.read_text())
     assert result["failed"] == {}
-    assert list(result["runs"]) == ["ours_6", "ours_7", "ours_8", "ours_10", "ours_11", "try_1"]
+    assert list(result["runs"]) == ["ours_6", "ours_7", "ours_8", "ours_10", "ours_11", "ours_12",
+                                    "try_1"]
     assert result["speedup_vs_seed_stack"] is None  # no seed rows were run
     rows = result["runs"]
     for row in rows.values():
@@ -38,12 +39,13 @@ def test_train_throughput_smoke_run_writes_comparable_rows(tmp_path: Path) -> No
     for row in ("ours_7", "ours_8", "ours_10"):
         assert [e["loss_ctc"] for e in rows[row]["epochs"]] == pytest.approx(
             [e["loss_ctc"] for e in rows["ours_6"]["epochs"]], rel=1e-5)
-    # row 11 (the committed config) draws its SpecAugment masks on the device, from the same
-    # distribution, not the same draws (its CUDA graphs and Triton CTC are GPU-only): it trains
-    assert all(e["loss_ctc"] > 0 for e in rows["ours_11"]["epochs"])
-    assert rows["ours_11"]["epochs"][0]["loss_ctc"] != rows["ours_10"]["epochs"][0]["loss_ctc"]
-    assert ("(b) + CUDA graphs, CTC and SpecAugment without host syncs (= committed config)"
-            in run.stdout)
+    # row 11 draws its SpecAugment masks on the device, from the same distribution, not the
+    # same draws (its CUDA graphs and Triton CTC are GPU-only): it trains; row 12 (the committed
+    # config) trains without the checkpoint's dropouts: other numbers again
+    for row, before in (("ours_11", "ours_10"), ("ours_12", "ours_11")):
+        assert all(e["loss_ctc"] > 0 for e in rows[row]["epochs"])
+        assert rows[row]["epochs"][0]["loss_ctc"] != rows[before]["epochs"][0]["loss_ctc"]
+    assert "(b) + the seed's fine-tuning dropouts (0.0; = committed config)" in run.stdout
     # steps are counted from espnet2's sorted sampler: 12 // 5 batches, not ceil(12 / 5)
     assert rows["try_1"]["steps_per_epoch"] == 2 and rows["ours_8"]["steps_per_epoch"] == 1
 

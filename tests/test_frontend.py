@@ -345,3 +345,40 @@ def test_compiled_positional_conv_spells_its_weight_norm_out(tiny_upstream: Path
     assert not [op for op in ops if "weight_norm" in op]
     for got, want in zip(*results):
         torch.testing.assert_close(got, want, rtol=1e-10, atol=1e-12)
+
+
+def test_upstream_dropouts_train_as_a_checkpoint_saved_with_them(tiny_upstream: Path,
+                                                                 tmp_path: Path) -> None:
+    """`upstream_dropouts` on a checkpoint of pre-training dropouts (0.1 on hidden states and
+    attention) trains as espnet2's own frontend does on the same weights saved with the
+    fine-tuning dropouts (0.0): the same features in training mode, where dropout would act."""
+    state = torch.load(tiny_upstream, weights_only=False)
+    assert state["model_cfg"]["dropout"] == 0.1 and state["model_cfg"]["attention_dropout"] == 0.1
+    state["model_cfg"].update(dropout=0.0, attention_dropout=0.0)
+    no_dropout = tmp_path / "tiny_no_dropout.pt"
+    torch.save(state, no_dropout)
+    ref = S3prlFrontend(fs="16k", multilayer_feature=False,
+                        frontend_conf={"upstream": "wav2vec2_custom", "path_or_url": str(no_dropout)})
+    conf = {"upstream": "wav2vec2_custom", "path_or_url": str(tiny_upstream)}
+    ours = Wav2Vec2S3prlFrontend(fs="16k", frontend_conf=conf, multilayer_feature=False,
+                                 upstream_dropouts={"dropout": 0.0, "attention_dropout": 0.0})
+    as_saved = Wav2Vec2S3prlFrontend(fs="16k", frontend_conf=conf, multilayer_feature=False)
+    model = ours.upstream.upstream.model
+    assert model.cfg.dropout == 0.0 and model.encoder.dropout == 0.0
+    assert {m.p for m in model.encoder.layers[0].modules()
+            if isinstance(m, torch.nn.Dropout) or type(m).__name__ == "FairseqDropout"} == {0.0}
+    batch = torch.randn(2, 8000) * 3000
+    lens = torch.tensor([8000, 6000])
+    want, want_lens = ref.train()(batch, lens)
+    got, got_lens = ours.train()(batch, lens)
+    with_dropout, _ = as_saved.train()(batch, lens)
+    assert torch.equal(got_lens, want_lens)
+    for b, n in enumerate(want_lens.tolist()):
+        torch.testing.assert_close(got[b, :n], want[b, :n], rtol=1e-4, atol=1e-4)
+    assert not torch.allclose(with_dropout[0, :10], want[0, :10], rtol=1e-2, atol=1e-2)
+    with pytest.raises(ValueError, match="upstream_dropouts: hidden_dropout not among"):
+        Wav2Vec2S3prlFrontend(fs="16k", frontend_conf=conf, multilayer_feature=False,
+                              upstream_dropouts={"hidden_dropout": 0.0})
+    with pytest.raises(ValueError, match="dropout = 1.5 is not in"):
+        Wav2Vec2S3prlFrontend(fs="16k", frontend_conf=conf, multilayer_feature=False,
+                              upstream_dropouts={"dropout": 1.5})

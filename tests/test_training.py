@@ -301,6 +301,9 @@ def test_xlsr_speedups_leave_the_demo_loss_curve_unchanged(prepared: dict[str, P
     assert conf["frontend_conf"]["cache_conv_features"] is True and conf["sync_free_step"] is True
     assert conf["specaug"] == "sync_free_specaug"
     conf["specaug"] = "specaug"
+    # espnet2's frontend takes no upstream_dropouts: every variant keeps the checkpoint's
+    # dropouts (0.1), so the dropout masks must agree too (tests/test_frontend.py tests the option)
+    assert conf["frontend_conf"].pop("upstream_dropouts")["dropout"] == 0.0
     espnet2_loop = dict(conf, sync_free_step=False)
     espnet2_own = dict(espnet2_loop, frontend="s3prl")
     espnet2_own["frontend_conf"] = {k: v for k, v in conf["frontend_conf"].items()

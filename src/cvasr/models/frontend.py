@@ -32,6 +32,13 @@ noise_scp) must not be combined with it; speed perturbation makes new ids and is
 (cvasr.speedups.fft_pos_conv) instead of cuDNN's grouped convolution: the same numbers up to
 float32 rounding (the convolution by cuDNN rounds its inputs to bf16 under autocast), as one
 opaque operator in a compiled graph. Off unless asked for (`cudnn`).
+
+`upstream_dropouts` sets the fine-tuning dropouts on the loaded upstream, by the names of
+s3prl's (fairseq's) `Wav2Vec2Config`: a checkpoint carries the dropouts of its pre-training,
+while a fine-tuning recipe chooses its own (the seed, through transformers, fine-tuned XLS-R
+with `hidden_dropout`, `attention_dropout`, `feat_proj_dropout` and `layerdrop` at 0.0:
+`dropout`, `attention_dropout`, `dropout_input` and `encoder_layerdrop` here). Names not given
+keep the checkpoint's value; the model's `cfg` records what was set.
 """
 
 from __future__ import annotations
@@ -61,6 +68,41 @@ ALIGN_FRAMES = 8
 POS_CONV_FRAMES = 32
 #: how the transformer's positional convolution runs (`pos_conv_impl`)
 POS_CONV_IMPLS = ("cudnn", "fft")
+#: the dropouts `upstream_dropouts` can set: s3prl's (fairseq's) Wav2Vec2Config names
+UPSTREAM_DROPOUTS = ("dropout", "attention_dropout", "activation_dropout", "dropout_input",
+                     "encoder_layerdrop")
+
+
+def set_upstream_dropouts(model: torch.nn.Module, dropouts: dict[str, float]) -> None:
+    """Set an s3prl wav2vec 2.0 model's dropouts (UPSTREAM_DROPOUTS names) in place, on every
+    module that reads them, and in `model.cfg`."""
+    unknown = sorted(set(dropouts) - set(UPSTREAM_DROPOUTS))
+    if unknown:
+        raise ValueError(f"frontend_conf upstream_dropouts: {', '.join(unknown)} not among "
+                         f"{', '.join(UPSTREAM_DROPOUTS)}")
+    for name, p in dropouts.items():
+        if not 0.0 <= float(p) < 1.0:
+            raise ValueError(f"frontend_conf upstream_dropouts: {name} = {p} is not in [0, 1)")
+    encoder = model.encoder
+    layers = list(encoder.layers)
+    if "dropout" in dropouts:  # after the positional conv, and after attention and the FFN
+        encoder.dropout = float(dropouts["dropout"])
+        for layer in layers:
+            layer.dropout = layer.dropout1.p = layer.dropout3.p = float(dropouts["dropout"])
+    if "attention_dropout" in dropouts:  # on the attention probabilities
+        for layer in layers:
+            layer.self_attn.dropout_module.p = float(dropouts["attention_dropout"])
+    if "activation_dropout" in dropouts:  # inside the FFN, after its activation
+        for layer in layers:
+            layer.activation_dropout = layer.dropout2.p = float(dropouts["activation_dropout"])
+    if "dropout_input" in dropouts:  # after the feature projection
+        model.dropout_input.p = float(dropouts["dropout_input"])
+    if "encoder_layerdrop" in dropouts:
+        encoder.layerdrop = float(dropouts["encoder_layerdrop"])
+    cfg = getattr(model, "cfg", None)
+    for name, p in dropouts.items():
+        if cfg is not None and hasattr(cfg, name):
+            setattr(cfg, name, float(p))
 
 
 def compile_args(mode: str | None, cpp_wrapper: bool = False) -> dict:
@@ -163,12 +205,19 @@ class Wav2Vec2S3prlFrontend(S3prlFrontend):
     """S3prlFrontend whose last-layer path for s3prl's wav2vec 2.0 experts needs one host sync."""
 
     def __init__(self, *args, cache_conv_features: bool = False, cache_max_gb: float = 4.0,
-                 pos_conv_impl: str = "cudnn", **kwargs) -> None:
+                 pos_conv_impl: str = "cudnn", upstream_dropouts: dict | None = None,
+                 **kwargs) -> None:
         if pos_conv_impl not in POS_CONV_IMPLS:
             raise ValueError(f"frontend_conf pos_conv_impl: {pos_conv_impl!r} is not one of "
                              f"{', '.join(POS_CONV_IMPLS)}")
         inline_upstream.register()  # `upstream: wav2vec2_inline`: the shape in the config itself
         super().__init__(*args, **kwargs)
+        if upstream_dropouts:
+            model = getattr(self.upstream.upstream, "model", None)
+            if type(getattr(model, "encoder", None)).__name__ != "TransformerEncoder":
+                raise ValueError("frontend_conf upstream_dropouts: the upstream is not an s3prl "
+                                 "wav2vec 2.0 model")
+            set_upstream_dropouts(model, dict(upstream_dropouts))
         self._compiled_contextualise = None  # set by compile_encoder()
         self._shared_layers = False  # compile_encoder(shared_layers=True)
         self.cache_conv_features = cache_conv_features
