@@ -12,7 +12,7 @@ binary=(annotated-types asteroid-filterbanks audioread cffi ConfigArgParse decor
         editdistance espnet-g2p-en espnet-s3prl espnet_tts_frontend espnet humanfriendly
         hydra-core importlib-metadata inflect jaconv jamo jaraco.functools jiwer kaldiio librosa
         more-itertools nltk omegaconf platformdirs pooch pycparser pydantic_core pydantic
-        pypinyin RapidFuzz soundfile soxr torch-complex typeguard typing-inspection tzdata
+        pypinyin RapidFuzz soundfile soxr torch-complex torchao typeguard typing-inspection tzdata
         Unidecode)
 source_only=(antlr4-python3-runtime ci_sdr Distance fast_bss_eval)  # pure Python: built here
 pin() { grep -i -E "^$(printf '%s' "$1" | sed 's/[-_.]/[-_.]/g')==" requirements/constraints.txt; }

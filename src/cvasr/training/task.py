@@ -45,6 +45,7 @@ from cvasr.models.frontend import Wav2Vec2S3prlFrontend
 from cvasr.speedups import sync_free_step
 from cvasr.speedups.sync_free_step import DEFAULT_DDP_HOST_LENGTHS, DEFAULT_DDP_STEP_RENDEZVOUS
 from cvasr.speedups.persistent_loader import PersistentSequenceIterFactory
+from cvasr.speedups.float8_ffn import convert_ffn_to_float8
 from cvasr.speedups.regional_compile import compile_encoder_layers
 from cvasr.training.checkpoints import CHECKPOINT, EPOCH_FILE, EpochWriter, atomic_save
 from cvasr.training.launch import close_process_group, fork_data_workers, set_nccl_defaults
@@ -79,6 +80,7 @@ class CvasrTrainerOptions(TrainerOptions):
     compile_mode: str = "default"
     compile_cpp_wrapper: bool = False
     compile_scope: str = "encoder"
+    float8_ffn: bool = False
     sync_free_step: bool = False
     ddp_host_lengths: bool = DEFAULT_DDP_HOST_LENGTHS
     ddp_step_rendezvous: str = DEFAULT_DDP_STEP_RENDEZVOUS
@@ -124,6 +126,10 @@ class SafeCheckpointTrainer(Trainer):
                                  "as one graph; the same with its layers generated once for "
                                  "all (hierarchical compilation: a shorter compile); or each "
                                  "transformer layer")
+        parser.add_argument("--float8_ffn", type=str2bool, default=defaults.float8_ffn,
+                            help="the wav2vec2 transformer's feed-forward GEMMs in float8 "
+                                 "(torchao, tensorwise scaling; cvasr.speedups.float8_ffn): "
+                                 "GPUs of compute capability 8.9 and up, with compile_upstream")
         parser.add_argument("--profile_epoch", type=int, default=defaults.profile_epoch,
                             help="profile --profile_steps training steps of this epoch in every "
                                  "process, into <exp>/profile/ (cvasr.training.profiling); 0: no")
@@ -178,6 +184,12 @@ class SafeCheckpointTrainer(Trainer):
     @staticmethod
     def prepare_model(model: torch.nn.Module, options: CvasrTrainerOptions) -> None:
         """What the options change on the model before training starts."""
+        if getattr(options, "float8_ffn", False):
+            device = next(model.parameters()).device
+            count = convert_ffn_to_float8(model, device)
+            logging.info(f"float8_ffn: {count} feed-forward layers run their GEMMs in float8"
+                         + ("" if options.compile_upstream is True else
+                            " (without compile_upstream its casts run unfused: slower)"))
         if getattr(options, "compile_upstream", False) == "auto":
             logging.info("compile_upstream: auto is settled by stage 4 (cvasr train); started "
                          "without it, the upstream runs eager")

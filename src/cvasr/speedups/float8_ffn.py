@@ -1,0 +1,63 @@
+"""The transformer's feed-forward GEMMs in float8: `float8_ffn: true` (torchao's float8 training).
+
+Why: GEMMs are the largest share of XLS-R's training step on an H200 (44% of the GPU's busy time
+with the committed config, bench/NOTES.md round 16), and the feed-forward layers (fc1, fc2:
+1024 x 4096 each way) hold two thirds of their FLOPs. Hopper's tensor cores run float8 at twice
+the bf16 rate. torchao's `Float8Linear` casts the input, the weight and the output's gradient to
+float8 with one scale a tensor, computed on the GPU from the tensor's largest magnitude (dynamic
+"tensorwise" scaling): no host sync, so the sync-free step and CUDA graphs stay as they are; the
+casts are elementwise work that inductor fuses when the transformer is compiled
+(`compile_upstream`), so without compiling it is slower, not faster.
+
+Only fc1 and fc2 are converted: s3prl's attention hands its projection weights to
+`F.multi_head_attention_forward` directly, so a module swap there would change nothing.
+`Float8Linear` is an `nn.Linear` holding the same parameters: state_dict keys and values are
+untouched, checkpoints load with or without it, and decoding builds the model without it.
+Numbers change (float8 rounding in the three GEMMs of each layer); bench/NOTES.md has the step
+bench's loss per row.
+"""
+
+from __future__ import annotations
+
+import logging
+
+import torch
+
+#: GPUs with float8 tensor cores: compute capability 8.9 (Ada) and up
+FLOAT8_CAPABILITY = (8, 9)
+
+
+def ffn_linears(model: torch.nn.Module) -> list[tuple[torch.nn.Module, str]]:
+    """(layer, name) of the fc1 and fc2 of every s3prl wav2vec 2.0 transformer layer of an
+    espnet2 model's frontend (none for other frontends)."""
+    from cvasr.speedups.regional_compile import upstream_encoder_layers
+
+    layers = upstream_encoder_layers(model) or []
+    return [(layer, name) for layer in layers for name in ("fc1", "fc2")
+            if isinstance(getattr(layer, name, None), torch.nn.Linear)]
+
+
+def convert_ffn_to_float8(model: torch.nn.Module, device: torch.device | None = None) -> int:
+    """Swap the transformer's fc1 and fc2 for torchao's Float8Linear (tensorwise scaling), in
+    place; returns how many. Raises on a GPU without float8 tensor cores (on the CPU torchao
+    emulates float8: for tests, not for speed)."""
+    if device is not None and device.type == "cuda":
+        capability = torch.cuda.get_device_capability(device)
+        if capability < FLOAT8_CAPABILITY:
+            raise ValueError(f"float8_ffn: {torch.cuda.get_device_name(device)} (compute "
+                             f"capability {capability[0]}.{capability[1]}) has no float8 tensor "
+                             f"cores; they need {FLOAT8_CAPABILITY[0]}.{FLOAT8_CAPABILITY[1]} or "
+                             "newer. Set float8_ffn: false")
+    from torchao.float8 import Float8LinearConfig
+    from torchao.float8.float8_linear import Float8Linear
+
+    config = Float8LinearConfig()  # tensorwise dynamic scaling: torchao's default and fastest
+    targets = ffn_linears(model)
+    for layer, name in targets:
+        linear = getattr(layer, name)
+        if not isinstance(linear, Float8Linear):
+            setattr(layer, name, Float8Linear.from_float(linear, config=config))
+    if not targets:
+        logging.warning("float8_ffn: no s3prl wav2vec 2.0 feed-forward layers found; "
+                        "nothing converted")
+    return len(targets)
