@@ -19,6 +19,9 @@
   `cudnn.deterministic` (espnet2's default) and inside a compiled graph, as training runs it;
   each variant's costliest kernels by name (which algorithm ran). About the training step's mean
   batch: `--batch 34 --frames 330` (an estimate, bench/NOTES.md round 11).
+- One transformer layer, compiled, forward + backward (`--parts layer`): with the checkpoint's
+  pre-training dropouts (0.1) and the seed's fine-tuning ones (0.0), each also with its
+  feed-forward GEMMs in float8 (cvasr.speedups.float8_ffn): what each would save in the step.
 - Self-attention as s3prl's layers call it in training (16 heads of 64, bf16, the clips'
   padding as a key mask, attention dropout 0.1): forward + backward through each of SDPA's
   backends that takes it (cuDNN's, which the step runs, and the memory-efficient one), and
@@ -56,6 +59,7 @@ Prints a table and writes JSON (--out). GPU only.
 from __future__ import annotations
 
 import argparse
+import copy
 import json
 import platform
 import sys
@@ -450,9 +454,85 @@ def bench_attention(args: argparse.Namespace) -> dict:
             "tflop": round(flop / 1e12, 4), "rows": rows}
 
 
+#: one XLS-R layer's variants for --parts layer: (dropout, attention_dropout, float8 fc1/fc2)
+LAYER_VARIANTS = {
+    "pretraining_dropouts": (0.1, 0.1, False),   # what the step trained with up to round 16
+    "seed_dropouts": (0.0, 0.0, False),          # the seed's fine-tuning dropouts (HF's XLS-R)
+    "seed_dropouts_float8": (0.0, 0.0, True),    # + fc1, fc2 in float8 (cvasr.speedups.float8_ffn)
+    "pretraining_dropouts_float8": (0.1, 0.1, True),
+}
+
+
+def bench_layer(args: argparse.Namespace) -> dict:
+    """One of XLS-R's transformer layers (s3prl's, pre-norm, 1024 wide, FFN 4096, 16 heads), its
+    forward + backward compiled by inductor as the step compiles it, under bf16 autocast, at the
+    step's batch shape with a key padding mask: GPU ms per variant (LAYER_VARIANTS) and x 24 for
+    the step; the float8 rows' output and fc1 weight gradient against the bf16 row of the same
+    dropouts (dropouts 0: the same numbers but for float8; 0.1: other masks, no comparison)."""
+    from s3prl.upstream.wav2vec2.wav2vec2_model import TransformerSentenceEncoderLayer
+    from torchao.float8 import Float8LinearConfig
+    from torchao.float8.float8_linear import Float8Linear
+
+    dim, ffn, heads = 1024, 4096, 16
+    frames = torch.linspace(args.frames, round(args.frames * 0.95), args.batch).round().long()
+    padding = (torch.arange(args.frames)[None, :] >= frames[:, None]).cuda()
+    g = torch.Generator().manual_seed(0)
+    x0 = torch.randn(args.frames, args.batch, dim, generator=g).cuda()
+    grad_out = torch.randn(x0.shape, generator=g).cuda()
+    torch.manual_seed(0)
+    base = TransformerSentenceEncoderLayer(dim, ffn, heads, dropout=0.1, attention_dropout=0.1,
+                                           activation_dropout=0.0, activation_fn="gelu",
+                                           layer_norm_first=True).cuda().train()
+    # forward + backward FLOPs of the layer's GEMMs and attention (2 a multiply-add, x3)
+    tokens = int(frames.sum())
+    flop = 3 * (2 * tokens * (4 * dim * dim + 2 * dim * ffn)
+                + 4 * args.batch * args.frames * args.frames * dim)
+    peak = peak_flops(torch.cuda.get_device_name(0))
+    rows: dict = {}
+    outputs: dict = {}
+    for name, (dropout, attention_dropout, float8) in LAYER_VARIANTS.items():
+        layer = copy.deepcopy(base)
+        layer.dropout1.p = layer.dropout3.p = dropout
+        layer.self_attn.dropout_module.p = attention_dropout
+        if float8:
+            layer.fc1 = Float8Linear.from_float(layer.fc1, config=Float8LinearConfig())
+            layer.fc2 = Float8Linear.from_float(layer.fc2, config=Float8LinearConfig())
+        torch._dynamo.reset()
+        forward = torch.compile(lambda x, layer=layer: layer(
+            x, self_attn_padding_mask=padding, need_weights=False)[0])
+
+        def step(layer=layer, forward=forward) -> torch.Tensor:
+            layer.zero_grad(set_to_none=True)
+            x = x0.detach().requires_grad_()
+            with torch.autocast("cuda", dtype=torch.bfloat16):
+                out = forward(x)
+            out.backward(grad_out.to(out.dtype))
+            return out.detach().float()
+
+        t0 = time.perf_counter()
+        out = step()
+        row: dict = {"dropout": dropout, "attention_dropout": attention_dropout,
+                     "float8_ffn": float8, "first_call_s": round(time.perf_counter() - t0, 1)}
+        outputs[name] = (out, layer.fc1.weight.grad.detach().float().clone())
+        row["gpu_ms"] = round(gpu_ms(step, args.iters), 3)
+        row["step_ms_24_layers"] = round(24 * row["gpu_ms"], 2)
+        if peak:
+            row["of_peak"] = round(flop / (row["gpu_ms"] / 1000) / peak, 3)
+        row["kernels"] = top_kernels(step, count=5)
+        rows[name] = row
+    for name, (_, _, float8) in LAYER_VARIANTS.items():
+        bf16 = name.replace("_float8", "")
+        if float8 and LAYER_VARIANTS[bf16][0] == 0.0:
+            for i, what in enumerate(("out", "fc1_grad")):
+                got, want = outputs[name][i], outputs[bf16][i]
+                rows[name][f"{what}_rel_err"] = round(float((got - want).norm() / want.norm()), 5)
+    return {"shape": {"batch": args.batch, "frames": args.frames, "tokens": tokens, "dim": dim,
+                      "ffn": ffn, "heads": heads}, "tflop": round(flop / 1e12, 4), "rows": rows}
+
+
 #: what --parts can time
 PARTS = {"ctc": bench_ctc, "specaug": bench_specaug, "pos_conv": bench_pos_conv,
-         "attention": bench_attention}
+         "attention": bench_attention, "layer": bench_layer}
 
 
 def main() -> None:
