@@ -27,6 +27,16 @@ import torch
 FLOAT8_CAPABILITY = (8, 9)
 
 
+def float8_config():
+    """torchao's tensorwise dynamic scaling (its default, and fastest), with the GEMMs' inner
+    dimension padded to a multiple of 16 as `torch._scaled_mm` requires: the weight gradient's
+    inner dimension is the batch's frames (clips x padded length), which is not one in general
+    (34 x 330 = 11220 failed to compile on an H200)."""
+    from torchao.float8 import Float8LinearConfig
+
+    return Float8LinearConfig(pad_inner_dim=True)
+
+
 def ffn_linears(model: torch.nn.Module) -> list[tuple[torch.nn.Module, str]]:
     """(layer, name) of the fc1 and fc2 of every s3prl wav2vec 2.0 transformer layer of an
     espnet2 model's frontend (none for other frontends)."""
@@ -48,10 +58,9 @@ def convert_ffn_to_float8(model: torch.nn.Module, device: torch.device | None = 
                              f"capability {capability[0]}.{capability[1]}) has no float8 tensor "
                              f"cores; they need {FLOAT8_CAPABILITY[0]}.{FLOAT8_CAPABILITY[1]} or "
                              "newer. Set float8_ffn: false")
-    from torchao.float8 import Float8LinearConfig
     from torchao.float8.float8_linear import Float8Linear
 
-    config = Float8LinearConfig()  # tensorwise dynamic scaling: torchao's default and fastest
+    config = float8_config()
     targets = ffn_linears(model)
     for layer, name in targets:
         linear = getattr(layer, name)
