@@ -60,6 +60,7 @@ from __future__ import annotations
 
 import argparse
 import copy
+import dataclasses
 import json
 import platform
 import sys
@@ -460,6 +461,9 @@ LAYER_VARIANTS = {
     "seed_dropouts": (0.0, 0.0, False),          # the seed's fine-tuning dropouts (HF's XLS-R)
     "seed_dropouts_float8": (0.0, 0.0, True),    # + fc1, fc2 in float8 (cvasr.speedups.float8_ffn)
     "pretraining_dropouts_float8": (0.1, 0.1, True),
+    # float8 without torchao's inner-dimension padding (float8_config pads): the frames x clips
+    # must then be a multiple of 16 already (--frames 336)
+    "seed_dropouts_float8_unpadded": (0.0, 0.0, "unpadded"),
 }
 
 
@@ -491,13 +495,18 @@ def bench_layer(args: argparse.Namespace) -> dict:
     peak = peak_flops(torch.cuda.get_device_name(0))
     rows: dict = {}
     outputs: dict = {}
-    for name, (dropout, attention_dropout, float8) in LAYER_VARIANTS.items():
+    variants = {k: v for k, v in LAYER_VARIANTS.items()
+                if not args.layer_variants or k in args.layer_variants}
+    for name, (dropout, attention_dropout, float8) in variants.items():
         layer = copy.deepcopy(base)
         layer.dropout1.p = layer.dropout3.p = dropout
         layer.self_attn.dropout_module.p = attention_dropout
         if float8:
-            layer.fc1 = Float8Linear.from_float(layer.fc1, config=float8_config())
-            layer.fc2 = Float8Linear.from_float(layer.fc2, config=float8_config())
+            config = float8_config()
+            if float8 == "unpadded":
+                config = dataclasses.replace(config, pad_inner_dim=False)
+            layer.fc1 = Float8Linear.from_float(layer.fc1, config=config)
+            layer.fc2 = Float8Linear.from_float(layer.fc2, config=config)
         torch._dynamo.reset()
         forward = torch.compile(lambda x, layer=layer: layer(
             x, self_attn_padding_mask=padding, need_weights=False)[0])
@@ -528,8 +537,8 @@ def bench_layer(args: argparse.Namespace) -> dict:
         row["kernels"] = top_kernels(step, count=5)
         rows[name] = row
         print(f"  {name}: {row['gpu_ms']} ms a layer", flush=True)
-    for name, (_, _, float8) in LAYER_VARIANTS.items():
-        bf16 = name.replace("_float8", "")
+    for name, (_, _, float8) in variants.items():
+        bf16 = name.replace("_float8", "").replace("_unpadded", "")
         if float8 and LAYER_VARIANTS[bf16][0] == 0.0 and name in outputs and bf16 in outputs:
             for i, what in enumerate(("out", "fc1_grad")):
                 got, want = outputs[name][i], outputs[bf16][i]
@@ -554,6 +563,8 @@ def main() -> None:
     parser.add_argument("--attn-dropout", type=float, default=0.1,
                         help="attention dropout while timing (XLS-R trains with 0.1)")
     parser.add_argument("--parts", nargs="+", choices=list(PARTS), default=list(PARTS))
+    parser.add_argument("--layer-variants", nargs="+", choices=list(LAYER_VARIANTS),
+                        default=None, help="--parts layer: these variants only (default all)")
     parser.add_argument("--out", type=Path, default=REPO / "bench" / "results" /
                         "step_kernels.json")
     args = parser.parse_args()
