@@ -1,0 +1,101 @@
+#!/usr/bin/env python3
+"""Which ATen calls inductor leaves in one compiled XLS-R layer's forward + backward, with the
+frames static or dynamic (issue 17, bench/NOTES.md round 16: the compiled step's backward calls
+`aten::sum` 98 times a step itself, 1024 outputs each, about 2% of the GPU's work; 98 = 24 x 4 + 2
+fits the layer norms' weight and bias gradients).
+
+One s3prl `TransformerSentenceEncoderLayer` of XLS-R's shape (pre-norm, 1024 wide, FFN 4096, 16
+heads), under bf16 autocast, compiled with `dynamic=False` and `dynamic=True` (the step marks the
+frames dynamic), forward and backward, its generated code captured
+(`torch._inductor.utils.run_and_get_code`). Counts, per variant, the calls of the generated
+wrappers into ATen (`aten.<op>(` / `extern_kernels.<op>(`), and prints the lines of each
+`aten.sum` call with the line before it (what it reduces). CPU runs the same lowering but
+generates C++, where the GPU's reduction heuristics do not apply: the GPU's answer is the one to
+read.
+
+    python3 bench/inductor_fallbacks.py --batch 34 --frames 336 --out bench/results/...json
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+import re
+from pathlib import Path
+
+import torch
+
+CALL = re.compile(r"\b(aten\.[A-Za-z_0-9]+(?:\.[A-Za-z_0-9]+)?|extern_kernels\.[A-Za-z_0-9]+)\(")
+
+
+def layer_code(batch: int, frames: int, dynamic: bool, device: str) -> list[str]:
+    """The generated code of one compiled layer's forward and backward."""
+    from s3prl.upstream.wav2vec2.wav2vec2_model import TransformerSentenceEncoderLayer
+    from torch._inductor.utils import run_and_get_code
+
+    torch.manual_seed(0)
+    layer = TransformerSentenceEncoderLayer(1024, 4096, 16, dropout=0.0, attention_dropout=0.0,
+                                            activation_dropout=0.0, activation_fn="gelu",
+                                            layer_norm_first=True).to(device).train()
+    padding = torch.zeros(batch, frames, dtype=torch.bool, device=device)
+    padding[-1, frames - 7:] = True
+    x = torch.randn(frames, batch, 1024, device=device, requires_grad=True)
+    torch._dynamo.reset()
+    forward = torch.compile(lambda x: layer(x, self_attn_padding_mask=padding,
+                                            need_weights=False)[0], dynamic=dynamic)
+
+    def step() -> None:
+        with torch.autocast(device, dtype=torch.bfloat16):
+            out = forward(x)
+        out.float().pow(2).mean().backward()
+
+    _, code = run_and_get_code(step)
+    return code
+
+
+def calls(code: list[str]) -> dict[str, int]:
+    counts: dict[str, int] = {}
+    for source in code:
+        for name in CALL.findall(source):
+            counts[name] = counts.get(name, 0) + 1
+    return dict(sorted(counts.items(), key=lambda kv: -kv[1]))
+
+
+def sum_sites(code: list[str]) -> list[str]:
+    sites = []
+    for source in code:
+        lines = source.splitlines()
+        for i, line in enumerate(lines):
+            if "aten.sum" in line and "(" in line:
+                sites.append("\n".join(lines[max(0, i - 1): i + 1]).strip())
+    return sites
+
+
+def main() -> None:
+    parser = argparse.ArgumentParser(description=__doc__.split("\n")[0])
+    parser.add_argument("--batch", type=int, default=34)
+    parser.add_argument("--frames", type=int, default=336)
+    parser.add_argument("--device", default="cuda" if torch.cuda.is_available() else "cpu")
+    parser.add_argument("--out", type=Path, default=None)
+    args = parser.parse_args()
+    result = {"benchmark": "inductor_fallbacks", "device": args.device, "torch": torch.__version__,
+              "gpu": torch.cuda.get_device_name(0) if args.device == "cuda" else None,
+              "batch": args.batch, "frames": args.frames, "variants": {}}
+    for dynamic in (False, True):
+        code = layer_code(args.batch, args.frames, dynamic, args.device)
+        name = "dynamic" if dynamic else "static"
+        result["variants"][name] = {"graphs": len(code), "calls": calls(code),
+                                    "sum_sites": sum_sites(code)}
+        counted = result["variants"][name]["calls"]
+        print(f"{name}: {len(code)} generated modules; ATen / extern calls: "
+              + (", ".join(f"{k} x{v}" for k, v in counted.items()) or "none"))
+        for site in result["variants"][name]["sum_sites"]:
+            print("    " + site.replace("\n", "\n    "))
+    if args.out is not None:
+        args.out.parent.mkdir(parents=True, exist_ok=True)
+        args.out.write_text(json.dumps(result, indent=2) + "\n")
+        print(f"saved {args.out}")
+
+
+if __name__ == "__main__":
+    main()
