@@ -129,7 +129,8 @@ class SafeCheckpointTrainer(Trainer):
         parser.add_argument("--float8_ffn", type=str2bool, default=defaults.float8_ffn,
                             help="the wav2vec2 transformer's feed-forward GEMMs in float8 "
                                  "(torchao, tensorwise scaling; cvasr.speedups.float8_ffn): "
-                                 "GPUs of compute capability 8.9 and up, with compile_upstream")
+                                 "GPUs of compute capability 8.9 and up, with compile_upstream "
+                                 "(slower than bf16 for XLS-R 300M on an H200: bench/NOTES.md)")
         parser.add_argument("--profile_epoch", type=int, default=defaults.profile_epoch,
                             help="profile --profile_steps training steps of this epoch in every "
                                  "process, into <exp>/profile/ (cvasr.training.profiling); 0: no")
