@@ -1,5 +1,5 @@
 """Training speed-ups over espnet2's defaults, each switched on by a config option: the step
 without host syncs, DataLoader workers kept across epochs, regional torch.compile, a CTC loss in
 Triton and SpecAugment without host syncs (together with CUDA graphs: the step with no host sync
-at all), and the measured alternative that stays off by default (the positional convolution
-through FFTs)."""
+at all), and the measured alternatives that stay off by default (the positional convolution
+through FFTs, the feed-forward GEMMs in float8)."""
