@@ -200,10 +200,17 @@ def test_validation_every_3_epochs_trains_the_same_and_ranks_the_validated(
         demo_stats: Path, prepared: dict[str, Path], uninterrupted: Path) -> None:
     """Epochs 3 and 4 (every 3rd and the last) validated: training is the same number for
     number (each epoch is seeded on its own), their validation too, and the n best, the best
-    link and the average come from them alone."""
+    link and the average come from them alone. The run also traces stalls between epochs
+    (`--trace_stalls_after`, a threshold every epoch's end passes here): stacks of its threads
+    are written, and the numbers do not change."""
     exp = prepared["work"] / "exp_valid_every_3"
-    subprocess.run(_train_cmd(prepared, demo_stats, exp, *EVERY_2, "--valid_every_epochs", "3"),
+    subprocess.run(_train_cmd(prepared, demo_stats, exp, *EVERY_2, "--valid_every_epochs", "3",
+                              "--trace_stalls_after", "0.001"),
                    check=True, stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)
+    traces = (exp / "stall_traces.txt").read_text()
+    for epoch in (1, 2, 3):  # espnet2's work between two epochs takes more than a millisecond
+        assert f"epoch {epoch} ended at " in traces and f"--- epoch {epoch} ended " in traces
+    assert "Thread MainThread" in traces and "espnet2/train/trainer.py" in traces
     got, want = phase_values(exp / "train.log"), phase_values(uninterrupted / "train.log")
     assert [e["train"] for e in got] == [e["train"] for e in want]
     assert [e["valid"] for e in got] == [{}, {}, want[2]["valid"], want[3]["valid"]]

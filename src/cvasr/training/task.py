@@ -16,6 +16,8 @@ espnet2 does the training; this module adds only what it lacks for this recipe:
 - `persistent_workers: true`: the DataLoader workers live for the whole run instead of being
   started again every epoch (`cvasr.speedups.persistent_loader`).
 - images/*.png only for the curves that carry data (`cvasr.training.plots`).
+- `trace_stalls_after`: every thread's stack when the time between two epochs passes that many
+  seconds (`cvasr.training.stalls`).
 """
 
 from __future__ import annotations
@@ -51,6 +53,7 @@ from cvasr.training.checkpoints import CHECKPOINT, EPOCH_FILE, EpochWriter, atom
 from cvasr.training.launch import close_process_group, fork_data_workers, set_nccl_defaults
 from cvasr.training.plots import plot_curves
 from cvasr.training.profiling import profile_path, profiled
+from cvasr.training.stalls import StallTracer, traces_path
 from cvasr.training.validation import ranking_validated_epochs, validates
 
 RNG_KEY = "cvasr_rng_states"
@@ -92,6 +95,7 @@ class CvasrTrainerOptions(TrainerOptions):
     empty_cache_between_phases: bool = True
     profile_epoch: int = 0
     profile_steps: int = 10
+    trace_stalls_after: float = 0.0
 
 
 def str2bool_or_auto(value: str) -> bool | str:
@@ -101,6 +105,9 @@ def str2bool_or_auto(value: str) -> bool | str:
 
 class SafeCheckpointTrainer(Trainer):
     """espnet2's Trainer with atomic checkpoint writes and RNG state in checkpoint.pth."""
+
+    #: set for a run with `trace_stalls_after` (espnet2 calls the epoch methods as classmethods)
+    _stall_tracer: StallTracer | None = None
 
     @classmethod
     def add_arguments(cls, parser: argparse.ArgumentParser) -> None:
@@ -135,6 +142,11 @@ class SafeCheckpointTrainer(Trainer):
                             help="profile --profile_steps training steps of this epoch in every "
                                  "process, into <exp>/profile/ (cvasr.training.profiling); 0: no")
         parser.add_argument("--profile_steps", type=int, default=defaults.profile_steps)
+        parser.add_argument("--trace_stalls_after", type=float,
+                            default=defaults.trace_stalls_after,
+                            help="write every thread's Python stack to <exp>/stall_traces.txt "
+                                 "when the time from an epoch's end to the next epoch's start "
+                                 "passes this many seconds (cvasr.training.stalls); 0: off")
         parser.add_argument("--valid_every_epochs", type=int, default=defaults.valid_every_epochs,
                             help="validate after every this many epochs and after the last "
                                  "(espnet2: 1); the n best models and their average are "
@@ -227,6 +239,8 @@ class SafeCheckpointTrainer(Trainer):
                         summary_writer, options, distributed_option) -> bool:
         """espnet2's loop, or with `sync_free_step` the same step without host syncs (a few of
         its steps profiled in `profile_epoch`)."""
+        if cls._stall_tracer is not None:
+            cls._stall_tracer.epoch_starts()
         if getattr(options, "profile_epoch", 0) and reporter.epoch == options.profile_epoch:
             iterator = profiled(iterator, profile_path(options.output_dir, reporter.epoch),
                                 options.profile_steps, cuda=options.ngpu > 0)
@@ -247,11 +261,11 @@ class SafeCheckpointTrainer(Trainer):
     @classmethod
     def validate_one_epoch(cls, model, iterator, reporter, options, distributed_option) -> None:
         """espnet2's validation, on the epochs `valid_every_epochs` picks (all by default)."""
-        if not validates(reporter.epoch, getattr(options, "valid_every_epochs", 1),
-                         options.max_epoch):
-            return
-        super().validate_one_epoch(model=model, iterator=iterator, reporter=reporter,
-                                   options=options, distributed_option=distributed_option)
+        if validates(reporter.epoch, getattr(options, "valid_every_epochs", 1), options.max_epoch):
+            super().validate_one_epoch(model=model, iterator=iterator, reporter=reporter,
+                                       options=options, distributed_option=distributed_option)
+        if cls._stall_tracer is not None:  # what espnet2 does next ends the epoch
+            cls._stall_tracer.epoch_ended(reporter.epoch)
 
     @classmethod
     def run(cls, *args: Any, **kwargs: Any) -> None:
@@ -274,6 +288,9 @@ class SafeCheckpointTrainer(Trainer):
             save=torch.save, rng_states=_rng_states, rng_key=RNG_KEY)
         if getattr(options, "resume", False):
             writer.restore()
+        after = getattr(options, "trace_stalls_after", 0.0)
+        if after > 0:
+            cls._stall_tracer = StallTracer(traces_path(options.output_dir), after)
         plot_every = getattr(options, "plot_every_epochs", 1)
         originals = {"save": torch.save, "average": trainer_module.average_nbest_models,
                      "plot": Reporter.matplotlib_plot, "empty_cache": torch.cuda.empty_cache}
@@ -318,6 +335,9 @@ class SafeCheckpointTrainer(Trainer):
             trainer_module.average_nbest_models = originals["average"]
             Reporter.matplotlib_plot = originals["plot"]
             torch.cuda.empty_cache = originals["empty_cache"]
+            if cls._stall_tracer is not None:
+                cls._stall_tracer.close()
+                cls._stall_tracer = None
             writer.close()
 
     @staticmethod
