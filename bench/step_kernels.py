@@ -474,9 +474,9 @@ def bench_layer(args: argparse.Namespace) -> dict:
     the step; the float8 rows' output and fc1 weight gradient against the bf16 row of the same
     dropouts (dropouts 0: the same numbers but for float8; 0.1: other masks, no comparison)."""
     from s3prl.upstream.wav2vec2.wav2vec2_model import TransformerSentenceEncoderLayer
-    from torchao.float8.float8_linear import Float8Linear
 
-    from cvasr.speedups.float8_ffn import float8_config
+    from cvasr.models.frontend import set_layer_dropouts
+    from cvasr.speedups.float8_ffn import float8_config, layer_ffn_to_float8
 
     dim, ffn, heads = 1024, 4096, 16
     frames = torch.linspace(args.frames, round(args.frames * 0.95), args.batch).round().long()
@@ -499,14 +499,12 @@ def bench_layer(args: argparse.Namespace) -> dict:
                 if not args.layer_variants or k in args.layer_variants}
     for name, (dropout, attention_dropout, float8) in variants.items():
         layer = copy.deepcopy(base)
-        layer.dropout1.p = layer.dropout3.p = dropout
-        layer.self_attn.dropout_module.p = attention_dropout
+        set_layer_dropouts(layer, dropout, attention_dropout)
         if float8:
             config = float8_config()
             if float8 == "unpadded":
                 config = dataclasses.replace(config, pad_inner_dim=False)
-            layer.fc1 = Float8Linear.from_float(layer.fc1, config=config)
-            layer.fc2 = Float8Linear.from_float(layer.fc2, config=config)
+            layer_ffn_to_float8(layer, config)
         torch._dynamo.reset()
         forward = torch.compile(lambda x, layer=layer: layer(
             x, self_attn_padding_mask=padding, need_weights=False)[0])

@@ -73,6 +73,20 @@ UPSTREAM_DROPOUTS = ("dropout", "attention_dropout", "activation_dropout", "drop
                      "encoder_layerdrop")
 
 
+def set_layer_dropouts(layer: torch.nn.Module, dropout: float | None = None,
+                       attention_dropout: float | None = None,
+                       activation_dropout: float | None = None) -> None:
+    """Set one s3prl transformer layer's dropouts in place (None: left as they are): `dropout`
+    after attention and after the FFN, `attention_dropout` on the attention probabilities,
+    `activation_dropout` inside the FFN, after its activation."""
+    if dropout is not None:
+        layer.dropout = layer.dropout1.p = layer.dropout3.p = float(dropout)
+    if attention_dropout is not None:
+        layer.self_attn.dropout_module.p = float(attention_dropout)
+    if activation_dropout is not None:
+        layer.activation_dropout = layer.dropout2.p = float(activation_dropout)
+
+
 def set_upstream_dropouts(model: torch.nn.Module, dropouts: dict[str, float]) -> None:
     """Set an s3prl wav2vec 2.0 model's dropouts (UPSTREAM_DROPOUTS names) in place, on every
     module that reads them, and in `model.cfg`."""
@@ -84,17 +98,11 @@ def set_upstream_dropouts(model: torch.nn.Module, dropouts: dict[str, float]) ->
         if not 0.0 <= float(p) < 1.0:
             raise ValueError(f"frontend_conf upstream_dropouts: {name} = {p} is not in [0, 1)")
     encoder = model.encoder
-    layers = list(encoder.layers)
-    if "dropout" in dropouts:  # after the positional conv, and after attention and the FFN
+    if "dropout" in dropouts:  # after the positional conv (and in every layer, below)
         encoder.dropout = float(dropouts["dropout"])
-        for layer in layers:
-            layer.dropout = layer.dropout1.p = layer.dropout3.p = float(dropouts["dropout"])
-    if "attention_dropout" in dropouts:  # on the attention probabilities
-        for layer in layers:
-            layer.self_attn.dropout_module.p = float(dropouts["attention_dropout"])
-    if "activation_dropout" in dropouts:  # inside the FFN, after its activation
-        for layer in layers:
-            layer.activation_dropout = layer.dropout2.p = float(dropouts["activation_dropout"])
+    for layer in encoder.layers:
+        set_layer_dropouts(layer, dropouts.get("dropout"), dropouts.get("attention_dropout"),
+                           dropouts.get("activation_dropout"))
     if "dropout_input" in dropouts:  # after the feature projection
         model.dropout_input.p = float(dropouts["dropout_input"])
     if "encoder_layerdrop" in dropouts:

@@ -42,14 +42,26 @@ def float8_config():
     return Float8LinearConfig(pad_inner_dim=True)
 
 
-def ffn_linears(model: torch.nn.Module) -> list[tuple[torch.nn.Module, str]]:
-    """(layer, name) of the fc1 and fc2 of every s3prl wav2vec 2.0 transformer layer of an
-    espnet2 model's frontend (none for other frontends)."""
+def ffn_layers(model: torch.nn.Module) -> list[torch.nn.Module]:
+    """The s3prl wav2vec 2.0 transformer layers of an espnet2 model's frontend whose fc1 and fc2
+    are linear layers (none for other frontends)."""
     from cvasr.speedups.regional_compile import upstream_encoder_layers
 
-    layers = upstream_encoder_layers(model) or []
-    return [(layer, name) for layer in layers for name in ("fc1", "fc2")
-            if isinstance(getattr(layer, name, None), torch.nn.Linear)]
+    return [layer for layer in upstream_encoder_layers(model) or []
+            if all(isinstance(getattr(layer, name, None), torch.nn.Linear)
+                   for name in ("fc1", "fc2"))]
+
+
+def layer_ffn_to_float8(layer: torch.nn.Module, config=None) -> None:
+    """One s3prl transformer layer's fc1 and fc2 as torchao's Float8Linear, in place (those that
+    are not already); `config` defaults to float8_config()."""
+    from torchao.float8.float8_linear import Float8Linear
+
+    config = config or float8_config()
+    for name in ("fc1", "fc2"):
+        linear = getattr(layer, name)
+        if not isinstance(linear, Float8Linear):
+            setattr(layer, name, Float8Linear.from_float(linear, config=config))
 
 
 def convert_ffn_to_float8(model: torch.nn.Module, device: torch.device | None = None) -> int:
@@ -63,15 +75,10 @@ def convert_ffn_to_float8(model: torch.nn.Module, device: torch.device | None = 
                              f"capability {capability[0]}.{capability[1]}) has no float8 tensor "
                              f"cores; they need {FLOAT8_CAPABILITY[0]}.{FLOAT8_CAPABILITY[1]} or "
                              "newer. Set float8_ffn: false")
-    from torchao.float8.float8_linear import Float8Linear
-
-    config = float8_config()
-    targets = ffn_linears(model)
-    for layer, name in targets:
-        linear = getattr(layer, name)
-        if not isinstance(linear, Float8Linear):
-            setattr(layer, name, Float8Linear.from_float(linear, config=config))
-    if not targets:
+    layers = ffn_layers(model)
+    for layer in layers:
+        layer_ffn_to_float8(layer)
+    if not layers:
         logging.warning("float8_ffn: no s3prl wav2vec 2.0 feed-forward layers found; "
                         "nothing converted")
-    return len(targets)
+    return 2 * len(layers)
