@@ -57,8 +57,10 @@ from cvasr.training.stalls import StallTracer, traces_path
 from cvasr.training.validation import ranking_validated_epochs, validates
 
 RNG_KEY = "cvasr_rng_states"
-#: torch.compile modes --compile_mode accepts (no autotuning: compile time is paid every run)
-COMPILE_MODES = ("default", "reduce-overhead")
+#: torch.compile modes --compile_mode accepts. The max-autotune ones time inductor's own GEMM
+#: templates against cuBLAS and tune the fused kernels: minutes more of the cold compile, paid
+#: once where the experiment's compile cache keeps the result (cvasr.training.stages)
+COMPILE_MODES = ("default", "reduce-overhead", "max-autotune", "max-autotune-no-cudagraphs")
 
 
 def _rng_states() -> dict[str, Any]:
@@ -121,7 +123,8 @@ class SafeCheckpointTrainer(Trainer):
                                  "(cvasr.training.stages.compile_from_data)")
         parser.add_argument("--compile_mode", default=defaults.compile_mode, choices=COMPILE_MODES,
                             help="torch.compile mode for --compile_upstream ('reduce-overhead' "
-                                 "replays CUDA graphs, one per batch shape)")
+                                 "replays CUDA graphs, one per batch shape; 'max-autotune' does "
+                                 "too, with autotuned kernels)")
         parser.add_argument("--compile_cpp_wrapper", type=str2bool,
                             default=defaults.compile_cpp_wrapper,
                             help="inductor's C++ wrapper for --compile_upstream's graph: its "
