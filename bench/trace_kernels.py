@@ -17,6 +17,7 @@ step is what the CPU needs a step, the floor once nothing syncs; round 14).
     python3 bench/trace_kernels.py TRACE --gaps      # GPU idle time by the CPU op it waited on
     python3 bench/trace_kernels.py TRACE --inside "## Call CompiledFxGraph f4a3"
     python3 bench/trace_kernels.py TRACE --host-waits  # CPU waiting for the GPU, a step
+    python3 bench/trace_kernels.py EPOCH_TRACE --epoch  # a whole epoch: its start, its gaps
 """
 
 from __future__ import annotations
@@ -163,6 +164,45 @@ def idle_gaps(trace: dict, min_gap_us: float = 20.0) -> list[dict]:
     return gaps
 
 
+def epoch_timeline(trace: dict, min_gap_us: float = 1000.0) -> dict:
+    """A whole epoch's trace (train_throughput.py --profile writes one): its span from the first
+    CPU event to the last GPU activity's end, the GPU's busy time in it, the idle time before its
+    first GPU work (the epoch's start: iterator, first batch), and each idle gap of at least
+    `min_gap_us` after that, with when it began (ms into the epoch), the CPU op that launched the
+    work ending it, and the outermost CPU op of the main thread that overlapped it most (what
+    the CPU was doing meanwhile)."""
+    cpu = [e for e in trace["traceEvents"] if e.get("cat") in CPU_CATS and "dur" in e]
+    gpu = sorted((e for e in trace["traceEvents"] if e.get("cat") in GPU_CATS),
+                 key=lambda e: e["ts"])
+    if not cpu or not gpu:
+        return {}
+    start = min(e["ts"] for e in cpu)
+    end = max(e["ts"] + e["dur"] for e in gpu)
+    # the main thread: the one that launched the most GPU work
+    launches = collections.Counter(e.get("tid") for e in cpu if e["cat"] == "cuda_runtime")
+    main = launches.most_common(1)[0][0] if launches else None
+    outer = [e for e, around in _nesting([e for e in cpu if e.get("tid") == main
+                                          and e["cat"] != "python_function"]) if not around]
+    stacks = _launch_stacks(trace)
+    gaps, last = [], None
+    for e in gpu:
+        if last is not None and e["ts"] - last >= min_gap_us:
+            overlap = max(outer, key=lambda o: min(o["ts"] + o["dur"], e["ts"]) - max(o["ts"], last),
+                          default=None)
+            gaps.append({"at_ms": round((last - start) / 1000, 2),
+                         "ms": round((e["ts"] - last) / 1000, 2),
+                         "ended_by": _launcher(stacks.get(e.get("args", {}).get("correlation"), [])),
+                         "cpu_meanwhile": overlap["name"] if overlap else ""})
+        last = e["ts"] + e["dur"] if last is None else max(last, e["ts"] + e["dur"])
+    busy = busy_us(gpu)
+    return {"span_ms": round((end - start) / 1000, 2), "busy_ms": round(busy / 1000, 2),
+            "idle_ms": round((end - start - busy) / 1000, 2),
+            "before_first_gpu_work_ms": round((gpu[0]["ts"] - start) / 1000, 2),
+            "first_gpu_work_launched_in": _launcher(
+                stacks.get(gpu[0].get("args", {}).get("correlation"), [])),
+            "gaps": gaps}
+
+
 def idle_by_launcher(gaps: list[dict]) -> dict[str, dict]:
     """Idle microseconds and gaps per launching CPU op (`_launcher`), the most idle first."""
     rows = collections.defaultdict(lambda: {"gaps": 0, "idle_us": 0.0})
@@ -232,6 +272,10 @@ def main() -> None:
                         help="the GPU's idle time in the profiled steps, by the CPU op that "
                              "launched the work ending each idle interval")
     parser.add_argument("--min-gap-us", type=float, default=20.0)
+    parser.add_argument("--epoch", action="store_true",
+                        help="a whole epoch's trace (out.epoch.trace.json.gz): its span, the "
+                             "GPU's busy and idle time, its start before any GPU work, and each "
+                             "idle gap of 1 ms or more with what the CPU was doing")
     parser.add_argument("--inside", metavar="PREFIX",
                         help="CPU time (Python frames with a --profile-stack trace) inside the "
                              "events whose name starts with PREFIX, a call of them")
@@ -275,6 +319,17 @@ def main() -> None:
         for name, row in list(idle_by_launcher(gaps).items())[:20]:
             print(f"| {name[:70]} | {row['gaps'] / steps:.1f} "
                   f"| {row['idle_us'] / steps / 1000:.2f} |")
+    if args.epoch:
+        timeline = epoch_timeline(trace)
+        print(f"\nthe epoch: {timeline.get('span_ms')} ms, GPU busy {timeline.get('busy_ms')}, "
+              f"idle {timeline.get('idle_ms')}; before its first GPU work "
+              f"{timeline.get('before_first_gpu_work_ms')} ms (launched in "
+              f"{timeline.get('first_gpu_work_launched_in')})")
+        gaps = timeline.get("gaps", [])
+        print(f"{len(gaps)} idle gap(s) of >= 1 ms after it, {sum(g['ms'] for g in gaps):.2f} ms:")
+        for gap in gaps[:40]:
+            print(f"  at {gap['at_ms']:9.2f} ms  {gap['ms']:7.2f} ms  ended by {gap['ended_by'][:50]}"
+                  f"  (CPU meanwhile: {gap['cpu_meanwhile'][:60]})")
     if args.host_waits:
         rows = host_waits(trace)
         print("\nthe CPU in each profiled step, ms: the step, waiting for the GPU (syncing CUDA "

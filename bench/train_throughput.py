@@ -283,6 +283,24 @@ def run_seed_stack(clips, tokens: list[str], cfg: dict, args, group_by_length: b
 STEP_TIMES = ("iter_time", "forward_time", "backward_time", "optim_step_time", "train_time")
 
 
+class first_batch_timed:  # noqa: N801 - used as a function
+    """The iterator's items, the time the first one came appended to `when`: how long an epoch's
+    start waits for its first batch, while the GPU has nothing queued (the bench synchronises
+    before each epoch). Keeps the iterator's length: the step's log interval follows from it."""
+
+    def __init__(self, iterator, when: list[float]) -> None:
+        self.iterator, self.when = iterator, when
+
+    def __len__(self) -> int:
+        return len(self.iterator)
+
+    def __iter__(self):
+        for item in self.iterator:
+            if not self.when:
+                self.when.append(time.perf_counter())
+            yield item
+
+
 def run_espnet2(paths: dict[str, Path], resolved: Path, extra: list[str], args,
                 profile: Path | None = None, on_timed=None) -> dict:
     """Build model, optimizer and iterator as espnet2's main_worker does, then time epochs."""
@@ -342,14 +360,17 @@ def run_espnet2(paths: dict[str, Path], resolved: Path, extra: list[str], args,
         if args.device == "cuda":
             torch.cuda.synchronize()
         start = time.perf_counter()
+        first_batch: list[float] = []
         with reporter.observe("train") as sub:
             CvasrASRTask.trainer.train_one_epoch(
-                model=model, iterator=iter_factory.build_iter(epoch), optimizers=optimizers,
+                model=model, iterator=first_batch_timed(iter_factory.build_iter(epoch), first_batch),
+                optimizers=optimizers,
                 schedulers=[scheduler], scaler=scaler, reporter=sub, summary_writer=None,
                 options=options, distributed_option=dist)
         if args.device == "cuda":
             torch.cuda.synchronize()
         record = {"epoch": epoch, "train_seconds": time.perf_counter() - start,
+                  "first_batch_seconds": round(first_batch[0] - start, 5) if first_batch else None,
                   "loss_ctc": float(reporter.get_value("train", "loss_ctc"))}
         for key in STEP_TIMES:
             try:
@@ -380,7 +401,8 @@ def run_espnet2(paths: dict[str, Path], resolved: Path, extra: list[str], args,
 
 
 def profile_epoch(out: Path, args, train_one_epoch, iter_factory, reporter) -> None:
-    """Profile one more epoch: op tables to `out`, a Chrome trace of steps 5-7 to out.trace.json.gz."""
+    """Profile one more epoch: op tables to `out` and its trace to out.epoch.trace.json.gz; then
+    a Chrome trace of steps 5-7 of another to out.trace.json.gz."""
     import gzip
     import shutil
 
@@ -405,10 +427,17 @@ def profile_epoch(out: Path, args, train_one_epoch, iter_factory, reporter) -> N
     epoch = args.epochs + 1
     reporter.set_epoch(epoch)
     # the whole epoch for the tables; the schedule's trace keeps 3 steps in the middle
+    # (and that epoch's own trace, out.epoch.trace.json.gz: where in an epoch the GPU waits, its
+    # start and end included, which the steps' trace cannot show; trace_kernels.py --epoch)
     with torch_profile(activities=activities) as whole, reporter.observe("train") as sub:
         train_one_epoch(iter_factory.build_iter(epoch), sub)
         if args.device == "cuda":
             torch.cuda.synchronize()
+    whole_trace = out.with_suffix(".epoch.trace.json")
+    whole.export_chrome_trace(str(whole_trace))
+    with open(whole_trace, "rb") as src, gzip.open(f"{whole_trace}.gz", "wb") as dst:
+        shutil.copyfileobj(src, dst)
+    whole_trace.unlink()
     key = "cuda_time_total" if args.device == "cuda" else "cpu_time_total"
     out.write_text(whole.key_averages().table(sort_by=key, row_limit=60) + "\n\n" +
                    whole.key_averages().table(sort_by="self_cpu_time_total", row_limit=40))

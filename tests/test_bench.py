@@ -343,6 +343,32 @@ def test_trace_kernels_charges_each_gpu_idle_gap_to_the_op_that_ended_it() -> No
     assert trace_kernels.gpu_work_launched_in(trace, "Optimizer.step") == (2, 15.0)
 
 
+def test_trace_kernels_epoch_timeline_finds_the_start_and_the_long_gaps() -> None:
+    trace_kernels = _load("trace_kernels")
+    trace = {"traceEvents": [  # microseconds; an epoch of two steps, the batch awaited first
+        {"cat": "cpu_op", "name": "enumerate(DataLoader)#__next__", "tid": 1, "ts": 0.0,
+         "dur": 5000.0},
+        {"cat": "cpu_op", "name": "aten::copy_", "tid": 1, "ts": 5000.0, "dur": 100.0},
+        _launch(1, 5010.0), _gpu("Memcpy HtoD", 5050.0, 50.0, 1, "gpu_memcpy"),
+        {"cat": "cpu_op", "name": "Torch-Compiled Region: 0/0", "tid": 1, "ts": 5200.0,
+         "dur": 500.0},
+        _launch(2, 5300.0), _gpu("graph_kernel", 5400.0, 3000.0, 2),
+        _gpu("graph_kernel_2", 8000.0, 1000.0, 2),  # overlaps the first: one busy stretch
+        {"cat": "cpu_op", "name": "enumerate(DataLoader)#__next__", "tid": 1, "ts": 6000.0,
+         "dur": 4500.0},  # the second batch late: the GPU waits 9000 -> 10600
+        {"cat": "cpu_op", "name": "Optimizer.step#Adam.step", "tid": 1, "ts": 10550.0,
+         "dur": 100.0},
+        _launch(3, 10560.0), _gpu("multi_tensor_apply", 10600.0, 400.0, 3),
+        _launch(4, 10570.0), _gpu("multi_tensor_apply", 11500.0, 500.0, 4),  # 500 us: too short
+        {"cat": "cpu_op", "name": "thread 2's op", "tid": 2, "ts": 0.0, "dur": 12000.0}]}
+    timeline = trace_kernels.epoch_timeline(trace)
+    assert timeline == {
+        "span_ms": 12.0, "busy_ms": 4.55, "idle_ms": 7.45, "before_first_gpu_work_ms": 5.05,
+        "first_gpu_work_launched_in": "aten::copy_",
+        "gaps": [{"at_ms": 9.0, "ms": 1.6, "ended_by": "Optimizer.step#Adam.step",
+                  "cpu_meanwhile": "enumerate(DataLoader)#__next__"}]}
+
+
 def test_trace_kernels_splits_the_cpu_time_inside_an_op_into_total_and_self() -> None:
     trace_kernels = _load("trace_kernels")
     call = {"cat": "cpu_op", "name": "## Call CompiledFxGraph f4a3", "tid": 1, "dur": 250.0}
