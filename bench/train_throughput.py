@@ -385,8 +385,10 @@ def run_espnet2(paths: dict[str, Path], resolved: Path, extra: list[str], args,
     # espnet2's sorted sampler cuts len // batch_size batches (15 of 33-34 clips for 508 clips
     # at 32), not ceil(len / batch_size): count the updates of its own sampler
     steps_per_epoch = len(iter_factory.build_iter(1)) // targs.accum_grad
+    loader = getattr(iter_factory, "_loader", None)  # persistent workers: epochs prefetched
     result = {"options": extra, "batch_size": targs.batch_size, "accum_grad": targs.accum_grad,
               "steps_per_epoch": steps_per_epoch,
+              "prefetched_epochs": getattr(loader, "prefetched_epochs", None),
               "peak_mem_gib": round(peak, 2), "epochs": epochs,
               "parameters_m": round(sum(p.numel() for p in model.parameters()) / 1e6, 1)}
     if on_timed is not None:

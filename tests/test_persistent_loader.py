@@ -29,13 +29,22 @@ def collate(items):
                   "n": torch.tensor(np.concatenate([d["n"] for _, d in items]))}
 
 
-def epochs(factory, n: int) -> list:
-    """Each epoch's batches, what the workers drew, and what the training process draws after."""
+def epochs(factory, n: int, draws: bool = True, stop_early: int | None = None) -> list:
+    """Each epoch's batches, what the workers drew, and what the training process draws after
+    (`draws`; a GPU's training step draws nothing from the CPU's torch RNG). `stop_early`: that
+    epoch is left after its first batch."""
     torch.manual_seed(0)
     out = []
     for epoch in range(1, n + 1):
-        out.append([(keys, batch["draw"].tolist()) for keys, batch in factory.build_iter(epoch)])
-        out.append(torch.rand(2).tolist())  # dropout masks and the like, in the training process
+        got = []
+        for keys, batch in factory.build_iter(epoch):
+            got.append((keys, batch["draw"].tolist()))
+            if epoch == stop_early:
+                break
+        out.append(got)
+        if draws:  # dropout masks and the like, in the training process
+            out.append(torch.rand(2).tolist())
+    out.append(torch.rand(2).tolist())  # the RNG where training left it
     return out
 
 
@@ -48,6 +57,38 @@ def test_same_batches_order_and_worker_draws_as_espnet2(iters_per_epoch) -> None
     got = epochs(PersistentSequenceIterFactory(RandomDraws(), batches, **kwargs), 3)
     assert got == want
     assert want[0] != want[2]  # the order and the draws change with the epoch (1 vs 2)
+
+
+@pytest.mark.parametrize("iters_per_epoch", [None, 3])
+@pytest.mark.parametrize("draws", [False, True])
+def test_prefetch_next_epoch_keeps_espnet2s_batches_and_draws(iters_per_epoch, draws) -> None:
+    # 5 batches over 2 workers: the epoch after starts on the other worker; 3 batches: an epoch
+    # shorter than the DataLoader's prefetch of 4
+    batches = [[f"u{i}", f"u{i + 1}"] for i in range(0, 10, 2)]
+    kwargs = dict(seed=3, shuffle=True, num_workers=2, collate_fn=collate,
+                  num_iters_per_epoch=iters_per_epoch)
+    want = epochs(SequenceIterFactory(RandomDraws(), batches, **kwargs), 4, draws)
+    factory = PersistentSequenceIterFactory(RandomDraws(), batches, prefetch_next_epoch=True,
+                                            **kwargs)
+    assert epochs(factory, 4, draws) == want
+    loader = factory.build_iter(5)
+    if draws:  # the seed guessed for the next epoch's workers was not the one it drew: reset
+        assert (loader.prefetched_epochs, loader.reset_epochs) == (0, 3)
+    elif iters_per_epoch is None:  # every later epoch's first batches loaded in the one before
+        assert (loader.prefetched_epochs, loader.reset_epochs) == (3, 0)
+    else:  # the prefetch reached the end of epoch 2 before epoch 2 began: 3 starts afresh
+        assert (loader.prefetched_epochs, loader.reset_epochs) == (2, 1)
+
+
+def test_prefetch_after_an_epoch_left_early_starts_afresh() -> None:
+    batches = [[f"u{i}", f"u{i + 1}"] for i in range(0, 10, 2)]
+    kwargs = dict(seed=3, shuffle=True, num_workers=2, collate_fn=collate)
+    want = epochs(SequenceIterFactory(RandomDraws(), batches, **kwargs), 3, False, stop_early=2)
+    factory = PersistentSequenceIterFactory(RandomDraws(), batches, prefetch_next_epoch=True,
+                                            **kwargs)
+    assert epochs(factory, 3, False, stop_early=2) == want
+    loader = factory.build_iter(4)
+    assert (loader.prefetched_epochs, loader.reset_epochs) == (1, 1)
 
 
 def test_workers_are_started_once() -> None:

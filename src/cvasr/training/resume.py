@@ -37,8 +37,9 @@ RESUMABLE = frozenset({
     "checkpoint_every_minutes", "checkpoint_every_epochs", "background_checkpoints",
     "plot_every_epochs", "empty_cache_between_phases", "profile_epoch", "profile_steps",
     # hardware and speed
-    "ngpu", "num_workers", "persistent_workers", "dist_backend", "dist_init_method",
-    "dist_world_size", "dist_rank", "local_rank", "dist_master_addr", "dist_master_port",
+    "ngpu", "num_workers", "persistent_workers", "prefetch_next_epoch", "dist_backend",
+    "dist_init_method", "dist_world_size", "dist_rank", "local_rank", "dist_master_addr",
+    "dist_master_port",
     "dist_launcher", "multiprocessing_distributed", "distributed", "unused_parameters",
     "gradient_as_bucket_view", "ddp_comm_hook", "cudnn_enabled", "cudnn_benchmark",
     "cudnn_deterministic", "compile_upstream", "compile_mode", "compile_cpp_wrapper",

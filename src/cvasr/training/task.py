@@ -14,7 +14,8 @@ espnet2 does the training; this module adds only what it lacks for this recipe:
   whole encoder of `wav2vec2_s3prl` as one graph, else the transformer layers
   (`cvasr.speedups.regional_compile`); decoding builds the model uncompiled.
 - `persistent_workers: true`: the DataLoader workers live for the whole run instead of being
-  started again every epoch (`cvasr.speedups.persistent_loader`).
+  started again every epoch, and on GPU (`prefetch_next_epoch`) load the next epoch's first
+  batches before it starts (`cvasr.speedups.persistent_loader`).
 - images/*.png only for the curves that carry data (`cvasr.training.plots`).
 - `trace_stalls_after`: every thread's stack when the time between two epochs passes that many
   seconds (`cvasr.training.stalls`).
@@ -381,6 +382,11 @@ class CvasrASRTask(ASRTask):
         parser.add_argument("--persistent_workers", type=str2bool, default=False,
                             help="keep the DataLoader workers from one epoch to the next instead "
                                  "of starting new ones every epoch (cvasr.speedups.persistent_loader)")
+        parser.add_argument("--prefetch_next_epoch", type=str2bool, default=True,
+                            help="with persistent_workers, training on GPU: load the next "
+                                 "epoch's first batches during the epoch before, so that it does "
+                                 "not start by waiting for them (the same batches and worker "
+                                 "seeds; cvasr.speedups.persistent_loader)")
 
     @classmethod
     def main_worker(cls, args: argparse.Namespace) -> None:
@@ -393,7 +399,11 @@ class CvasrASRTask(ASRTask):
         factory = super().build_sequence_iter_factory(args, iter_options, mode)
         if (getattr(args, "persistent_workers", False) and args.num_workers > 0
                 and type(factory) is SequenceIterFactory):
-            return PersistentSequenceIterFactory.from_factory(factory)
+            # on CPU the training step draws from the RNG the next epoch's worker seed comes
+            # from, so it cannot be known ahead: no prefetch there
+            prefetch = (mode == "train" and getattr(args, "prefetch_next_epoch", True)
+                        and getattr(args, "ngpu", 0) > 0)
+            return PersistentSequenceIterFactory.from_factory(factory, prefetch_next_epoch=prefetch)
         return factory
 
 
