@@ -602,7 +602,9 @@ def main() -> int:
                              "goes between kernels; slows the profiled steps)")
     parser.add_argument("--try", dest="tries", action="append", default=[], metavar="LABEL=OPTS",
                         help="an extra row after STEPS: espnet2 options over the committed config "
-                             "(exploration; the speedup is always the committed config's)")
+                             "as row 12 runs it (--compile_upstream true first: the config's "
+                             "'auto' would run eager here; exploration, the speedup is always "
+                             "the committed config's)")
     parser.add_argument("--compile-cache", type=Path, default=None, metavar="FILE",
                         help="torch.compile's caches (torch.compiler.save_cache_artifacts, xz): "
                              "loaded from FILE if it exists, saved to it after every row, so "
@@ -693,7 +695,7 @@ def main() -> int:
     rows = [row for row in rows if wanted(row[0])]
     for j, spec in enumerate(args.tries, 1):
         label, _, opts = spec.partition("=")
-        rows.append((f"try_{j}", label, opts.split()))
+        rows.append((f"try_{j}", label, [*LONG_RUN, *opts.split()]))  # as row 12 runs
     profiled = args.profile_row or (rows[-1][0] if rows else None)
     for name, label, extra in rows:
         def timed(r: dict, name=name, label=label) -> None:
