@@ -100,6 +100,37 @@ def test_same_parameters_and_statistics_as_espnet2s_loop(tmp_path: Path, fused: 
     assert ours[4] is False and ref[4] is False
 
 
+def test_clip_scale_divides_as_clip_grad_norm_multiplies() -> None:
+    gen = torch.Generator().manual_seed(0)
+    for size, max_norm in ((10.0, 1.0), (0.01, 1.0)):  # clipped, and left as it is
+        params = [torch.nn.Parameter(torch.zeros(n)) for n in (5, 7)]
+        for p in params:
+            p.grad = torch.randn(p.shape, generator=gen) * size
+        grads = [p.grad.clone() for p in params]
+        total, scale = sync_free_step.clip_scale(params, max_norm, 2.0)
+        want = torch.nn.utils.clip_grad_norm_(params, max_norm)
+        assert total.item() == pytest.approx(want.item(), rel=1e-7)
+        for grad, p in zip(grads, params):
+            torch.testing.assert_close(grad / scale, p.grad, rtol=1e-6, atol=0.0)
+        assert (scale.item() == 1.0) == (size < 1.0)
+
+
+def test_clip_in_optimizer_trains_as_espnet2s_clipping(tmp_path: Path) -> None:
+    """Fused Adam given the clip as its grad_scale: the parameters espnet2's loop gets by
+    clipping first, up to rounding, and the same statistics."""
+    ref = train("espnet2", options(tmp_path), batches(), True)
+    ours = train("ours", options(tmp_path, "--clip_in_optimizer", "true"), batches(), True)
+    assert reported(ref[3], "clip") > 0  # some steps were clipped (grad_clip 1.0)
+    torch.testing.assert_close(ours[0].proj.weight, ref[0].proj.weight, rtol=1e-5, atol=1e-6)
+    torch.testing.assert_close(ours[0].proj.bias, ref[0].proj.bias, rtol=1e-5, atol=1e-6)
+    for key in ("loss", "grad_norm", "clip"):
+        assert reported(ours[3], key) == pytest.approx(reported(ref[3], key), rel=1e-5), key
+    # with plain Adam there is no grad_scale to take it: clipped as espnet2 does, exactly
+    ref = train("espnet2", options(tmp_path), batches(), False)
+    ours = train("ours", options(tmp_path, "--clip_in_optimizer", "true"), batches(), False)
+    assert torch.equal(ours[0].proj.weight, ref[0].proj.weight)
+
+
 def test_reports_reach_espnet2s_reporter_in_the_same_order(tmp_path: Path) -> None:
     opts = options(tmp_path)
     ref, ours = train("espnet2", opts, batches(), False)[3], train("ours", opts, batches(), False)[3]

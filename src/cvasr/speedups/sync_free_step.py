@@ -37,6 +37,7 @@ GPUs in one process, fp16 autocast, gradient noise, models choosing an optimizer
 from __future__ import annotations
 
 import logging
+import math
 import time
 from typing import Any, Iterable, Optional, Sequence
 
@@ -191,6 +192,21 @@ class DeferredReports:
         self.complete(wait=True, on_interval=on_interval)
 
 
+def clip_scale(parameters: Iterable[torch.nn.Parameter], max_norm: float, norm_type: float
+               ) -> tuple[torch.Tensor, torch.Tensor]:
+    """`clip_grad_norm_`'s total norm, and what to divide the gradients by to clip them as it
+    multiplies them (1 where the norm is within `max_norm`): a fused optimizer's `grad_scale`.
+
+    Why: `clip_grad_norm_` multiplies every gradient in place, a pass that reads and writes all
+    of them (1.26 GB of fp32 for XLS-R 300M); fused Adam reads them anyway and divides by its
+    `grad_scale` in the same kernel (writing the clipped gradients back, as the clip leaves
+    them). The same clipping up to the rounding of x * c against x / (1 / c)."""
+    grads = [p.grad for p in parameters if p.grad is not None]
+    total = torch.nn.utils.get_total_norm(grads, norm_type)
+    coef = torch.clamp(max_norm / (total + 1e-6), max=1.0)
+    return total, (1.0 / coef).float()
+
+
 def _weighted_sum(value: torch.Tensor, weight: torch.Tensor) -> torch.Tensor:
     """One rank's part of espnet2's `recursive_sum`: the statistic times the weight, summed."""
     assert value.size() == weight.size(), (value.size(), weight.size())
@@ -336,6 +352,10 @@ def train_one_epoch(model: torch.nn.Module, iterator: Iterable,
     if autocast_dtype is not None:
         amp["dtype"] = autocast_dtype
 
+    # the clipping's multiply done inside fused optimizers' kernels, where every one is fused
+    clip_in_optimizer = (getattr(options, "clip_in_optimizer", False) and 0 < grad_clip < math.inf
+                         and all(getattr(o, "_step_supports_amp_scaling", False)
+                                 for o in optimizers))
     model.train()
     reports = DeferredReports(reporter)
     skipped = torch.zeros((), device=device)  # updates skipped for a non-finite gradient norm
@@ -409,8 +429,12 @@ def train_one_epoch(model: torch.nn.Module, iterator: Iterable,
         reports.register({"backward_time": time.perf_counter() - backward_start})
 
         if iiter % accum_grad == 0:
-            grad_norm = torch.nn.utils.clip_grad_norm_(
-                model.parameters(), max_norm=grad_clip, norm_type=options.grad_clip_type)
+            if clip_in_optimizer:
+                grad_norm, grad_scale = clip_scale(model.parameters(), grad_clip,
+                                                   options.grad_clip_type)
+            else:
+                grad_norm = torch.nn.utils.clip_grad_norm_(
+                    model.parameters(), max_norm=grad_clip, norm_type=options.grad_clip_type)
             if not isinstance(grad_norm, torch.Tensor):
                 grad_norm = torch.tensor(grad_norm)
             finite = torch.isfinite(grad_norm)
@@ -426,10 +450,14 @@ def train_one_epoch(model: torch.nn.Module, iterator: Iterable,
             for optimizer, scheduler in zip(optimizers, schedulers):
                 if getattr(optimizer, "_step_supports_amp_scaling", False):
                     optimizer.found_inf = found_inf  # the fused kernel skips the update on it
+                    if clip_in_optimizer:  # and divides the gradients by it: the clipping
+                        optimizer.grad_scale = grad_scale
                     try:
                         optimizer.step()
                     finally:
                         del optimizer.found_inf
+                        if clip_in_optimizer:
+                            del optimizer.grad_scale
                 elif bool(finite):  # other optimizers: decided on the host, as espnet2 does
                     optimizer.step()
                 else:

@@ -88,6 +88,7 @@ class CvasrTrainerOptions(TrainerOptions):
     compile_scope: str = "encoder"
     float8_ffn: bool = False
     sync_free_step: bool = False
+    clip_in_optimizer: bool = False
     ddp_host_lengths: bool = DEFAULT_DDP_HOST_LENGTHS
     ddp_step_rendezvous: str = DEFAULT_DDP_STEP_RENDEZVOUS
     valid_every_epochs: int = 1
@@ -160,6 +161,12 @@ class SafeCheckpointTrainer(Trainer):
                             help="train with a loop that issues each step without waiting for "
                                  "the GPU (cvasr.speedups.sync_free_step); one GPU a process "
                                  "(DDP included), else espnet2's loop runs")
+        parser.add_argument("--clip_in_optimizer", type=str2bool,
+                            default=defaults.clip_in_optimizer,
+                            help="with --sync_free_step and fused optimizers: the gradient "
+                                 "clipping's multiply done by the optimizer's own kernel "
+                                 "(its grad_scale), not as a pass of its own over the gradients "
+                                 "(cvasr.speedups.sync_free_step.clip_scale)")
         parser.add_argument("--ddp_host_lengths", type=str2bool, default=defaults.ddp_host_lengths,
                             help="with --sync_free_step under DDP, a model that takes its "
                                  "lengths on the host gets them there (false: DDP copies them "
