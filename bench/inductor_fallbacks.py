@@ -9,7 +9,9 @@ heads), under bf16 autocast, compiled with `dynamic=False` and `dynamic=True` (t
 frames dynamic), forward and backward, its generated code captured
 (`torch._inductor.utils.run_and_get_code`). Counts, per variant, the calls of the generated
 wrappers into ATen (`aten.<op>(` / `extern_kernels.<op>(`), and prints the lines of each
-`aten.sum` call with the line before it (what it reduces). CPU runs the same lowering but
+`aten.sum` call with the line before it (what it reduces). Each also with the layer's input a
+transposed view, as the encoder passes it (round 18: the encoder graph's backward runs 98 ATen
+sums a step, 4 a layer + 2, which one layer fed a contiguous input does not). CPU runs the same lowering but
 generates C++, where the GPU's reduction heuristics do not apply: the GPU's answer is the one to
 read.
 
@@ -28,8 +30,11 @@ import torch
 CALL = re.compile(r"\b(aten\.[A-Za-z_0-9]+(?:\.[A-Za-z_0-9]+)?|extern_kernels\.[A-Za-z_0-9]+)\(")
 
 
-def layer_code(batch: int, frames: int, dynamic: bool, device: str) -> list[str]:
-    """The generated code of one compiled layer's forward and backward."""
+def layer_code(batch: int, frames: int, dynamic: bool, device: str,
+               transposed: bool = False) -> list[str]:
+    """The generated code of one compiled layer's forward and backward. `transposed`: the input
+    (frames, batch, 1024) as a view of a (batch, frames, 1024) tensor, as the encoder hands its
+    layers `x.transpose(0, 1)` (strides of a transposed tensor, not a contiguous one)."""
     from s3prl.upstream.wav2vec2.wav2vec2_model import TransformerSentenceEncoderLayer
     from torch._inductor.utils import run_and_get_code
 
@@ -39,7 +44,10 @@ def layer_code(batch: int, frames: int, dynamic: bool, device: str) -> list[str]
                                             layer_norm_first=True).to(device).train()
     padding = torch.zeros(batch, frames, dtype=torch.bool, device=device)
     padding[-1, frames - 7:] = True
-    x = torch.randn(frames, batch, 1024, device=device, requires_grad=True)
+    if transposed:
+        x = torch.randn(batch, frames, 1024, device=device).transpose(0, 1).requires_grad_()
+    else:
+        x = torch.randn(frames, batch, 1024, device=device, requires_grad=True)
     torch._dynamo.reset()
     forward = torch.compile(lambda x: layer(x, self_attn_padding_mask=padding,
                                             need_weights=False)[0], dynamic=dynamic)
@@ -66,7 +74,8 @@ def sum_sites(code: list[str]) -> list[str]:
     for source in code:
         lines = source.splitlines()
         for i, line in enumerate(lines):
-            if "aten.sum" in line and "(" in line:
+            # calls only: the generated code also quotes each graph node in comments
+            if "aten.sum" in line and "(" in line and not line.lstrip().startswith("#"):
                 sites.append("\n".join(lines[max(0, i - 1): i + 1]).strip())
     return sites
 
@@ -81,9 +90,9 @@ def main() -> None:
     result = {"benchmark": "inductor_fallbacks", "device": args.device, "torch": torch.__version__,
               "gpu": torch.cuda.get_device_name(0) if args.device == "cuda" else None,
               "batch": args.batch, "frames": args.frames, "variants": {}}
-    for dynamic in (False, True):
-        code = layer_code(args.batch, args.frames, dynamic, args.device)
-        name = "dynamic" if dynamic else "static"
+    for dynamic, transposed in ((False, False), (True, False), (False, True), (True, True)):
+        code = layer_code(args.batch, args.frames, dynamic, args.device, transposed)
+        name = ("dynamic" if dynamic else "static") + ("_transposed" if transposed else "")
         result["variants"][name] = {"graphs": len(code), "calls": calls(code),
                                     "sum_sites": sum_sites(code)}
         counted = result["variants"][name]["calls"]
