@@ -462,3 +462,18 @@ def test_compile_pays_start_up_and_steady_epochs_from_a_log(tmp_path: Path) -> N
         for i, stamp in enumerate(stamps, 1)), encoding="utf-8")
     # epoch walls 10 (8 + 2), 2, 1, 1, 1: the first 2 cost 12 - 2 x 1 = 10 s over steady ones
     assert phases(log, 2) == (pytest.approx(10.0), pytest.approx(1.0))
+
+
+def test_inductor_fallbacks_counts_aten_calls_not_the_quoted_graph() -> None:
+    fallbacks = _load("inductor_fallbacks")
+    code = ["\n".join([
+        "    # %sum_13 : call_function[target=torch.ops.aten.sum.dim_IntList](args = (%mul_27, [0, 1]))",
+        "    extern_kernels.mm(buf1, reinterpret_tensor(primals_2, (1024, 1024)), out=buf2)",
+        "    buf3 = torch.ops.aten.sum.dim_IntList(buf2, [0])",
+        "    extern_kernels.mm(buf4, buf5, out=buf6)",
+    ]), "    aten._scaled_dot_product_cudnn_attention.default(q, k, v)"]
+    assert fallbacks.calls(code) == {"extern_kernels.mm": 2, "aten.sum.dim_IntList": 1,
+                                     "aten._scaled_dot_product_cudnn_attention.default": 1}
+    assert fallbacks.sum_sites(code) == [
+        "extern_kernels.mm(buf1, reinterpret_tensor(primals_2, (1024, 1024)), out=buf2)\n"
+        "    buf3 = torch.ops.aten.sum.dim_IntList(buf2, [0])"]
