@@ -107,3 +107,17 @@ def test_workers_are_started_once() -> None:
 def test_needs_workers() -> None:
     with pytest.raises(ValueError, match="num_workers >= 1"):
         PersistentSequenceIterFactory(RandomDraws(), [["u0"]], num_workers=0)
+
+
+def test_prefetch_is_for_training_on_gpu_only() -> None:
+    from cvasr.training.task import CvasrASRTask, prefetches_next_epoch
+
+    args = CvasrASRTask.get_parser().parse_args(["--output_dir", "x", "--token_list", "t",
+                                                 "--ngpu", "1"])
+    assert args.prefetch_next_epoch is True  # the default
+    assert prefetches_next_epoch(args, "train")
+    assert not prefetches_next_epoch(args, "valid")  # validation's iterator draws its own
+    args.ngpu = 0  # on CPU the step's dropout draws from the seed's RNG
+    assert not prefetches_next_epoch(args, "train")
+    args.ngpu, args.prefetch_next_epoch = 1, False
+    assert not prefetches_next_epoch(args, "train")

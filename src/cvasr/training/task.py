@@ -406,12 +406,17 @@ class CvasrASRTask(ASRTask):
         factory = super().build_sequence_iter_factory(args, iter_options, mode)
         if (getattr(args, "persistent_workers", False) and args.num_workers > 0
                 and type(factory) is SequenceIterFactory):
-            # on CPU the training step draws from the RNG the next epoch's worker seed comes
-            # from, so it cannot be known ahead: no prefetch there
-            prefetch = (mode == "train" and getattr(args, "prefetch_next_epoch", True)
-                        and getattr(args, "ngpu", 0) > 0)
-            return PersistentSequenceIterFactory.from_factory(factory, prefetch_next_epoch=prefetch)
+            return PersistentSequenceIterFactory.from_factory(
+                factory, prefetch_next_epoch=prefetches_next_epoch(args, mode))
         return factory
+
+
+def prefetches_next_epoch(args: argparse.Namespace, mode: str) -> bool:
+    """Whether the persistent iterator of `mode` loads the next epoch's first batches ahead:
+    training on GPU with `prefetch_next_epoch`. On CPU the training step draws from the RNG
+    the next epoch's worker seed comes from (dropout), so the seed cannot be known ahead."""
+    return (mode == "train" and bool(getattr(args, "prefetch_next_epoch", True))
+            and getattr(args, "ngpu", 0) > 0)
 
 
 def main(cmd: list[str] | None = None) -> None:
