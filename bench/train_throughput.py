@@ -283,7 +283,7 @@ def run_seed_stack(clips, tokens: list[str], cfg: dict, args, group_by_length: b
 STEP_TIMES = ("iter_time", "forward_time", "backward_time", "optim_step_time", "train_time")
 
 
-class first_batch_timed:  # noqa: N801 - used as a function
+class FirstBatchTimed:
     """The iterator's items, the time the first one came appended to `when`: how long an epoch's
     start waits for its first batch, while the GPU has nothing queued (the bench synchronises
     before each epoch). Keeps the iterator's length: the step's log interval follows from it."""
@@ -363,7 +363,7 @@ def run_espnet2(paths: dict[str, Path], resolved: Path, extra: list[str], args,
         first_batch: list[float] = []
         with reporter.observe("train") as sub:
             CvasrASRTask.trainer.train_one_epoch(
-                model=model, iterator=first_batch_timed(iter_factory.build_iter(epoch), first_batch),
+                model=model, iterator=FirstBatchTimed(iter_factory.build_iter(epoch), first_batch),
                 optimizers=optimizers,
                 schedulers=[scheduler], scaler=scaler, reporter=sub, summary_writer=None,
                 options=options, distributed_option=dist)
@@ -415,7 +415,7 @@ def profile_epoch(out: Path, args, train_one_epoch, iter_factory, reporter) -> N
     activities = [ProfilerActivity.CPU] + ([ProfilerActivity.CUDA] if args.device == "cuda" else [])
     trace = out.with_suffix(".trace.json")
 
-    def export(prof) -> None:
+    def export(prof, trace: Path = trace) -> None:  # a gzipped Chrome trace at trace + .gz
         prof.export_chrome_trace(str(trace))
         with open(trace, "rb") as src, gzip.open(f"{trace}.gz", "wb") as dst:
             shutil.copyfileobj(src, dst)
@@ -435,11 +435,7 @@ def profile_epoch(out: Path, args, train_one_epoch, iter_factory, reporter) -> N
         train_one_epoch(iter_factory.build_iter(epoch), sub)
         if args.device == "cuda":
             torch.cuda.synchronize()
-    whole_trace = out.with_suffix(".epoch.trace.json")
-    whole.export_chrome_trace(str(whole_trace))
-    with open(whole_trace, "rb") as src, gzip.open(f"{whole_trace}.gz", "wb") as dst:
-        shutil.copyfileobj(src, dst)
-    whole_trace.unlink()
+    export(whole, out.with_suffix(".epoch.trace.json"))
     key = "cuda_time_total" if args.device == "cuda" else "cpu_time_total"
     out.write_text(whole.key_averages().table(sort_by=key, row_limit=60) + "\n\n" +
                    whole.key_averages().table(sort_by="self_cpu_time_total", row_limit=40))

@@ -111,11 +111,12 @@ class _PersistentLoader:
     iteration of it, or with `prefetch` the one already running on from the epoch before, when
     the batches and the seed it guessed for this epoch are the ones it gets."""
 
-    def __init__(self, loader: DataLoader, batches: _EpochBatches, prefetch: bool) -> None:
+    def __init__(self, loader: DataLoader, batches: _EpochBatches,
+                 epoch_batches: Callable[[int], list[Sequence[Any]]], prefetch: bool) -> None:
         self.loader = loader
         self.batches = batches
+        self.epoch_batches = epoch_batches  # an epoch's batches, as espnet2 would build them
         self.prefetch = prefetch
-        self.epoch_batches: Callable[[int], list[Sequence[Any]]] | None = None  # set by the factory
         self.prefetched_epochs = 0  # epochs whose first batches were loaded during the one before
         self.reset_epochs = 0       # later epochs that started the workers' iteration afresh
         self._iterated = False
@@ -132,7 +133,7 @@ class _PersistentLoader:
         drawn; an epoch shorter than the DataLoader's prefetch would else be run past) and
         no guess is pending: the seed is the one the next epoch would draw if nothing draws
         from the torch RNG in between; `__iter__` checks it."""
-        if self.epoch_batches is None or epoch != self.batches.epoch or self._guess is not None:
+        if epoch != self.batches.epoch or self._guess is not None:
             return None
         seed, batches = _peek_base_seed(), list(self.epoch_batches(epoch + 1))
         self._guess = (epoch + 1, seed, batches)
@@ -197,8 +198,8 @@ class PersistentSequenceIterFactory(SequenceIterFactory):
             self._loader = _PersistentLoader(DataLoader(
                 _EpochSeededDataset(self.dataset, self.seed), batch_sampler=self._batches,
                 num_workers=self.num_workers, pin_memory=self.pin_memory,
-                persistent_workers=True, **kwargs), self._batches, self.prefetch_next_epoch)
-            self._loader.epoch_batches = self._espnet2_batches
+                persistent_workers=True, **kwargs), self._batches, self._espnet2_batches,
+                self.prefetch_next_epoch)
         return self._loader
 
     def _espnet2_batches(self, epoch: int) -> list[Sequence[Any]]:

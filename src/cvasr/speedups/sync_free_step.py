@@ -158,11 +158,9 @@ class DeferredReports:
             copies.append((group, host, event))
         self._copies.append((closed, extra, copies))
 
-    def complete(self, wait: bool, on_interval=None) -> int:
+    def complete(self, wait: bool, on_interval=None) -> None:
         """Hand the reporter every started flush whose copy has arrived, in order (all of them,
-        waiting, with `wait`); after each, `on_interval(extra)` with `extra`'s host values.
-        How many were handed over."""
-        handed = 0
+        waiting, with `wait`); after each, `on_interval(extra)` with `extra`'s host values."""
         while self._copies:
             closed, extra, copies = self._copies[0]
             if not wait and not all(e is None or e.query() for _, _, e in copies):
@@ -181,10 +179,8 @@ class DeferredReports:
                 for stats, weight in step:
                     self.reporter.register({k: plain(v) for k, v in stats.items()}, plain(weight))
                 self.reporter.next()
-            handed += 1
             if on_interval is not None:
                 on_interval({k: values[id(v)] for k, v in extra.items()})
-        return handed
 
     def flush(self, extra: dict[str, torch.Tensor] | None = None, on_interval=None) -> None:
         """Hand every closed step to the reporter now (after any flush still in flight)."""
