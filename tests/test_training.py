@@ -755,3 +755,15 @@ def test_compile_cache_is_the_experiments_unless_the_user_chose_one(
     assert compile_cache_env(tmp_path) == mine
     monkeypatch.setenv("TORCHINDUCTOR_CACHE_DIR", str(tmp_path / "users"))
     assert compile_cache_env(tmp_path) == {}
+
+
+def test_resume_takes_new_diagnostics_and_speed_options_but_not_a_new_lr() -> None:
+    from cvasr.training.resume import config_changes
+
+    old = {"trace_stalls_after": 0.0, "prefetch_next_epoch": True, "clip_in_optimizer": False,
+           "optim_conf": {"lr": 0.002}}
+    new = {"trace_stalls_after": 1.0, "prefetch_next_epoch": False, "clip_in_optimizer": True,
+           "optim_conf": {"lr": 0.002}}
+    assert config_changes(old, new) == []  # a stall trace or a speed-up added on resume
+    new["optim_conf"] = {"lr": 0.001}
+    assert [c.key for c in config_changes(old, new)] == ["optim_conf.lr"]

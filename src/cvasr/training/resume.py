@@ -36,6 +36,7 @@ RESUMABLE = frozenset({
     "num_att_plot", "detect_anomaly", "log_interval", "valid_every_epochs",
     "checkpoint_every_minutes", "checkpoint_every_epochs", "background_checkpoints",
     "plot_every_epochs", "empty_cache_between_phases", "profile_epoch", "profile_steps",
+    "trace_stalls_after",
     # hardware and speed
     "ngpu", "num_workers", "persistent_workers", "prefetch_next_epoch", "dist_backend",
     "dist_init_method", "dist_world_size", "dist_rank", "local_rank", "dist_master_addr",
