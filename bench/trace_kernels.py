@@ -102,6 +102,17 @@ def kernel_summary(trace: dict, pattern: str) -> dict:
             "streams": len(streams), "grids": grids.most_common(4)}
 
 
+def match_launchers(trace: dict, pattern: str, count: int = 3) -> list[tuple[str, int]]:
+    """The CPU ops that launched the kernels whose name contains `pattern` (`_launcher`: the
+    outermost but the step annotation; inside a CUDA graph's replay, the op that replayed it),
+    the most kernels first: where in the step they run."""
+    stacks = _launch_stacks(trace)
+    launchers = collections.Counter(
+        _launcher(stacks.get(e.get("args", {}).get("correlation"), []))
+        for e in trace["traceEvents"] if e.get("cat") == "kernel" and pattern in e.get("name", ""))
+    return launchers.most_common(count)
+
+
 def _step_span(trace: dict) -> tuple[float, float] | None:
     """From the start of the first ProfilerStep annotation on the CPU to the end of the last."""
     steps = _step_annotations(trace)
@@ -294,6 +305,8 @@ def main() -> None:
         print(f"{pattern:<12} calls {row['calls']:4d}  mean {row['mean_us']} us  "
               f"total {row['total_us'] / 1000:.1f} ms  busy {row['busy_us'] / 1000:.1f} ms  "
               f"streams {row['streams']}  grids {row['grids']}")
+        for launcher, calls in match_launchers(trace, pattern):
+            print(f"{'':<12} {calls:4d} launched in {launcher[:90]}")
     if args.classes:
         steps = profiled_steps(trace) or 1
         print(f"\nby class, ms a step over {steps} profiled step(s) (busy: overlaps counted once)")

@@ -341,6 +341,12 @@ def test_trace_kernels_charges_each_gpu_idle_gap_to_the_op_that_ended_it() -> No
     # the kernel at 310 and the copy at 365, both launched inside the region (100-400)
     assert trace_kernels.gpu_work_launched_in(trace, "Torch-Compiled Region") == (2, 60.0)
     assert trace_kernels.gpu_work_launched_in(trace, "Optimizer.step") == (2, 15.0)
+    assert trace_kernels.match_launchers(trace, "multi_tensor_apply") == [
+        ("Optimizer.step#Adam.step", 2)]
+    # every kernel with an underscore; "after_the_step" has no launch in the trace
+    assert dict(trace_kernels.match_launchers(trace, "_", count=10)) == {
+        "Optimizer.step#Adam.step": 2, "(no CPU op)": 2, "Torch-Compiled Region: 0/0": 1,
+        "aten::mm": 1}
 
 
 def test_trace_kernels_epoch_timeline_finds_the_start_and_the_long_gaps() -> None:
