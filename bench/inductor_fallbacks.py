@@ -13,7 +13,9 @@ wrappers into ATen (`aten.<op>(` / `extern_kernels.<op>(`), and prints the lines
 transposed view, as the encoder passes it (round 18: the encoder graph's backward runs 98 ATen
 sums a step, 4 a layer + 2, which one layer fed a contiguous input does not). CPU runs the same lowering but
 generates C++, where the GPU's reduction heuristics do not apply: the GPU's answer is the one to
-read.
+read. Round 19: the ATen sums are no fallback but the second round of inductor's mix-order
+reduction (FINAL_REDUCE), which the wrapper runs as a torch call on the splits' partial sums;
+counted per variant, and in a fifth variant with `triton.mix_order_reduction` off.
 
     python3 bench/inductor_fallbacks.py --batch 34 --frames 336 --out bench/results/...json
 """
@@ -27,11 +29,17 @@ from pathlib import Path
 
 import torch
 
+#: the second round of inductor's mix-order reduction (torch 2.11, `triton.mix_order_reduction`,
+#: on by default): a layer norm's backward runs as one Triton kernel that writes per-split
+#: partial sums of its weight and bias gradients into a workspace, and the wrapper then sums the
+#: splits with a torch call, `buf = ws[a : b].view(nsplit, 1024).sum(dim=0)`: ATen's
+#: reduce_kernel, which the CALL pattern (`aten.<op>(`) does not see
+FINAL_REDUCE = re.compile(r"^\s*\w+ = \w+\[.*\]\.view\(.*\)\.(sum|amin|amax)\(dim=0\)")
 CALL = re.compile(r"\b(aten\.[A-Za-z_0-9]+(?:\.[A-Za-z_0-9]+)?|extern_kernels\.[A-Za-z_0-9]+)\(")
 
 
 def layer_code(batch: int, frames: int, dynamic: bool, device: str,
-               transposed: bool = False) -> list[str]:
+               transposed: bool = False, options: dict | None = None) -> list[str]:
     """The generated code of one compiled layer's forward and backward. `transposed`: the input
     (frames, batch, 1024) as a view of a (batch, frames, 1024) tensor, as the encoder hands its
     layers `x.transpose(0, 1)` (strides of a transposed tensor, not a contiguous one)."""
@@ -50,7 +58,8 @@ def layer_code(batch: int, frames: int, dynamic: bool, device: str,
         x = torch.randn(frames, batch, 1024, device=device, requires_grad=True)
     torch._dynamo.reset()
     forward = torch.compile(lambda x: layer(x, self_attn_padding_mask=padding,
-                                            need_weights=False)[0], dynamic=dynamic)
+                                            need_weights=False)[0], dynamic=dynamic,
+                            options=options)
 
     def step() -> None:
         with torch.autocast(device, dtype=torch.bfloat16):
@@ -67,6 +76,12 @@ def calls(code: list[str]) -> dict[str, int]:
         for name in CALL.findall(source):
             counts[name] = counts.get(name, 0) + 1
     return dict(sorted(counts.items(), key=lambda kv: -kv[1]))
+
+
+def final_reduces(code: list[str]) -> list[str]:
+    """The wrapper's torch reductions over a mix-order reduction's partial sums (FINAL_REDUCE)."""
+    return [line.strip() for source in code for line in source.splitlines()
+            if FINAL_REDUCE.match(line)]
 
 
 def sum_sites(code: list[str]) -> list[str]:
@@ -90,15 +105,22 @@ def main() -> None:
     result = {"benchmark": "inductor_fallbacks", "device": args.device, "torch": torch.__version__,
               "gpu": torch.cuda.get_device_name(0) if args.device == "cuda" else None,
               "batch": args.batch, "frames": args.frames, "variants": {}}
-    for dynamic, transposed in ((False, False), (True, False), (False, True), (True, True)):
-        code = layer_code(args.batch, args.frames, dynamic, args.device, transposed)
-        name = ("dynamic" if dynamic else "static") + ("_transposed" if transposed else "")
+    no_mix_order = {"triton.mix_order_reduction": False}
+    for dynamic, transposed, options in ((False, False, None), (True, False, None),
+                                         (False, True, None), (True, True, None),
+                                         (True, False, no_mix_order)):
+        code = layer_code(args.batch, args.frames, dynamic, args.device, transposed, options)
+        name = (("dynamic" if dynamic else "static") + ("_transposed" if transposed else "")
+                + ("_no_mix_order" if options else ""))
         result["variants"][name] = {"graphs": len(code), "calls": calls(code),
-                                    "sum_sites": sum_sites(code)}
+                                    "sum_sites": sum_sites(code),
+                                    "mix_order_final_reduces": final_reduces(code)}
         counted = result["variants"][name]["calls"]
+        reduces = result["variants"][name]["mix_order_final_reduces"]
         print(f"{name}: {len(code)} generated modules; ATen / extern calls: "
-              + (", ".join(f"{k} x{v}" for k, v in counted.items()) or "none"))
-        for site in result["variants"][name]["sum_sites"]:
+              + (", ".join(f"{k} x{v}" for k, v in counted.items()) or "none")
+              + f"; mix-order reductions' final torch reductions: {len(reduces)}")
+        for site in result["variants"][name]["sum_sites"] + reduces:
             print("    " + site.replace("\n", "\n    "))
     if args.out is not None:
         args.out.parent.mkdir(parents=True, exist_ok=True)

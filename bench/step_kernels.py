@@ -472,6 +472,16 @@ LAYER_VARIANTS = {
     "seed_dropouts_coordinate_descent": (0.0, 0.0, False, {"coordinate_descent_tuning": True}),
     "seed_dropouts_max_autotune": (0.0, 0.0, False, {"max_autotune": True,
                                                       "coordinate_descent_tuning": True}),
+    # round 19: each layer norm's backward is one mix-order reduction kernel whose weight and
+    # bias gradients end in two torch sums over its splits' partial sums (ATen's reduce_kernel,
+    # about 10 us each at the default split of 16 rows); fewer, larger splits, or the layer norm
+    # backward as separate row and column reductions (mix-order off)
+    **{f"seed_dropouts_mix_order_split{n}": (
+        0.0, 0.0, False, {"triton.mix_order_reduction_split_size": n}) for n in (32, 64, 128)},
+    "seed_dropouts_no_mix_order": (0.0, 0.0, False, {"triton.mix_order_reduction": False}),
+    # Hopper's programmatic dependent launch: a Triton kernel's launch overlaps the end of the
+    # one before (the step runs ~1950 kernels, ~1 us apart inside its CUDA graphs)
+    "seed_dropouts_pdl": (0.0, 0.0, False, {"triton.enable_pdl": True}),
 }
 
 
@@ -541,9 +551,16 @@ def bench_layer(args: argparse.Namespace) -> dict:
         row["step_ms_24_layers"] = round(24 * row["gpu_ms"], 2)
         if peak:
             row["of_peak"] = round(flop / (row["gpu_ms"] / 1000) / peak, 3)
-        row["kernels"] = top_kernels(step, count=5)
+        kernels = top_kernels(step, count=10_000)
+        row["kernels"] = kernels[:5]
+        row["kernel_launches"] = sum(k["calls"] for k in kernels)
+        aten_reduce = [k for k in kernels if "reduce_kernel" in k["name"]]  # ATen's, not Triton's
+        row["aten_reduce_kernels"] = {"calls": sum(k["calls"] for k in aten_reduce),
+                                      "us": round(sum(k["us"] for k in aten_reduce), 1)}
         rows[name] = row
-        print(f"  {name}: {row['gpu_ms']} ms a layer", flush=True)
+        print(f"  {name}: {row['gpu_ms']} ms a layer, {row['kernel_launches']} kernels, ATen "
+              f"reductions {row['aten_reduce_kernels']['calls']} x, "
+              f"{row['aten_reduce_kernels']['us']} us", flush=True)
     for name, (dropout, _, float8, inductor) in variants.items():
         # dropouts 0 draw no masks: a variant's numbers differ from the plain bf16 row's only by
         # what it changes (float8, or the tuned kernels' summation order)

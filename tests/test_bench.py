@@ -483,3 +483,19 @@ def test_inductor_fallbacks_counts_aten_calls_not_the_quoted_graph() -> None:
     assert fallbacks.sum_sites(code) == [
         "extern_kernels.mm(buf1, reinterpret_tensor(primals_2, (1024, 1024)), out=buf2)\n"
         "    buf3 = torch.ops.aten.sum.dim_IntList(buf2, [0])"]
+
+
+def test_inductor_fallbacks_finds_the_mix_order_reductions_final_sums() -> None:
+    """The wrapper line inductor (torch 2.11) writes after a mix-order reduction kernel, in its
+    static and symbolic forms; a torch sum of another shape is not one."""
+    fallbacks = _load("inductor_fallbacks")
+    code = ["\n".join([
+        "    # Call mix order reduction kernel",
+        "    triton_per_fused_native_layer_norm_backward_3.run(buf9, buf10, ws, 11424, 1024)",
+        "    buf11 = ws[0 * 714 * 1024 : (0 + 1) * 714 * 1024].view(714, 1024).sum(dim=0)",
+        "    buf12 = ws[1 * ((15 + s27*s53) // 16) * 1024 : (1 + 1) * ((15 + s27*s53) // 16) "
+        "* 1024].view((15 + s27*s53) // 16, 1024).sum(dim=0).to(torch.bfloat16)",
+        "    buf13 = buf2.sum(dim=0)",
+    ])]
+    assert [line.split(" =")[0] for line in fallbacks.final_reduces(code)] == ["buf11", "buf12"]
+    assert fallbacks.calls(code) == {}

@@ -8,7 +8,7 @@ import pytest
 import torch
 from espnet2.asr.frontend.s3prl import S3prlFrontend
 
-from cvasr.models.frontend import Wav2Vec2S3prlFrontend, compile_args
+from cvasr.models.frontend import Wav2Vec2S3prlFrontend, compile_args, inductor_options
 
 
 def _pair(upstream: Path, **options) -> tuple[S3prlFrontend, Wav2Vec2S3prlFrontend]:
@@ -171,6 +171,19 @@ def test_compile_args_give_the_cpp_wrapper_with_the_modes_options() -> None:
         "options": {"triton.cudagraphs": True, "cpp_wrapper": True}}
 
 
+def test_compile_options_are_inductor_config_entries_over_the_modes() -> None:
+    # the command line nests at the dots (espnet2's NestedDictAction); a YAML mapping may not
+    nested = {"triton": {"mix_order_reduction_split_size": 64, "cudagraphs": False}}
+    assert compile_args("reduce-overhead", options=nested) == {"options": {
+        "triton.cudagraphs": False, "triton.mix_order_reduction_split_size": 64}}
+    assert compile_args("default", cpp_wrapper=True, options={"triton.enable_pdl": True}) == {
+        "options": {"triton.enable_pdl": True, "cpp_wrapper": True}}
+    assert inductor_options(None) == {} and compile_args("default", options={}) == {
+        "mode": "default"}
+    with pytest.raises(ValueError, match=r"triton\.mix_order_split_size not in torch .*inductor"):
+        inductor_options({"triton": {"mix_order_split_size": 64, "enable_pdl": True}})
+
+
 def test_cpp_wrapper_reaches_the_encoders_compile(tiny_upstream: Path) -> None:
     """The frontend hands compile_args' options to the compiler (a backend that records them
     and runs the graph as captured), and the numbers stay espnet2's."""
@@ -191,9 +204,11 @@ def test_cpp_wrapper_reaches_the_encoders_compile(tiny_upstream: Path) -> None:
         torch.testing.assert_close(got[b, :n], want[b, :n], rtol=1e-4, atol=1e-4)
 
 
-def test_inductor_takes_the_cpp_wrapper_args() -> None:
+@pytest.mark.parametrize("options", [None, {"triton.mix_order_reduction_split_size": 64}])
+def test_inductor_takes_the_cpp_wrapper_args(options: dict | None) -> None:
     """Inductor (CPU code here, CUDA on a GPU) compiles and runs a graph with compile_args'
-    C++ wrapper, gradients included: the args are ones this torch accepts."""
+    C++ wrapper (and inductor options), gradients included: the args are ones this torch
+    accepts."""
     torch._dynamo.reset()
     layer = torch.nn.Linear(16, 16)
 
@@ -201,7 +216,8 @@ def test_inductor_takes_the_cpp_wrapper_args() -> None:
         return torch.nn.functional.gelu(layer(x)).sum(-1)
 
     with torch._inductor.config.patch(force_disable_caches=True):
-        compiled = torch.compile(f, dynamic=True, **compile_args("default", cpp_wrapper=True))
+        compiled = torch.compile(f, dynamic=True, **compile_args("default", cpp_wrapper=True,
+                                                                  options=options))
         for frames in (7, 9):
             x = torch.randn(3, frames, 16, requires_grad=True)
             x_eager = x.detach().clone().requires_grad_(True)
@@ -382,3 +398,26 @@ def test_upstream_dropouts_train_as_a_checkpoint_saved_with_them(tiny_upstream: 
     with pytest.raises(ValueError, match="dropout = 1.5 is not in"):
         Wav2Vec2S3prlFrontend(fs="16k", frontend_conf=conf, multilayer_feature=False,
                               upstream_dropouts={"dropout": 1.5})
+
+
+def test_compile_options_from_the_command_line_and_a_misspelt_one_refused(
+        tmp_path: Path, tiny_upstream: Path) -> None:
+    """`--compile_options` (repeated, nested at the dots) reaches the training options as
+    inductor's dotted keys; a key this torch's inductor lacks is refused when the model is
+    prepared, before any batch (on CPU too, where nothing is compiled)."""
+    from conftest import xlsr_model
+    from cvasr.training.task import CvasrASRTask, SafeCheckpointTrainer
+
+    parser = CvasrASRTask.get_parser()
+    args = parser.parse_args(["--compile_options", "triton.mix_order_reduction_split_size=64",
+                              "--compile_options", "triton.enable_pdl=true"])
+    options = SafeCheckpointTrainer.build_options(args)
+    assert inductor_options(options.compile_options) == {
+        "triton.mix_order_reduction_split_size": 64, "triton.enable_pdl": True}
+    assert SafeCheckpointTrainer.build_options(parser.parse_args([])).compile_options == {}
+    model = xlsr_model(tmp_path, tiny_upstream)
+    SafeCheckpointTrainer.prepare_model(model, options)  # CPU: eager, the options valid
+    bad = SafeCheckpointTrainer.build_options(parser.parse_args(
+        ["--compile_options", "triton.mix_order_split=64"]))
+    with pytest.raises(ValueError, match=r"compile_options: triton\.mix_order_split not in"):
+        SafeCheckpointTrainer.prepare_model(model, bad)

@@ -761,8 +761,9 @@ def test_resume_takes_new_diagnostics_and_speed_options_but_not_a_new_lr() -> No
     from cvasr.training.resume import config_changes
 
     old = {"trace_stalls_after": 0.0, "prefetch_next_epoch": True, "clip_in_optimizer": False,
-           "optim_conf": {"lr": 0.002}}
+           "compile_options": {}, "optim_conf": {"lr": 0.002}}
     new = {"trace_stalls_after": 1.0, "prefetch_next_epoch": False, "clip_in_optimizer": True,
+           "compile_options": {"triton": {"mix_order_reduction_split_size": 64}},
            "optim_conf": {"lr": 0.002}}
     assert config_changes(old, new) == []  # a stall trace or a speed-up added on resume
     new["optim_conf"] = {"lr": 0.001}

@@ -113,8 +113,36 @@ def set_upstream_dropouts(model: torch.nn.Module, dropouts: dict[str, float]) ->
             setattr(cfg, name, float(p))
 
 
-def compile_args(mode: str | None, cpp_wrapper: bool = False) -> dict:
-    """torch.compile's `mode` / `options` for `mode`, with inductor's C++ wrapper if asked.
+def inductor_options(options: dict | None) -> dict:
+    """Inductor config entries (`--compile_options`) as torch.compile's `options` take them:
+    dotted keys (`triton.mix_order_reduction_split_size`), from a flat or a nested mapping (the
+    command line's `--compile_options triton.enable_pdl=true` nests at the dots). Each key is
+    checked against this torch's inductor config here, so a misspelt one is refused at the start
+    of training, named, and not at the first batch's compile."""
+    from torch._inductor import config
+
+    flat: dict = {}
+
+    def walk(prefix: str, mapping: dict) -> None:
+        for key, value in mapping.items():
+            name = f"{prefix}{key}"
+            if isinstance(value, dict):
+                walk(name + ".", value)
+            else:
+                flat[name] = value
+    walk("", dict(options or {}))
+    known = config.get_config_copy()
+    unknown = sorted(k for k in flat if k not in known)
+    if unknown:
+        raise ValueError(f"compile_options: {', '.join(unknown)} not in torch {torch.__version__}'s "
+                         "inductor config (torch._inductor.config)")
+    return flat
+
+
+def compile_args(mode: str | None, cpp_wrapper: bool = False,
+                 options: dict | None = None) -> dict:
+    """torch.compile's `mode` / `options` for `mode`, with inductor's C++ wrapper if asked and
+    inductor config entries (`options`, inductor_options' keys) over the mode's own.
 
     Why the C++ wrapper: in the compiled training step the CPU spends about 20 ms a step in the
     Python code inductor generates to launch the graph's kernels, and with espnet2's loop around
@@ -122,11 +150,14 @@ def compile_args(mode: str | None, cpp_wrapper: bool = False) -> dict:
     A wrapper in C++ launches the same kernels for less CPU time, and needs no recording per
     batch shape as CUDA graphs do. torch.compile takes a mode or options, not both: a mode
     becomes its options."""
-    if not cpp_wrapper:
+    if not cpp_wrapper and not options:
         return {"mode": mode}
     from torch._inductor import list_mode_options
 
-    return {"options": {**list_mode_options(mode or "default"), "cpp_wrapper": True}}
+    merged = {**list_mode_options(mode or "default"), **inductor_options(options)}
+    if cpp_wrapper:
+        merged["cpp_wrapper"] = True
+    return {"options": merged}
 
 
 def to_device_async(values: list[int] | torch.Tensor,
@@ -265,9 +296,10 @@ class Wav2Vec2S3prlFrontend(S3prlFrontend):
 
     def compile_encoder(self, mode: str | None = "default", backend: str = "inductor",
                         fullgraph: bool = False, shared_layers: bool = False,
-                        cpp_wrapper: bool = False) -> bool:
+                        cpp_wrapper: bool = False, options: dict | None = None) -> bool:
         """torch.compile the transformer (`contextualise`) as one graph with dynamic shapes
-        (`mode`, and inductor's C++ wrapper with `cpp_wrapper`: compile_args).
+        (`mode`, inductor's C++ wrapper with `cpp_wrapper` and inductor config entries
+        `options`: compile_args).
 
         `shared_layers`: the layers as one nested compile region, generated once for all of them
         (hierarchical compilation), which cuts the compile time a fresh run pays. The graph is
@@ -282,7 +314,7 @@ class Wav2Vec2S3prlFrontend(S3prlFrontend):
         self._shared_layers = shared_layers
         self._compiled_contextualise = torch.compile(self.contextualise, backend=backend,
                                                      fullgraph=fullgraph,
-                                                     **compile_args(mode, cpp_wrapper))
+                                                     **compile_args(mode, cpp_wrapper, options))
         return True
 
     def encode(self, wavs: torch.Tensor, sample_lens: torch.Tensor,

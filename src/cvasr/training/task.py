@@ -41,10 +41,11 @@ from espnet2.train import trainer as trainer_module
 from espnet2.train.reporter import Reporter
 from espnet2.train.trainer import Trainer, TrainerOptions, autocast_args
 from espnet2.utils.build_dataclass import build_dataclass
+from espnet2.utils.nested_dict_action import NestedDictAction
 from espnet2.utils.types import str2bool
 
 from cvasr.models.espnet_choices import register
-from cvasr.models.frontend import Wav2Vec2S3prlFrontend
+from cvasr.models.frontend import Wav2Vec2S3prlFrontend, inductor_options
 from cvasr.speedups import sync_free_step
 from cvasr.speedups.sync_free_step import DEFAULT_DDP_HOST_LENGTHS, DEFAULT_DDP_STEP_RENDEZVOUS
 from cvasr.speedups.persistent_loader import PersistentSequenceIterFactory
@@ -85,6 +86,7 @@ class CvasrTrainerOptions(TrainerOptions):
     compile_upstream: bool = False
     compile_mode: str = "default"
     compile_cpp_wrapper: bool = False
+    compile_options: dict = dataclasses.field(default_factory=dict)
     compile_scope: str = "encoder"
     float8_ffn: bool = False
     sync_free_step: bool = False
@@ -132,6 +134,11 @@ class SafeCheckpointTrainer(Trainer):
                             help="inductor's C++ wrapper for --compile_upstream's graph: its "
                                  "kernels launched from C++, not Python (less CPU time a step; "
                                  "a longer first compile)")
+        parser.add_argument("--compile_options", action=NestedDictAction, default={},
+                            help="inductor config entries for --compile_upstream's graph, over "
+                                 "--compile_mode's own (torch._inductor.config names, e.g. "
+                                 "triton.mix_order_reduction_split_size=64; repeat the option "
+                                 "for more)")
         parser.add_argument("--compile_scope", default=defaults.compile_scope,
                             choices=("encoder", "encoder_shared_layers", "layers"),
                             help="what --compile_upstream compiles: the wav2vec2_s3prl encoder "
@@ -208,6 +215,7 @@ class SafeCheckpointTrainer(Trainer):
     @staticmethod
     def prepare_model(model: torch.nn.Module, options: CvasrTrainerOptions) -> None:
         """What the options change on the model before training starts."""
+        inductor = inductor_options(getattr(options, "compile_options", None))  # refused early
         if getattr(options, "float8_ffn", False):
             device = next(model.parameters()).device
             count = convert_ffn_to_float8(model, device)
@@ -232,17 +240,19 @@ class SafeCheckpointTrainer(Trainer):
         if (scope in ("encoder", "encoder_shared_layers")
                 and isinstance(frontend, Wav2Vec2S3prlFrontend)
                 and frontend.compile_encoder(mode, shared_layers=scope == "encoder_shared_layers",
-                                             cpp_wrapper=cpp_wrapper)):
+                                             cpp_wrapper=cpp_wrapper, options=inductor)):
             logging.info(f"compile_upstream: the wav2vec 2.0 encoder is one compiled graph "
                          f"(mode {mode}, dynamic shapes"
                          + (", its layers generated once" if scope != "encoder" else "")
                          + (", C++ wrapper" if cpp_wrapper else "")
+                         + (f", inductor options {inductor}" if inductor else "")
                          + "); validation runs it eager")
             return
-        if mode != "default" or cpp_wrapper:
-            raise ValueError(f"compile_mode {mode!r} and compile_cpp_wrapper need frontend: "
-                             "wav2vec2_s3prl on its fast path; the per-layer compile only runs "
-                             "mode 'default' without the C++ wrapper")
+        if mode != "default" or cpp_wrapper or inductor:
+            raise ValueError(f"compile_mode {mode!r}, compile_cpp_wrapper and compile_options "
+                             "need frontend: wav2vec2_s3prl on its fast path; the per-layer "
+                             "compile only runs mode 'default' without the C++ wrapper or "
+                             "inductor options")
         compile_encoder_layers(model)
 
     @classmethod
