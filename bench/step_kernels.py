@@ -157,6 +157,28 @@ def gpu_ms(fn: Callable[[], None], iters: int, warmup: int = 3) -> float:
     return start.elapsed_time(end) / iters
 
 
+def queued_gpu_ms(fn: Callable[[], None], iters: int, busy_ms: float = 200.0) -> float:
+    """Mean GPU time of fn in ms with the CPU ahead: `busy_ms` of GEMMs queued before the first
+    event, while the CPU queues the `iters` calls behind them, so the events time the GPU's own
+    work and not the gaps a CPU-bound fn leaves (gpu_ms: a compiled layer's 79 kernels launched
+    from Python and autograd made its gpu_ms vary by 0.7 ms between identical kernels, round
+    19). Needs iters x fn's CPU time below busy_ms."""
+    for _ in range(3):
+        fn()
+    a = torch.randn(4096, 4096, device="cuda", dtype=torch.bfloat16)
+    per_mm = gpu_ms(lambda: a @ a, 5)
+    torch.cuda.synchronize()
+    start, end = torch.cuda.Event(enable_timing=True), torch.cuda.Event(enable_timing=True)
+    for _ in range(max(1, int(busy_ms / per_mm))):
+        a @ a
+    start.record()
+    for _ in range(iters):
+        fn()
+    end.record()
+    torch.cuda.synchronize()
+    return start.elapsed_time(end) / iters
+
+
 def syncs_in(fn: Callable[[], None]) -> int:
     """Host syncs torch's sync debug mode reports in one call of fn."""
     torch.cuda.synchronize()
@@ -547,18 +569,23 @@ def bench_layer(args: argparse.Namespace) -> dict:
             continue
         row["first_call_s"] = round(time.perf_counter() - t0, 1)
         outputs[name] = (out, layer.fc1.weight.grad.detach().float().clone())
-        row["gpu_ms"] = round(gpu_ms(step, args.iters), 3)
+        # the GPU's own time with the CPU ahead (queued_gpu_ms), and the kernels' sum
+        row["gpu_ms"] = round(queued_gpu_ms(step, args.iters), 3)
         row["step_ms_24_layers"] = round(24 * row["gpu_ms"], 2)
         if peak:
             row["of_peak"] = round(flop / (row["gpu_ms"] / 1000) / peak, 3)
         kernels = top_kernels(step, count=10_000)
         row["kernels"] = kernels[:5]
         row["kernel_launches"] = sum(k["calls"] for k in kernels)
+        row["kernel_ms"] = round(sum(k["us"] for k in kernels) / 1000, 3)
+        row["triton_ms"] = round(sum(k["us"] for k in kernels
+                                     if k["name"].startswith("triton_")) / 1000, 3)
         aten_reduce = [k for k in kernels if "reduce_kernel" in k["name"]]  # ATen's, not Triton's
         row["aten_reduce_kernels"] = {"calls": sum(k["calls"] for k in aten_reduce),
                                       "us": round(sum(k["us"] for k in aten_reduce), 1)}
         rows[name] = row
-        print(f"  {name}: {row['gpu_ms']} ms a layer, {row['kernel_launches']} kernels, ATen "
+        print(f"  {name}: {row['gpu_ms']} ms a layer ({row['kernel_ms']} ms of kernels, "
+              f"Triton's {row['triton_ms']}), {row['kernel_launches']} kernels, ATen "
               f"reductions {row['aten_reduce_kernels']['calls']} x, "
               f"{row['aten_reduce_kernels']['us']} us", flush=True)
     for name, (dropout, _, float8, inductor) in variants.items():

@@ -499,3 +499,19 @@ def test_inductor_fallbacks_finds_the_mix_order_reductions_final_sums() -> None:
     ])]
     assert [line.split(" =")[0] for line in fallbacks.final_reduces(code)] == ["buf11", "buf12"]
     assert fallbacks.calls(code) == {}
+
+
+def test_fastest_layer_variant_gives_the_winners_inductor_options_as_step_options() -> None:
+    pick = _load("fastest_layer_variant").fastest_options
+    rows = {"seed_dropouts": {"gpu_ms": 2.40, "inductor": {}},
+            "seed_dropouts_mix_order_split64": {
+                "gpu_ms": 2.31, "inductor": {"triton.mix_order_reduction_split_size": 64}},
+            "seed_dropouts_no_mix_order": {
+                "gpu_ms": 2.35, "inductor": {"triton.mix_order_reduction": False}},
+            "seed_dropouts_pdl": {"error": "RuntimeError: ...", "inductor": {"triton.enable_pdl": True}}}
+    names = list(rows)
+    assert pick(rows, names) == "--compile_options triton.mix_order_reduction_split_size=64"
+    rows["seed_dropouts_mix_order_split64"]["gpu_ms"] = 2.5
+    assert pick(rows, names) == "--compile_options triton.mix_order_reduction=false"
+    assert pick(rows, ["seed_dropouts", "seed_dropouts_mix_order_split64"]) == ""  # the baseline
+    assert pick(rows, ["seed_dropouts_pdl"]) == ""
