@@ -504,6 +504,9 @@ LAYER_VARIANTS = {
     # Hopper's programmatic dependent launch: a Triton kernel's launch overlaps the end of the
     # one before (the step runs ~1950 kernels, ~1 us apart inside its CUDA graphs)
     "seed_dropouts_pdl": (0.0, 0.0, False, {"triton.enable_pdl": True}),
+    # inductor's combo kernels: independent kernels (the weights' casts to bf16, their
+    # gradients' casts back, the bias gradients) launched as one; fewer of the layer's 79
+    "seed_dropouts_combo_kernels": (0.0, 0.0, False, {"combo_kernels": True}),
 }
 
 
@@ -576,6 +579,7 @@ def bench_layer(args: argparse.Namespace) -> dict:
             row["of_peak"] = round(flop / (row["gpu_ms"] / 1000) / peak, 3)
         kernels = top_kernels(step, count=10_000)
         row["kernels"] = kernels[:5]
+        row["all_kernels"] = kernels  # every kernel a layer runs: what a variant fused or split
         row["kernel_launches"] = sum(k["calls"] for k in kernels)
         row["kernel_ms"] = round(sum(k["us"] for k in kernels) / 1000, 3)
         row["triton_ms"] = round(sum(k["us"] for k in kernels
