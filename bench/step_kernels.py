@@ -143,34 +143,31 @@ def grouped_conv1d_gemm(x: torch.Tensor, weight: torch.Tensor, bias: Optional[to
     return out if bias is None else out + bias[:, None]
 
 
-def gpu_ms(fn: Callable[[], None], iters: int, warmup: int = 3) -> float:
-    """Mean GPU time of fn in ms, by CUDA events around `iters` calls."""
-    for _ in range(warmup):
-        fn()
-    torch.cuda.synchronize()
-    start, end = torch.cuda.Event(enable_timing=True), torch.cuda.Event(enable_timing=True)
-    start.record()
-    for _ in range(iters):
-        fn()
-    end.record()
-    torch.cuda.synchronize()
-    return start.elapsed_time(end) / iters
-
-
-def queued_gpu_ms(fn: Callable[[], None], iters: int, busy_ms: float = 200.0) -> float:
-    """Mean GPU time of fn in ms with the CPU ahead: `busy_ms` of GEMMs queued before the first
-    event, while the CPU queues the `iters` calls behind them, so the events time the GPU's own
-    work and not the gaps a CPU-bound fn leaves (gpu_ms: a compiled layer's 79 kernels launched
-    from Python and autograd made its gpu_ms vary by 0.7 ms between identical kernels, round
-    19). Needs iters x fn's CPU time below busy_ms."""
-    for _ in range(3):
-        fn()
+def gemm_queue() -> Callable[[float], None]:
+    """A function that queues about `ms` of bf16 GEMMs on the GPU and returns at once, so the
+    CPU is that far ahead of the GPU for what it launches next."""
     a = torch.randn(4096, 4096, device="cuda", dtype=torch.bfloat16)
     per_mm = gpu_ms(lambda: a @ a, 5)
+
+    def queue(ms: float) -> None:
+        for _ in range(max(1, int(ms / per_mm))):
+            a @ a
+    return queue
+
+
+def gpu_ms(fn: Callable[[], None], iters: int, warmup: int = 3, cpu_ahead_ms: float = 0.0) -> float:
+    """Mean GPU time of fn in ms, by CUDA events around `iters` calls. With `cpu_ahead_ms`, that
+    much GPU work is queued before the first event while the CPU queues the calls behind it, so
+    the events time the GPU's own work, not the gaps a CPU-bound fn leaves (a compiled layer's 79
+    kernels launched from Python and autograd varied by 0.7 ms between identical kernels without
+    it, round 19); it needs `iters` x fn's CPU time below it."""
+    for _ in range(warmup):
+        fn()
+    queue = gemm_queue() if cpu_ahead_ms else None
     torch.cuda.synchronize()
     start, end = torch.cuda.Event(enable_timing=True), torch.cuda.Event(enable_timing=True)
-    for _ in range(max(1, int(busy_ms / per_mm))):
-        a @ a
+    if queue is not None:
+        queue(cpu_ahead_ms)
     start.record()
     for _ in range(iters):
         fn()
@@ -194,13 +191,11 @@ def syncs_in(fn: Callable[[], None]) -> int:
 
 def host_wait_ms(fn: Callable[[], None], busy_ms: float, iters: int = 10) -> float:
     """CPU time spent in fn while the GPU still has about busy_ms of work queued before it."""
-    a = torch.randn(4096, 4096, device="cuda", dtype=torch.bfloat16)
-    per_mm = gpu_ms(lambda: a @ a, 5)
+    queue = gemm_queue()
     waits = []
     for _ in range(iters):
         torch.cuda.synchronize()
-        for _ in range(max(1, int(busy_ms / per_mm))):
-            a @ a
+        queue(busy_ms)
         t0 = time.perf_counter()
         fn()
         waits.append((time.perf_counter() - t0) * 1000)
@@ -572,8 +567,8 @@ def bench_layer(args: argparse.Namespace) -> dict:
             continue
         row["first_call_s"] = round(time.perf_counter() - t0, 1)
         outputs[name] = (out, layer.fc1.weight.grad.detach().float().clone())
-        # the GPU's own time with the CPU ahead (queued_gpu_ms), and the kernels' sum
-        row["gpu_ms"] = round(queued_gpu_ms(step, args.iters), 3)
+        # the GPU's own time with the CPU ahead (gpu_ms), and the kernels' sum
+        row["gpu_ms"] = round(gpu_ms(step, args.iters, cpu_ahead_ms=200.0), 3)
         row["step_ms_24_layers"] = round(24 * row["gpu_ms"], 2)
         if peak:
             row["of_peak"] = round(flop / (row["gpu_ms"] / 1000) / peak, 3)
