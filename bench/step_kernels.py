@@ -491,8 +491,9 @@ LAYER_VARIANTS = {
                                                       "coordinate_descent_tuning": True}),
     # round 19: each layer norm's backward is one mix-order reduction kernel whose weight and
     # bias gradients end in two torch sums over its splits' partial sums (ATen's reduce_kernel,
-    # 10.6 us each in the step's trace, 23 us in this bench, at the default split of 16 rows); fewer, larger splits, or the layer norm
-    # backward as separate row and column reductions (mix-order off)
+    # 10.6 us each in the step's trace, 23 us in this bench, at the default split of 16 rows);
+    # fewer, larger splits, or the layer norm backward as separate row and column reductions
+    # (mix-order off)
     **{f"seed_dropouts_mix_order_split{n}": (
         0.0, 0.0, False, {"triton.mix_order_reduction_split_size": n}) for n in (32, 64, 128)},
     "seed_dropouts_no_mix_order": (0.0, 0.0, False, {"triton.mix_order_reduction": False}),
