@@ -36,6 +36,7 @@ GPUs in one process, fp16 autocast, gradient noise, models choosing an optimizer
 
 from __future__ import annotations
 
+import contextlib
 import logging
 import math
 import time
@@ -45,6 +46,8 @@ import torch
 from espnet2.schedulers.abs_scheduler import AbsBatchStepScheduler
 from espnet2.torch_utils.device_funcs import to_device
 from espnet2.train.reporter import SubReporter
+
+from cvasr.speedups import bf16_weight_copies
 
 
 def unsupported_reason(options: Any, distributed: bool, autocast_dtype: Optional[torch.dtype]
@@ -188,6 +191,17 @@ class DeferredReports:
         self.complete(wait=True, on_interval=on_interval)
 
 
+def total_grad_norm(grads: Sequence[torch.Tensor], norm_type: float) -> torch.Tensor:
+    """`clip_grad_norm_`'s total norm, each tensor's norm taken in fp32 (torch's own rounds the
+    norms of bf16 gradients, bf16_weight_copies', to bf16; fp32 ones' are the same)."""
+    if not grads:
+        return torch.tensor(0.0)
+    norms = torch._foreach_norm(list(grads), norm_type, dtype=torch.float32)
+    if math.isinf(norm_type):
+        return torch.stack(norms).max()
+    return torch.linalg.vector_norm(torch.stack(norms), norm_type)
+
+
 def clip_scale(parameters: Iterable[torch.nn.Parameter], max_norm: float, norm_type: float
                ) -> tuple[torch.Tensor, torch.Tensor]:
     """`clip_grad_norm_`'s total norm, and what to divide the gradients by to clip them as it
@@ -198,7 +212,7 @@ def clip_scale(parameters: Iterable[torch.nn.Parameter], max_norm: float, norm_t
     `grad_scale` in the same kernel (writing the clipped gradients back, as the clip leaves
     them). The same clipping up to the rounding of x * c against x / (1 / c)."""
     grads = [p.grad for p in parameters if p.grad is not None]
-    total = torch.nn.utils.get_total_norm(grads, norm_type)
+    total = total_grad_norm(grads, norm_type)
     coef = torch.clamp(max_norm / (total + 1e-6), max=1.0)
     return total, (1.0 / coef).float()
 
@@ -352,7 +366,31 @@ def train_one_epoch(model: torch.nn.Module, iterator: Iterable,
     clip_in_optimizer = (getattr(options, "clip_in_optimizer", False) and 0 < grad_clip < math.inf
                          and all(getattr(o, "_step_supports_amp_scaling", False)
                                  for o in optimizers))
+    copies = None  # the linear layers trained through bf16 copies (bf16_weight_copies)
+    if getattr(options, "bf16_weight_copies", False):
+        why = bf16_weight_copies.unsupported_reason(
+            optimizers, device, amp.get("dtype") if amp["enabled"] else None, distributed)
+        if why is None:
+            copies = bf16_weight_copies.Bf16WeightCopies.for_model(model, optimizers)
+        elif not getattr(model, "_bf16_weight_copies_refused", False):
+            logging.warning(f"bf16_weight_copies: off, since {why}")
+            model._bf16_weight_copies_refused = True
     model.train()
+    with copies.swapped_in() if copies is not None else contextlib.nullcontext():
+        return _train_steps(model, iterator, optimizers, schedulers, reporter, options,
+                            summary_writer, amp, distributed, log_interval, host_lengths,
+                            through_ddp, rendezvous, world, limit, clip_in_optimizer, copies)
+
+
+def _train_steps(model: torch.nn.Module, iterator: Iterable,
+                 optimizers: Sequence[torch.optim.Optimizer], schedulers: Sequence[Any],
+                 reporter: SubReporter, options: Any, summary_writer: Any, amp: dict,
+                 distributed: bool, log_interval: int, host_lengths: bool, through_ddp: bool,
+                 rendezvous: str, world: int, limit: Optional[int], clip_in_optimizer: bool,
+                 copies: Optional["bf16_weight_copies.Bf16WeightCopies"]) -> bool:
+    """train_one_epoch's loop over the batches, its options settled."""
+    device = "cuda" if options.ngpu > 0 else "cpu"
+    accum_grad, grad_clip = options.accum_grad, options.grad_clip
     reports = DeferredReports(reporter)
     skipped = torch.zeros((), device=device)  # updates skipped for a non-finite gradient norm
     skipped_logged, updates = 0, 0
@@ -425,7 +463,20 @@ def train_one_epoch(model: torch.nn.Module, iterator: Iterable,
         reports.register({"backward_time": time.perf_counter() - backward_start})
 
         if iiter % accum_grad == 0:
-            if clip_in_optimizer:
+            copies_scale = None  # what the bf16 copies' update divides their gradients by
+            if copies is not None:  # the norm in fp32 over bf16 and fp32 gradients alike
+                grad_norm, copies_scale = clip_scale(model.parameters(), grad_clip,
+                                                     options.grad_clip_type)
+                if clip_in_optimizer:
+                    grad_scale = copies_scale
+                else:  # the other parameters' gradients clipped in place, as clip_grad_norm_
+                    others = [p.grad for p in model.parameters()
+                              if p.grad is not None and p.grad.dtype != torch.bfloat16]
+                    if others and 0 < grad_clip < math.inf:
+                        torch._foreach_mul_(others, 1.0 / copies_scale)
+                if not 0 < grad_clip < math.inf:
+                    copies_scale = None
+            elif clip_in_optimizer:
                 grad_norm, grad_scale = clip_scale(model.parameters(), grad_clip,
                                                    options.grad_clip_type)
             else:
@@ -443,6 +494,8 @@ def train_one_epoch(model: torch.nn.Module, iterator: Iterable,
                 "loss_scale": 1.0,
             })
             optim_start = time.perf_counter()
+            if copies is not None:  # before the optimizers: their steps may change the lr
+                copies.step(found_inf, copies_scale)
             for optimizer, scheduler in zip(optimizers, schedulers):
                 if getattr(optimizer, "_step_supports_amp_scaling", False):
                     optimizer.found_inf = found_inf  # the fused kernel skips the update on it
@@ -463,6 +516,8 @@ def train_one_epoch(model: torch.nn.Module, iterator: Iterable,
             reports.register({"optim_step_time": time.perf_counter() - optim_start})
             for optimizer in optimizers:
                 optimizer.zero_grad()
+            if copies is not None:
+                copies.zero_grad()
             skipped += found_inf
             updates += 1
             reports.register({

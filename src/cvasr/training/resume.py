@@ -44,7 +44,7 @@ RESUMABLE = frozenset({
     "dist_launcher", "multiprocessing_distributed", "distributed", "unused_parameters",
     "gradient_as_bucket_view", "ddp_comm_hook", "cudnn_enabled", "cudnn_benchmark",
     "cudnn_deterministic", "compile_upstream", "compile_mode", "compile_cpp_wrapper",
-    "compile_options", "compile_scope", "sync_free_step", "clip_in_optimizer",
+    "compile_options", "compile_scope", "sync_free_step", "clip_in_optimizer", "bf16_weight_copies",
     "ddp_host_lengths", "ddp_step_rendezvous",
     "max_cache_size", "valid_max_cache_size", "max_cache_fd",
     # where the data is (its content is followed by the stage records), validation batching

@@ -91,6 +91,7 @@ class CvasrTrainerOptions(TrainerOptions):
     float8_ffn: bool = False
     sync_free_step: bool = False
     clip_in_optimizer: bool = False
+    bf16_weight_copies: bool = False
     ddp_host_lengths: bool = DEFAULT_DDP_HOST_LENGTHS
     ddp_step_rendezvous: str = DEFAULT_DDP_STEP_RENDEZVOUS
     valid_every_epochs: int = 1
@@ -174,6 +175,12 @@ class SafeCheckpointTrainer(Trainer):
                                  "clipping's multiply done by the optimizer's own kernel "
                                  "(its grad_scale), not as a pass of its own over the gradients "
                                  "(cvasr.speedups.sync_free_step.clip_scale)")
+        parser.add_argument("--bf16_weight_copies", type=str2bool,
+                            default=defaults.bf16_weight_copies,
+                            help="with --sync_free_step, bf16 autocast, Adam and one GPU: the "
+                                 "linear layers trained through bf16 copies of their weights "
+                                 "that the optimizer's kernel writes, so no step casts them "
+                                 "(cvasr.speedups.bf16_weight_copies)")
         parser.add_argument("--ddp_host_lengths", type=str2bool, default=defaults.ddp_host_lengths,
                             help="with --sync_free_step under DDP, a model that takes its "
                                  "lengths on the host gets them there (false: DDP copies them "
