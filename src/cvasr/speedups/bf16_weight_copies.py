@@ -36,8 +36,10 @@ import torch
 import triton
 import triton.language as tl
 
-#: elements a Triton program updates: a block never spans two tensors
-BLOCK = 4096
+#: elements a Triton program updates (8 a thread at 4 warps): a block never spans two tensors
+BLOCK = 1024
+#: bytes every tensor's address is a multiple of for 16-byte (vector) loads and stores
+ALIGN = 16
 
 
 @triton.jit
@@ -50,12 +52,22 @@ def _bf16_bits(x):
 
 
 @triton.jit
+def _address(entry_ptr, ALIGNED: tl.constexpr):
+    """A tensor's address from a table, marked a multiple of 16 where the host checked it."""
+    address = tl.load(entry_ptr)
+    if ALIGNED:
+        address = tl.multiple_of(address, 16)
+    return address
+
+
+@triton.jit
 def _adam_bf16_copies_kernel(block_tensor_ptr, block_start_ptr, numel_ptr, param_table,
                              grad_table, exp_avg_table, exp_avg_sq_table, copy_table,
                              bias_correction1_ptr, bias_correction2_sqrt_ptr, found_inf_ptr,
                              grad_scale_ptr, lr, beta1, beta2, eps, weight_decay,
                              HAS_FOUND_INF: tl.constexpr, HAS_GRAD_SCALE: tl.constexpr,
-                             DECOUPLED: tl.constexpr, BLOCK: tl.constexpr):
+                             DECOUPLED: tl.constexpr, ALIGNED: tl.constexpr,
+                             BLOCK: tl.constexpr):
     """One block of one tensor: torch's fused Adam (fused_adam_utils.cuh) from a bf16 gradient,
     the fp32 weight and moments updated in place and the weight's bf16 copy written."""
     if HAS_FOUND_INF:
@@ -63,13 +75,16 @@ def _adam_bf16_copies_kernel(block_tensor_ptr, block_start_ptr, numel_ptr, param
             return
     pid = tl.program_id(0)
     t = tl.load(block_tensor_ptr + pid)
-    offsets = tl.load(block_start_ptr + pid) + tl.arange(0, BLOCK)
+    start = tl.multiple_of(tl.load(block_start_ptr + pid), BLOCK)
+    offsets = tl.max_contiguous(start + tl.arange(0, BLOCK), BLOCK)
     mask = offsets < tl.load(numel_ptr + t)
-    param_ptr = tl.load(param_table + t).to(tl.pointer_type(tl.float32))
-    grad_ptr = tl.load(grad_table + t).to(tl.pointer_type(tl.bfloat16))
-    exp_avg_ptr = tl.load(exp_avg_table + t).to(tl.pointer_type(tl.float32))
-    exp_avg_sq_ptr = tl.load(exp_avg_sq_table + t).to(tl.pointer_type(tl.float32))
-    copy_ptr = tl.load(copy_table + t).to(tl.pointer_type(tl.uint16))
+    # the addresses come from tables, so the compiler knows nothing of their alignment: said
+    # here where the host checked it, else every load and store is one element wide
+    param_ptr = _address(param_table + t, ALIGNED).to(tl.pointer_type(tl.float32))
+    grad_ptr = _address(grad_table + t, ALIGNED).to(tl.pointer_type(tl.bfloat16))
+    exp_avg_ptr = _address(exp_avg_table + t, ALIGNED).to(tl.pointer_type(tl.float32))
+    exp_avg_sq_ptr = _address(exp_avg_sq_table + t, ALIGNED).to(tl.pointer_type(tl.float32))
+    copy_ptr = _address(copy_table + t, ALIGNED).to(tl.pointer_type(tl.uint16))
 
     param = tl.load(param_ptr + offsets, mask=mask)
     grad = tl.load(grad_ptr + offsets, mask=mask).to(tl.float32)
@@ -114,6 +129,7 @@ class _Group:
     numel: torch.Tensor | None = None
     static_tables: torch.Tensor | None = None  # param, exp_avg, exp_avg_sq, copy pointers
     state_ptrs: tuple[int, ...] = ()  # the moments' addresses the tables were built for
+    aligned: bool = False  # every static address a multiple of ALIGN
 
 
 def unsupported_reason(optimizers: Sequence[torch.optim.Optimizer], device: str,
@@ -237,12 +253,13 @@ class Bf16WeightCopies:
         g.block_tensor = torch.tensor([b[0] for b in blocks], dtype=torch.int32, device=device)
         g.block_start = torch.tensor([b[1] for b in blocks], dtype=torch.int64, device=device)
         g.numel = torch.tensor(numels, dtype=torch.int64, device=device)
-        g.static_tables = torch.tensor(
-            [[m.param.data_ptr() for m in g.members],
-             [s["exp_avg"].data_ptr() for s in states],
-             [s["exp_avg_sq"].data_ptr() for s in states],
-             [m.copy.data_ptr() for m in g.members]], dtype=torch.int64, device=device)
+        table = [[m.param.data_ptr() for m in g.members],
+                 [s["exp_avg"].data_ptr() for s in states],
+                 [s["exp_avg_sq"].data_ptr() for s in states],
+                 [m.copy.data_ptr() for m in g.members]]
+        g.static_tables = torch.tensor(table, dtype=torch.int64, device=device)
         g.state_ptrs = ptrs
+        g.aligned = all(p % ALIGN == 0 for row in table for p in row)
 
     def step(self, found_inf: torch.Tensor | None = None,
              grad_scale: torch.Tensor | None = None) -> None:
@@ -273,7 +290,9 @@ class Bf16WeightCopies:
                 if grad.dtype != torch.bfloat16 or not grad.is_contiguous():
                     raise RuntimeError("bf16_weight_copies: a copy's gradient is not a "
                                        "contiguous bf16 tensor")
-            grad_table = torch.tensor([x.data_ptr() for x in grads], dtype=torch.int64)
+            grad_ptrs = [x.data_ptr() for x in grads]
+            aligned = g.aligned and all(p % ALIGN == 0 for p in grad_ptrs)
+            grad_table = torch.tensor(grad_ptrs, dtype=torch.int64)
             grad_table = grad_table.pin_memory().to(device, non_blocking=True) \
                 if device.type == "cuda" else grad_table.to(device)
             tables = g.static_tables
@@ -288,5 +307,5 @@ class Bf16WeightCopies:
                 float(g.group["lr"]), float(beta1), float(beta2), float(g.group["eps"]),
                 float(g.group["weight_decay"]),
                 HAS_FOUND_INF=found_inf is not None, HAS_GRAD_SCALE=grad_scale is not None,
-                DECOUPLED=decoupled, BLOCK=BLOCK)
+                DECOUPLED=decoupled, ALIGNED=aligned, BLOCK=BLOCK)
 

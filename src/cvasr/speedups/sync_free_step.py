@@ -196,7 +196,11 @@ def total_grad_norm(grads: Sequence[torch.Tensor], norm_type: float) -> torch.Te
     norms of bf16 gradients, bf16_weight_copies', to bf16; fp32 ones' are the same)."""
     if not grads:
         return torch.tensor(0.0)
-    norms = torch._foreach_norm(list(grads), norm_type, dtype=torch.float32)
+    by_dtype: dict[torch.dtype, list[torch.Tensor]] = {}
+    for grad in grads:  # one dtype a call: mixed lists leave foreach's multi-tensor kernel
+        by_dtype.setdefault(grad.dtype, []).append(grad)
+    norms = [norm for same in by_dtype.values()
+             for norm in torch._foreach_norm(same, norm_type, dtype=torch.float32)]
     if math.isinf(norm_type):
         return torch.stack(norms).max()
     return torch.linalg.vector_norm(torch.stack(norms), norm_type)
