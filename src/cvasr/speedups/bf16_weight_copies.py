@@ -279,7 +279,9 @@ class Bf16WeightCopies:
             if found_inf is None:
                 torch._foreach_add_(steps, 1)
             else:
-                torch._foreach_add_(steps, 1 - found_inf)  # as fused Adam: a skip counts none
+                # as fused Adam: a skip counts none (a tensor list: with one 0-d tensor
+                # foreach_add_ reads it on the host, a sync a step)
+                torch._foreach_add_(steps, [1 - found_inf] * len(steps))
             # in float64 as fused Adam takes them: 1 - 0.999 ** 1 in fp32 is 1.3e-5 off
             step = torch.stack(steps).double()
             beta1, beta2 = g.group["betas"]
