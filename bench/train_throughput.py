@@ -546,6 +546,31 @@ def changed_settings(before: dict[str, object], after: dict[str, object]) -> dic
             if before.get(key) != after.get(key)}
 
 
+def load_compile_cache(blob: bytes):
+    """torch.compiler.load_cache_artifacts for a file saved more than once by one process: every
+    save's artifacts restored, not only the last one's.
+
+    Why: main() saves the cache after every row (so that a time-out keeps what was compiled);
+    torch 2.11 appends each save's artifacts to one stream, but reads the stream back into a
+    dict keyed by artifact type, so of each type only the last save's come back. In round 20 a
+    file saved after a try row lost the committed config's graphs, and the next machine compiled
+    them cold (301 s; bench/NOTES.md). Here the parts are merged by type before the caches are
+    filled (torch's private reader; its public loader where that has moved)."""
+    import torch
+
+    try:
+        from torch.compiler._cache import CacheArtifactManager, _deserialize_single_cache
+        from torch.utils._appending_byte_serializer import AppendingByteSerializer
+    except ImportError:
+        return torch.compiler.load_cache_artifacts(blob)
+    CacheArtifactManager._ensure_cache_artifacts_registered()
+    merged: dict[str, list] = {}
+    for kind, artifacts in AppendingByteSerializer.to_list(
+            blob, deserialize_fn=_deserialize_single_cache):
+        merged.setdefault(kind, []).extend(artifacts)
+    return CacheArtifactManager.populate_caches(merged)
+
+
 def save_compile_cache(path: Path) -> None:
     """torch.compile's caches of this process so far, xz-compressed, to `path` (atomically)."""
     import torch
@@ -638,7 +663,7 @@ def main() -> int:
 
     if args.compile_cache is not None and args.compile_cache.is_file():
         blob = lzma.decompress(args.compile_cache.read_bytes())
-        loaded = torch.compiler.load_cache_artifacts(blob)
+        loaded = load_compile_cache(blob)
         print(f"compile cache {args.compile_cache} loaded: {loaded}", flush=True)
     runs: dict[str, dict] = {}
     failed: dict[str, str] = {}

@@ -515,3 +515,48 @@ def test_fastest_layer_variant_gives_the_winners_inductor_options_as_step_option
     assert pick(rows, names) == "--compile_options triton.mix_order_reduction=false"
     assert pick(rows, ["seed_dropouts", "seed_dropouts_mix_order_split64"]) == ""  # the baseline
     assert pick(rows, ["seed_dropouts_pdl"]) == ""
+
+
+def test_compile_cache_saved_after_each_row_restores_every_rows_graphs(
+        tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
+    """The bench saves torch.compile's caches after every row; torch's own loader gives back only
+    the last save's artifacts of each type (the earlier rows' graphs compile cold again),
+    load_compile_cache all of them. Two tiny graphs on the CPU, the caches in fresh dirs."""
+    import torch
+    from torch._dynamo.utils import counters
+
+    bench = _load("train_throughput")
+
+    def first(x):
+        return (x.sin() * 2).sum()
+
+    def second(x):
+        return (x.cos() + 3).mean()
+
+    def compile_and_run(fn) -> str:
+        """'hit' or 'miss' in AOTAutograd's cache for fn's training graph."""
+        torch._dynamo.reset()
+        counters.clear()
+        torch.compile(fn)(torch.ones(8, requires_grad=True)).backward()
+        hits = counters["aot_autograd"]["autograd_cache_hit"]
+        misses = counters["aot_autograd"]["autograd_cache_miss"]
+        assert hits + misses == 1, dict(counters["aot_autograd"])
+        return "hit" if hits else "miss"
+
+    monkeypatch.setenv("TORCHINDUCTOR_CACHE_DIR", str(tmp_path / "compiling"))
+    monkeypatch.setattr(torch._inductor.config, "fx_graph_cache", True)
+    monkeypatch.setattr(torch._functorch.config, "enable_autograd_cache", True)
+    saved = tmp_path / "cache.xz"
+    compile_and_run(first)
+    bench.save_compile_cache(saved)  # after row 1
+    compile_and_run(second)
+    bench.save_compile_cache(saved)  # after row 2: the file the next machine gets
+    blob = bench.lzma.decompress(saved.read_bytes())
+
+    monkeypatch.setenv("TORCHINDUCTOR_CACHE_DIR", str(tmp_path / "torchs_loader"))
+    torch.compiler.load_cache_artifacts(blob)
+    assert [compile_and_run(first), compile_and_run(second)] == ["miss", "hit"], \
+        "torch's loader restores every save now: load_compile_cache may go"
+    monkeypatch.setenv("TORCHINDUCTOR_CACHE_DIR", str(tmp_path / "ours"))
+    bench.load_compile_cache(blob)
+    assert [compile_and_run(first), compile_and_run(second)] == ["hit", "hit"]
