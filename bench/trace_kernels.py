@@ -53,7 +53,7 @@ CLASSES = {
     "GEMMs": ("nvjet", "gemm"),
     "positional conv (cuDNN)": ("s16816fprop", "s16816dgrad", "wgrad", "nchwToNhwc", "nhwcToNchw",
                                 "weight_norm"),
-    "optimizer (fused Adam, foreach)": ("multi_tensor_apply",),
+    "optimizer (fused Adam, foreach)": ("multi_tensor_apply", "_adam_bf16_copies"),
     "inductor's fused kernels": ("triton_",),
     "reductions (aten)": ("reduce_kernel",),
     "CTC loss": ("ctc_loss",),
