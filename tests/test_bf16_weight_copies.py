@@ -172,7 +172,8 @@ def test_a_resume_loads_new_moments_and_the_copies_follow(copies_module: ModuleT
     optimizer = torch.optim.Adam(model.parameters(), lr=0.01)
     copies = copies_module.Bf16WeightCopies(model, [optimizer])
     for resumed in (False, True):
-        if resumed:
+        if resumed:  # (a learning rate that the loaded state's replaces)
+            optimizer.param_groups[0]["lr"] = 0.5
             model.load_state_dict(four[0].state_dict())
             optimizer.load_state_dict(four[1].state_dict())
         with copies.swapped_in():

@@ -121,8 +121,14 @@ class _Copied:
 class _Group:
     """The copied parameters of one optimizer parameter group, with its blocks' tables."""
 
+    @property
+    def group(self) -> dict:
+        """The group's settings as they are now (a resume's `load_state_dict` replaces the
+        dicts, and the scheduler sets the learning rate in the new one)."""
+        return self.optimizer.param_groups[self.index]
+
     optimizer: torch.optim.Optimizer
-    group: dict
+    index: int  # in optimizer.param_groups
     members: list[_Copied]
     block_tensor: torch.Tensor | None = None
     block_start: torch.Tensor | None = None
@@ -165,10 +171,10 @@ class Bf16WeightCopies:
     def __init__(self, model: torch.nn.Module, optimizers: Sequence[torch.optim.Optimizer]):
         owner = {}
         for optimizer in optimizers:
-            for group in optimizer.param_groups:
+            for index, group in enumerate(optimizer.param_groups):
                 for param in group["params"]:
-                    owner[id(param)] = (optimizer, group)
-        groups: dict[int, _Group] = {}
+                    owner[id(param)] = (optimizer, index)
+        groups: dict[tuple[int, int], _Group] = {}
         seen: set[int] = set()
         for module in model.modules():
             if not isinstance(module, torch.nn.Linear):
@@ -179,12 +185,13 @@ class Bf16WeightCopies:
                         or id(param) in seen or id(param) not in owner):
                     continue
                 seen.add(id(param))
-                optimizer, group = owner[id(param)]
+                optimizer, index = owner[id(param)]
                 copy = torch.nn.Parameter(param.detach().to(torch.bfloat16))
-                groups.setdefault(id(group), _Group(optimizer, group, [])).members.append(
-                    _Copied(module, name, param, copy))
+                group = groups.setdefault((id(optimizer), index), _Group(optimizer, index, []))
+                group.members.append(_Copied(module, name, param, copy))
         self.groups = list(groups.values())
         self.copies = [m.copy for g in self.groups for m in g.members]
+        self.ids = {id(c) for c in self.copies}
         count = sum(m.param.numel() for g in self.groups for m in g.members)
         logging.info(f"bf16_weight_copies: {len(self.copies)} linear-layer parameters "
                      f"({count / 1e6:.1f} M values) trained through bf16 copies")

@@ -475,7 +475,7 @@ def _train_steps(model: torch.nn.Module, iterator: Iterable,
                     grad_scale = copies_scale
                 else:  # the other parameters' gradients clipped in place, as clip_grad_norm_
                     others = [p.grad for p in model.parameters()
-                              if p.grad is not None and p.grad.dtype != torch.bfloat16]
+                              if p.grad is not None and id(p) not in copies.ids]
                     if others and 0 < grad_clip < math.inf:
                         torch._foreach_mul_(others, 1.0 / copies_scale)
                 if not 0 < grad_clip < math.inf:
