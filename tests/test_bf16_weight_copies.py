@@ -229,12 +229,12 @@ def _epoch(tmp_path: Path, copies_module: ModuleType | None, *extra: str):
     reporter = Reporter()
     reporter.set_epoch(1)
     copies = None if copies_module is None else copies_module.Bf16WeightCopies(model, [optimizer])
-    amp = dict(enabled=True, **AUTOCAST)
+    plan = sync_free_step.EpochPlan("cpu", dict(enabled=True, **AUTOCAST), log_interval=3,
+                                    clip_in_optimizer=opts.clip_in_optimizer, copies=copies)
     with reporter.observe("train") as sub:
         with copies.swapped_in() if copies is not None else contextlib.nullcontext():
-            sync_free_step._train_steps(model, batches(), [optimizer], [scheduler], sub, opts,
-                                        None, amp, False, 3, False, False, "weight", 1, None,
-                                        opts.clip_in_optimizer, copies)
+            sync_free_step.train_steps(model, batches(), [optimizer], [scheduler], sub, opts,
+                                       None, plan)
     return model, reporter
 
 

@@ -37,6 +37,7 @@ GPUs in one process, fp16 autocast, gradient noise, models choosing an optimizer
 from __future__ import annotations
 
 import contextlib
+import dataclasses
 import logging
 import math
 import time
@@ -380,20 +381,41 @@ def train_one_epoch(model: torch.nn.Module, iterator: Iterable,
             logging.warning(f"bf16_weight_copies: off, since {why}")
             model._bf16_weight_copies_refused = True
     model.train()
+    plan = EpochPlan(device, amp, log_interval, distributed, host_lengths, through_ddp,
+                     rendezvous, world, limit, clip_in_optimizer, copies)
     with copies.swapped_in() if copies is not None else contextlib.nullcontext():
-        return _train_steps(model, iterator, optimizers, schedulers, reporter, options,
-                            summary_writer, amp, distributed, log_interval, host_lengths,
-                            through_ddp, rendezvous, world, limit, clip_in_optimizer, copies)
+        return train_steps(model, iterator, optimizers, schedulers, reporter, options,
+                           summary_writer, plan)
 
 
-def _train_steps(model: torch.nn.Module, iterator: Iterable,
-                 optimizers: Sequence[torch.optim.Optimizer], schedulers: Sequence[Any],
-                 reporter: SubReporter, options: Any, summary_writer: Any, amp: dict,
-                 distributed: bool, log_interval: int, host_lengths: bool, through_ddp: bool,
-                 rendezvous: str, world: int, limit: Optional[int], clip_in_optimizer: bool,
-                 copies: Optional["bf16_weight_copies.Bf16WeightCopies"]) -> bool:
-    """train_one_epoch's loop over the batches, its options settled."""
-    device = "cuda" if options.ngpu > 0 else "cpu"
+@dataclasses.dataclass
+class EpochPlan:
+    """What train_one_epoch settles from the options and the setup before the first batch."""
+
+    device: str
+    amp: dict  # torch.autocast's arguments
+    log_interval: int
+    distributed: bool = False
+    host_lengths: bool = False
+    through_ddp: bool = False
+    rendezvous: str = DEFAULT_DDP_STEP_RENDEZVOUS
+    world: int = 1
+    limit: Optional[int] = None  # the batches every rank has
+    clip_in_optimizer: bool = False
+    copies: Optional[bf16_weight_copies.Bf16WeightCopies] = None  # swapped in by the caller
+
+
+def train_steps(model: torch.nn.Module, iterator: Iterable,
+                optimizers: Sequence[torch.optim.Optimizer], schedulers: Sequence[Any],
+                reporter: SubReporter, options: Any, summary_writer: Any, plan: EpochPlan
+                ) -> bool:
+    """train_one_epoch's loop over the batches, for a plan it settled (tests give their own,
+    e.g. CPU bf16 autocast, which train_one_epoch never chooses)."""
+    device, amp, log_interval, distributed = plan.device, plan.amp, plan.log_interval, \
+        plan.distributed
+    host_lengths, through_ddp, rendezvous = plan.host_lengths, plan.through_ddp, plan.rendezvous
+    world, limit, clip_in_optimizer, copies = plan.world, plan.limit, plan.clip_in_optimizer, \
+        plan.copies
     accum_grad, grad_clip = options.accum_grad, options.grad_clip
     reports = DeferredReports(reporter)
     skipped = torch.zeros((), device=device)  # updates skipped for a non-finite gradient norm
