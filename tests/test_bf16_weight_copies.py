@@ -250,3 +250,16 @@ def test_the_step_loop_with_copies_trains_as_without(tmp_path: Path, copies_modu
                                                              rel=1e-5), key
     torch.testing.assert_close(model.proj.weight, ref_model.proj.weight, rtol=1e-5, atol=1e-6)
     torch.testing.assert_close(model.proj.bias, ref_model.proj.bias, rtol=1e-5, atol=1e-6)
+
+
+def test_a_tied_linear_weight_keeps_its_fp32_parameter(copies_module: ModuleType) -> None:
+    """A weight two modules share would get gradients both as the copy and as itself: left out."""
+    model = Net()
+    tied = torch.nn.Linear(50, 100)
+    tied.weight = model.inp.weight
+    model.tied = tied
+    optimizer = torch.optim.Adam(model.parameters())
+    copies = copies_module.Bf16WeightCopies(model, [optimizer])
+    copied = {id(m.param) for g in copies.groups for m in g.members}
+    assert id(model.inp.weight) not in copied
+    assert copied == {id(p) for p in (model.inp.bias, tied.bias, model.out.weight, model.out.bias)}

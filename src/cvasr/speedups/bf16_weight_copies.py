@@ -4,7 +4,9 @@ Why: under bf16 autocast every training step casts each fp32 weight of a linear 
 the forward (read 4 bytes, write 2 a parameter) and each bf16 weight gradient the GEMM makes
 back to fp32 in the backward (read 2, write 4), and fused Adam then reads the fp32 gradient
 (4): for XLS-R 300M's 302 M linear parameters about 4.2 GB of memory traffic a step, ~1.1 ms
-of an H200's ~53 ms step (bench/NOTES.md, round 20). Here, for the training epoch, each trainable
+of an H200's ~53 ms step predicted; measured, the GPU's work an epoch 4.4% less (bench/NOTES.md,
+round 20; the step's speed with the copies is not yet timed without a host sync that the first
+version had). Here, for the training epoch, each trainable
 `nn.Linear`'s weight and bias are swapped in the module for a bf16 copy (a parameter of its
 own): autocast finds them in bf16 and casts nothing, and the backward leaves the GEMMs' bf16
 gradients on the copies. One Triton kernel then updates the fp32 weights with Adam from those
@@ -174,17 +176,18 @@ class Bf16WeightCopies:
             for index, group in enumerate(optimizer.param_groups):
                 for param in group["params"]:
                     owner[id(param)] = (optimizer, index)
+        uses: dict[int, int] = {}  # a parameter shared by two modules (tied) keeps fp32
+        for _, param in model.named_parameters(remove_duplicate=False):
+            uses[id(param)] = uses.get(id(param), 0) + 1
         groups: dict[tuple[int, int], _Group] = {}
-        seen: set[int] = set()
         for module in model.modules():
             if not isinstance(module, torch.nn.Linear):
                 continue
             for name in ("weight", "bias"):
                 param = module._parameters.get(name)
                 if (param is None or not param.requires_grad or param.dtype != torch.float32
-                        or id(param) in seen or id(param) not in owner):
+                        or uses[id(param)] > 1 or id(param) not in owner):
                     continue
-                seen.add(id(param))
                 optimizer, index = owner[id(param)]
                 copy = torch.nn.Parameter(param.detach().to(torch.bfloat16))
                 group = groups.setdefault((id(optimizer), index), _Group(optimizer, index, []))
