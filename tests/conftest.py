@@ -2,7 +2,12 @@
 
 from __future__ import annotations
 
+import contextlib
+import importlib
+import os
 from pathlib import Path
+from types import ModuleType
+from typing import Iterator
 
 import pytest
 import torch
@@ -49,3 +54,21 @@ def xlsr_model(tmp_path: Path, upstream: Path, ctc_impl: str = "torch") -> torch
         if any(name == t or name.startswith(t + ".") for t in args.freeze_param):
             p.requires_grad = False
     return model.train()
+
+
+@contextlib.contextmanager
+def triton_interpreted(module_name: str) -> Iterator[ModuleType]:
+    """The module reloaded with its Triton kernels run by Triton's interpreter (on the CPU):
+    TRITON_INTERPRET set while the caller's tests run (Triton reads it when a kernel is defined
+    and when it runs), then restored and the module reloaded as it was."""
+    module = importlib.import_module(module_name)
+    before = os.environ.get("TRITON_INTERPRET")
+    os.environ["TRITON_INTERPRET"] = "1"
+    try:
+        yield importlib.reload(module)
+    finally:
+        if before is None:
+            del os.environ["TRITON_INTERPRET"]
+        else:
+            os.environ["TRITON_INTERPRET"] = before
+        importlib.reload(module)

@@ -7,8 +7,6 @@ from __future__ import annotations
 
 import contextlib
 import copy
-import importlib
-import os
 from pathlib import Path
 from types import ModuleType
 from typing import Iterator
@@ -18,6 +16,7 @@ import torch
 
 from cvasr.speedups import sync_free_step
 
+from conftest import triton_interpreted
 from test_sync_free_step import Toy, batches, options
 
 AUTOCAST = dict(device_type="cpu", dtype=torch.bfloat16)
@@ -25,20 +24,9 @@ AUTOCAST = dict(device_type="cpu", dtype=torch.bfloat16)
 
 @pytest.fixture(scope="module")
 def copies_module() -> Iterator[ModuleType]:
-    """The module with its kernel run by Triton's interpreter (TRITON_INTERPRET set while this
-    file's tests run, then restored and the module reloaded as it was)."""
-    import cvasr.speedups.bf16_weight_copies as module
-
-    before = os.environ.get("TRITON_INTERPRET")
-    os.environ["TRITON_INTERPRET"] = "1"
-    try:
-        yield importlib.reload(module)
-    finally:
-        if before is None:
-            del os.environ["TRITON_INTERPRET"]
-        else:
-            os.environ["TRITON_INTERPRET"] = before
-        importlib.reload(module)
+    """The module with its kernel run by Triton's interpreter while this file's tests run."""
+    with triton_interpreted("cvasr.speedups.bf16_weight_copies") as module:
+        yield module
 
 
 class Net(torch.nn.Module):

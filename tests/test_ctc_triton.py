@@ -4,8 +4,6 @@ runs are bench/step_kernels.py's, which compares the two again)."""
 
 from __future__ import annotations
 
-import importlib
-import os
 from pathlib import Path
 from types import ModuleType
 from typing import Iterator
@@ -14,7 +12,7 @@ import pytest
 import torch
 import torch.nn.functional as F
 
-from conftest import xlsr_model
+from conftest import triton_interpreted, xlsr_model
 
 # the interpreter's log(0) = -inf, which the recursion means
 pytestmark = pytest.mark.filterwarnings("ignore:divide by zero encountered in log")
@@ -26,18 +24,9 @@ TARGETS = [[1, 2, 3], [4, 4, 2], [5, 1, 5, 1], [1, 2, 1, 2], []]
 
 @pytest.fixture(scope="module")
 def ctc_triton() -> Iterator[ModuleType]:
-    """The module with its kernels run by Triton's interpreter: TRITON_INTERPRET set while this
-    file's tests run (Triton reads it when a kernel is defined and when it runs), then restored."""
-    before = os.environ.get("TRITON_INTERPRET")
-    os.environ["TRITON_INTERPRET"] = "1"
-    try:
-        import cvasr.speedups.ctc_triton as module
-        yield importlib.reload(module)
-    finally:
-        if before is None:
-            del os.environ["TRITON_INTERPRET"]
-        else:
-            os.environ["TRITON_INTERPRET"] = before
+    """The module with its kernels run by Triton's interpreter while this file's tests run."""
+    with triton_interpreted("cvasr.speedups.ctc_triton") as module:
+        yield module
 
 
 def _run(ctc_triton: ModuleType | None, zero_infinity: bool = True
