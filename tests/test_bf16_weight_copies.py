@@ -184,6 +184,7 @@ def test_unsupported_setups_are_named(copies_module: ModuleType) -> None:
     assert "bf16 autocast" in reason(adam, "cuda", torch.float16, False)
     assert "bf16 autocast" in reason(adam, "cuda", None, False)
     assert "DDP" in reason(adam, "cuda", torch.bfloat16, True)
+    assert "accum_grad" in reason(adam, "cuda", torch.bfloat16, False, accum_grad=2)
     assert "SGD" in reason([torch.optim.SGD(params(), lr=0.1)], "cuda", torch.bfloat16, False)
     assert "amsgrad" in reason([torch.optim.Adam(params(), amsgrad=True)], "cuda",
                                torch.bfloat16, False)

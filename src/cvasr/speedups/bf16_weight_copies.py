@@ -23,8 +23,9 @@ resumes with or without it. The gradient clipping's norm is taken in fp32 over t
 gradients and applied inside the update (the clip in the optimizer's kernel).
 
 Limits, checked before the first batch: CUDA, bf16 autocast, one process (DDP's reducer holds
-the fp32 parameters), `torch.optim.Adam`/`AdamW` without amsgrad or maximize and with a float
-learning rate. Elsewhere training runs without it (logged).
+the fp32 parameters), no gradient accumulation (it would add up in bf16), `torch.optim.Adam` or
+`AdamW` without amsgrad or maximize and with a float learning rate. Elsewhere training runs
+without it (logged).
 """
 
 from __future__ import annotations
@@ -141,7 +142,8 @@ class _Group:
 
 
 def unsupported_reason(optimizers: Sequence[torch.optim.Optimizer], device: str,
-                       autocast_dtype: torch.dtype | None, distributed: bool) -> str | None:
+                       autocast_dtype: torch.dtype | None, distributed: bool,
+                       accum_grad: int = 1) -> str | None:
     """Why bf16 weight copies cannot be used in this run, or None."""
     if device != "cuda":
         return "the run is not on a GPU"
@@ -149,6 +151,8 @@ def unsupported_reason(optimizers: Sequence[torch.optim.Optimizer], device: str,
         return "the step does not run under bf16 autocast (use_amp with bf16)"
     if distributed:
         return "DDP's reducer holds the fp32 parameters (one process only)"
+    if accum_grad > 1:  # the copies' gradients would add up in bf16, the weights' in fp32
+        return "accum_grad > 1 would add the gradients up in bf16"
     for optimizer in optimizers:
         if not isinstance(optimizer, torch.optim.Adam):  # AdamW is one
             return f"the optimizer is {type(optimizer).__name__}, not Adam or AdamW"

@@ -374,7 +374,8 @@ def train_one_epoch(model: torch.nn.Module, iterator: Iterable,
     copies = None  # the linear layers trained through bf16 copies (bf16_weight_copies)
     if getattr(options, "bf16_weight_copies", False):
         why = bf16_weight_copies.unsupported_reason(
-            optimizers, device, amp.get("dtype") if amp["enabled"] else None, distributed)
+            optimizers, device, amp.get("dtype") if amp["enabled"] else None, distributed,
+            accum_grad)
         if why is None:
             copies = bf16_weight_copies.Bf16WeightCopies.for_model(model, optimizers)
         elif not getattr(model, "_bf16_weight_copies_refused", False):
