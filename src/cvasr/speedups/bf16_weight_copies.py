@@ -235,9 +235,6 @@ class Bf16WeightCopies:
         for copy in self.copies:
             copy.grad = None
 
-    def grads(self) -> list[torch.Tensor]:
-        return [c.grad for c in self.copies if c.grad is not None]
-
     def _tables(self, g: _Group) -> None:
         """The blocks and the pointers that change only when the optimizer's state does (a
         resume loads new moment tensors)."""
@@ -279,17 +276,17 @@ class Bf16WeightCopies:
              grad_scale: torch.Tensor | None = None) -> None:
         """Adam on the fp32 parameters from the copies' gradients, the copies rewritten; with
         `found_inf` (1: skip) and `grad_scale` (divide the gradients by it) on the device, as
-        fused Adam takes them. Parameters whose copy has no gradient are left alone."""
+        fused Adam takes them. A group none of whose copies has a gradient is left alone."""
         for g in self.groups:
-            members = [m for m in g.members if m.copy.grad is not None]
-            if not members:
+            grads = [m.copy.grad for m in g.members]
+            if all(grad is None for grad in grads):
                 continue
-            if len(members) != len(g.members):
+            if any(grad is None for grad in grads):
                 raise RuntimeError("bf16_weight_copies: some linear layers got no gradient this "
                                    "step; train with bf16_weight_copies: false")
             self._tables(g)
-            device = members[0].param.device
-            steps = [g.optimizer.state[m.param]["step"] for m in members]
+            device = g.members[0].param.device
+            steps = [g.optimizer.state[m.param]["step"] for m in g.members]
             if found_inf is None:
                 torch._foreach_add_(steps, 1)
             else:
@@ -301,7 +298,6 @@ class Bf16WeightCopies:
             beta1, beta2 = g.group["betas"]
             bias_correction1 = (1 - torch.pow(beta1, step)).float()
             bias_correction2_sqrt = torch.sqrt(1 - torch.pow(beta2, step)).float()
-            grads = [m.copy.grad for m in members]
             for grad in grads:
                 if grad.dtype != torch.bfloat16 or not grad.is_contiguous():
                     raise RuntimeError("bf16_weight_copies: a copy's gradient is not a "
