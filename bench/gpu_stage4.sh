@@ -8,9 +8,9 @@
 #            stack; merged into one train_e2e.json (the same clips, machine and revision;
 #            the two runs slow each other: their figures compare with each other only)
 #   step     bench/step_kernels.py (CTC and the positional conv alone; STEP_KERNELS=0 skips it), then
-#            bench/train_throughput.py: the committed config's step (row 12: compiled, CUDA
-#            graphs, no host sync, the seed's fine-tuning dropouts) against row 11 (the same
-#            with the checkpoint's pre-training dropouts), same run, loss per row; STEP_TRY adds
+#            bench/train_throughput.py: the committed config's step (row 13: compiled, CUDA
+#            graphs, no host sync, the seed's fine-tuning dropouts, bf16 weight copies) against
+#            row 12 (the same without the copies), same run, loss per row; STEP_TRY adds
 #            a row of those options over the committed config (STEP_TRY_NAME names it)
 #   scaling  bench/train_gpu.py: 1 and 2 GPUs, 32 clips a GPU, on a 10-hour synthetic corpus,
 #            SCALING_OPTIONS (espnet2 options) over the committed config; the 2 GPUs started
@@ -112,7 +112,7 @@ case $job in
         try_name=${STEP_TRY_NAME:-STEP_TRY}
         tries=()
         [ -n "$try" ] && tries=(--try "$try_name=$try")
-        timeout "${STEP_TIMEOUT:-480}" python3 bench/train_throughput.py --only ours_11 ours_12 \
+        timeout "${STEP_TIMEOUT:-480}" python3 bench/train_throughput.py --only ours_12 ours_13 \
             "${tries[@]}" --epochs 5 --warmup-epochs 2 \
             --out "$out/train_throughput.json" "$@" 2>&1 \
             | tee "$out/train_throughput_log.txt" || status=$?

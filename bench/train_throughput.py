@@ -57,7 +57,10 @@ NOT_GRAPHED = ["--compile_mode", "default", "--specaug", "specaug",
 #: the checkpoint's own (pre-training) dropouts, 0.1 on hidden states and attention, as every
 #: row up to round 16 trained: the committed config sets the seed's fine-tuning ones (0.0)
 PRETRAINING_DROPOUTS = ["--frontend_conf", "upstream_dropouts=null"]
-LATER = [*NOT_COMPILED, *NOT_SYNC_FREE_STEP, *NOT_PERSISTENT, *NOT_GRAPHED, *PRETRAINING_DROPOUTS]
+#: the linear layers' weights cast by autocast every step and the clip a pass of its own
+NOT_COPIES = ["--bf16_weight_copies", "false", "--clip_in_optimizer", "false"]
+LATER = [*NOT_COMPILED, *NOT_SYNC_FREE_STEP, *NOT_PERSISTENT, *NOT_GRAPHED, *PRETRAINING_DROPOUTS,
+         *NOT_COPIES]
 #: the committed config's `compile_upstream: auto` as stage 4 settles it for a long run (at least
 #: defaults.COMPILE_PAYS_AFTER_STEPS steps): the step bench times the step of such a run
 LONG_RUN = ["--compile_upstream", "true"]
@@ -78,12 +81,15 @@ STEPS: list[tuple[str, list[str]]] = [
     ("+ frontend without host syncs", [*LATER, "--frontend_conf", "cache_conv_features=false"]),
     ("+ frozen conv features cached", LATER),
     ("+ training step without host syncs",
-     [*NOT_COMPILED, *NOT_PERSISTENT, *NOT_GRAPHED, *PRETRAINING_DROPOUTS]),
+     [*NOT_COMPILED, *NOT_PERSISTENT, *NOT_GRAPHED, *PRETRAINING_DROPOUTS, *NOT_COPIES]),
     ("+ the transformer compiled as one graph",
-     [*NOT_PERSISTENT, *NOT_GRAPHED, *PRETRAINING_DROPOUTS, *LONG_RUN]),
-    ("+ DataLoader workers kept across epochs", [*NOT_GRAPHED, *PRETRAINING_DROPOUTS, *LONG_RUN]),
-    ("+ CUDA graphs, CTC and SpecAugment without host syncs", [*PRETRAINING_DROPOUTS, *LONG_RUN]),
-    ("+ the seed's fine-tuning dropouts (0.0; = committed config)", LONG_RUN),
+     [*NOT_PERSISTENT, *NOT_GRAPHED, *PRETRAINING_DROPOUTS, *NOT_COPIES, *LONG_RUN]),
+    ("+ DataLoader workers kept across epochs",
+     [*NOT_GRAPHED, *PRETRAINING_DROPOUTS, *NOT_COPIES, *LONG_RUN]),
+    ("+ CUDA graphs, CTC and SpecAugment without host syncs",
+     [*PRETRAINING_DROPOUTS, *NOT_COPIES, *LONG_RUN]),
+    ("+ the seed's fine-tuning dropouts (0.0)", [*NOT_COPIES, *LONG_RUN]),
+    ("+ bf16 weight copies, clip in fused Adam (= committed config)", LONG_RUN),
 ]
 
 
@@ -623,7 +629,7 @@ def main() -> int:
                              "goes between kernels; slows the profiled steps)")
     parser.add_argument("--try", dest="tries", action="append", default=[], metavar="LABEL=OPTS",
                         help="an extra row after STEPS: espnet2 options over the committed config "
-                             "as row 12 runs it (--compile_upstream true first: the config's "
+                             "as the last row runs it (--compile_upstream true first: the config's "
                              "'auto' would run eager here; exploration, the speedup is always "
                              "the committed config's)")
     parser.add_argument("--compile-cache", type=Path, default=None, metavar="FILE",
@@ -716,7 +722,7 @@ def main() -> int:
     rows = [row for row in rows if wanted(row[0])]
     for j, spec in enumerate(args.tries, 1):
         label, _, opts = spec.partition("=")
-        rows.append((f"try_{j}", label, [*LONG_RUN, *opts.split()]))  # as row 12 runs
+        rows.append((f"try_{j}", label, [*LONG_RUN, *opts.split()]))  # as the last row runs
     profiled = args.profile_row or (rows[-1][0] if rows else None)
     for name, label, extra in rows:
         def timed(r: dict, name=name, label=label) -> None:

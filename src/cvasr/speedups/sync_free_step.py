@@ -379,7 +379,10 @@ def train_one_epoch(model: torch.nn.Module, iterator: Iterable,
         if why is None:
             copies = bf16_weight_copies.Bf16WeightCopies.for_model(model, optimizers)
         elif not getattr(model, "_bf16_weight_copies_refused", False):
-            logging.warning(f"bf16_weight_copies: off, since {why}")
+            # a CPU or DDP run of the committed config is expected and told once; a setting
+            # that rules the copies out (the optimizer, autocast, accumulation) is a warning
+            expected = device != "cuda" or distributed
+            (logging.info if expected else logging.warning)(f"bf16_weight_copies: off, since {why}")
             model._bf16_weight_copies_refused = True
     model.train()
     plan = EpochPlan(device, amp, log_interval, distributed, host_lengths, through_ddp,
