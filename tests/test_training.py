@@ -485,7 +485,8 @@ def test_transcribe_decodes_as_stage5_recorded_with_and_without_the_lm(
     sf.write(wav, samples, rate, subtype="PCM_16")  # the dumped samples exactly
 
     write_record(demo_exp, with_lm)
-    try:
+    threads = torch.get_num_threads()  # --nj sets this process's; later tests compare numbers
+    try:                               # with fresh interpreters (test_interop)
         assert main(["transcribe", "--model", str(demo_exp), "--nj", "1", str(wav)]) == 0
         assert capsys.readouterr().out == f"{wav}\t{lm_text[utt]}\n"
         assert main(["transcribe", "--model", str(demo_exp), "--no-lm", "--nj", "1",
@@ -493,6 +494,7 @@ def test_transcribe_decodes_as_stage5_recorded_with_and_without_the_lm(
         assert capsys.readouterr().out == f"{wav}\t{beam_text[utt]}\n"
     finally:
         (demo_exp / "decoding.yaml").unlink()
+        torch.set_num_threads(threads)
     assert read_table(dump / "test" / "text")[utt]  # a real utterance with a reference
 
 
