@@ -420,3 +420,17 @@ def test_rank_sums_average_as_espnet2s_recursive_average(tmp_path: Path) -> None
                                            atol=0, equal_nan=True)
         assert torch.isnan(got["ours"][1]["a"])  # NaN on every rank
         assert got["ours"][0]["b"].item() == 2 * (2 * 4.0) / 6  # rank 0's NaN left out, x 2
+
+
+def test_bf16_weight_copies_on_the_cpu_are_told_at_info_and_change_nothing(
+        tmp_path: Path, caplog: pytest.LogCaptureFixture) -> None:
+    """The committed XLS-R config asks for the copies; a CPU run of it trains exactly as without
+    them and says so once, at INFO: an expected fallback, not a warning on every console."""
+    ref = train("ours", options(tmp_path), batches(), True)
+    with caplog.at_level(logging.INFO):
+        ours = train("ours", options(tmp_path, "--bf16_weight_copies", "true"), batches(), True)
+    said = [r for r in caplog.records if "bf16_weight_copies: off" in r.getMessage()]
+    assert [(r.levelno, r.getMessage()) for r in said] == [
+        (logging.INFO, "bf16_weight_copies: off, since the run is not on a GPU")]
+    for a, b in zip(ours[0].parameters(), ref[0].parameters()):
+        assert torch.equal(a, b)

@@ -6,9 +6,8 @@ back to fp32 in the backward (read 2, write 4), and fused Adam then reads the fp
 (4): for XLS-R 300M's 302 M linear parameters about 4.2 GB of memory traffic a step, ~1.1 ms
 of an H200's ~53 ms step predicted; measured, the GPU's work an epoch 4.4% less and the step
 3.6% faster in the same run (bench/NOTES.md, rounds 20-21). Here, for the training epoch, each
-trainable
-`nn.Linear`'s weight and bias are swapped in the module for a bf16 copy (a parameter of its
-own): autocast finds them in bf16 and casts nothing, and the backward leaves the GEMMs' bf16
+trainable `nn.Linear`'s weight and bias are swapped in the module for a bf16 copy (a parameter
+of its own): autocast finds them in bf16 and casts nothing, and the backward leaves the GEMMs' bf16
 gradients on the copies. One Triton kernel then updates the fp32 weights with Adam from those
 bf16 gradients and writes the new bf16 copies in the same pass (28 bytes a parameter, as fused
 Adam's fp32 update reads and writes).
