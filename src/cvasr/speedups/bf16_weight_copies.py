@@ -140,16 +140,25 @@ class _Group:
     aligned: bool = False  # every static address a multiple of ALIGN
 
 
+def unavailable_here(device: str, distributed: bool) -> str | None:
+    """Why the run's device or launch rules the copies out, or None: the expected case of a CPU
+    or DDP run of a config that asks for them (the trainer says it at INFO, not as a warning)."""
+    if device != "cuda":
+        return "the run is not on a GPU"
+    if distributed:
+        return "DDP's reducer holds the fp32 parameters (one process only)"
+    return None
+
+
 def unsupported_reason(optimizers: Sequence[torch.optim.Optimizer], device: str,
                        autocast_dtype: torch.dtype | None, distributed: bool,
                        accum_grad: int = 1) -> str | None:
     """Why bf16 weight copies cannot be used in this run, or None."""
-    if device != "cuda":
-        return "the run is not on a GPU"
+    here = unavailable_here(device, distributed)
+    if here is not None:
+        return here
     if autocast_dtype != torch.bfloat16:
         return "the step does not run under bf16 autocast (use_amp with bf16)"
-    if distributed:
-        return "DDP's reducer holds the fp32 parameters (one process only)"
     if accum_grad > 1:  # the copies' gradients would add up in bf16, the weights' in fp32
         return "accum_grad > 1 would add the gradients up in bf16"
     for optimizer in optimizers:

@@ -379,9 +379,9 @@ def train_one_epoch(model: torch.nn.Module, iterator: Iterable,
         if why is None:
             copies = bf16_weight_copies.Bf16WeightCopies.for_model(model, optimizers)
         elif not getattr(model, "_bf16_weight_copies_refused", False):
-            # a CPU or DDP run of the committed config is expected and told once; a setting
-            # that rules the copies out (the optimizer, autocast, accumulation) is a warning
-            expected = device != "cuda" or distributed
+            # told once; a setting that rules the copies out (the optimizer, autocast,
+            # accumulation) is a warning, a CPU or DDP run of a config asking for them is not
+            expected = bf16_weight_copies.unavailable_here(device, distributed) is not None
             (logging.info if expected else logging.warning)(f"bf16_weight_copies: off, since {why}")
             model._bf16_weight_copies_refused = True
     model.train()
