@@ -9,7 +9,11 @@ much of a Python-bound loop's speed is left while another thread writes a state 
 - `torch.save(path)`: what the writer does now;
 - `torch.save(BytesIO)`: serialising into memory only;
 - `file.write(buffer)`: writing those bytes with Python's file object (which releases the GIL
-  during the system call).
+  during the system call);
+- `writer process`: what the writer does since round 23 (cvasr.training.writer_process): the
+  thread copies the state into one buffer (cvasr.training.snapshot) and hands it to a process
+  of its own, which torch.saves it; the process is started before the loop is timed, as a
+  training run's is at its first checkpoint.
 
 With `--device cuda` the state lives on the GPU and the loop launches small GPU ops, as the
 training loop's CPU side does; each write then copies to the host on a stream of its own, as
@@ -35,6 +39,10 @@ from typing import Callable
 
 import torch
 
+from cvasr.training.checkpoints import _host_copies_off_the_training_stream, _snapshot_taken
+from cvasr.training.snapshot import Snapshot
+from cvasr.training.writer_process import WriterProcess
+
 
 def loop_iteration(x: torch.Tensor) -> None:
     """A Python-bound stand-in for the training loop's CPU side: many small ops."""
@@ -55,8 +63,6 @@ def loop_alone(seconds: float, device: str) -> float:
 
 def loop_beside(write: Callable[[], None], device: str) -> dict:
     """The loop's iterations while `write` runs in a thread."""
-    from cvasr.training.checkpoints import _host_copies_off_the_training_stream, _snapshot_taken
-
     done = threading.Event()
     taken = _snapshot_taken()  # None on the CPU
 
@@ -109,15 +115,28 @@ def main() -> int:
         with open(path, "wb") as f:
             f.write(held["buffer"].getbuffer())
 
+    process = WriterProcess()
+    # started and (on a GPU) its CUDA context up, as in a run after its first checkpoint
+    process.save(Snapshot.take({"warm-up": torch.zeros(1, device=args.device)}), path)
+
+    def save_process() -> None:
+        process.save(Snapshot.take(state), path)
+
     alone = round(loop_alone(3.0, args.device), 1)  # as the JSON has it: shares follow from it
     rows = {}
     for name, write in (("torch.save(path)", save_path), ("torch.save(BytesIO)", save_memory),
-                        ("file.write(buffer)", write_buffer)):
+                        ("file.write(buffer)", write_buffer), ("writer process", save_process)):
         rows[name] = loop_beside(write, args.device)
         rows[name]["loop_share"] = round(rows[name]["loop_it_per_s"] / alone, 3)
         os.sync()
+    written = torch.load(path, map_location="cpu")  # the writer process's file, the last one
+    same = written.keys() == state.keys() and all(
+        torch.equal(written[k], v.cpu()) for k, v in state.items())
+    rows["writer process"]["file_equals_state"] = same
+    process.close()
     path.unlink(missing_ok=True)
 
+    print(f"the writer process's file equals the state: {same}")
     print(f"{len(state)} tensors, {args.gib} GiB on {args.device}; the loop alone: {alone:.0f} it/s "
           f"({os.cpu_count()} CPUs, torch {torch.__version__})")
     print(f"| {'while another thread runs':<22} | write s | loop it/s | share | longest ms | p99 ms |")

@@ -75,6 +75,10 @@ case $job in
             | tee "$out/e2e_log.txt" || status=$?
         exp=$work/recipe/exp/asr_train_xlsr300m_ctc_char
         cp "$exp/train.log" "$out/ours_train.log" 2>/dev/null || true
+        # --trace_stalls_after's dumps (round 22's run left them behind)
+        for traces in "$exp"/stall_traces*.txt; do
+            [ -f "$traces" ] && cp "$traces" "$out/ours_$(basename "$traces")"
+        done
         cp "$work/bench.log" "$out/bench.log" 2>/dev/null || true
         du -sh "$exp/compile_cache" > "$out/compile_cache_size.txt" 2>/dev/null || true
         ;;

@@ -1,15 +1,21 @@
 """Stage 4's between-epoch writes (cvasr.training.checkpoints): when a checkpoint is due, which
-epoch model files exist, and that a checkpoint on disk always has the epoch files it names."""
+epoch model files exist, that a checkpoint on disk always has the epoch files it names, and the
+snapshot and writer process that write them (cvasr.training.snapshot, .writer_process)."""
 
 from __future__ import annotations
 
+import os
+import signal
 from pathlib import Path
 
 import pytest
 import torch
 
 from cvasr.training.checkpoints import EpochWriter, nbest_epochs
+from cvasr.training.snapshot import Snapshot
 from cvasr.training.validation import has_validated, sort_validated_epochs, validates
+from cvasr.training import writer_process
+from cvasr.training.writer_process import WriterProcess
 
 CRITERIA = [["valid", "cer_ctc", "min"]]
 
@@ -119,3 +125,100 @@ def test_epoch_files_follow_the_nbest_and_the_checkpoints(tmp_path: Path,
                         background=False)
     assert again.restore() == [2, 4]
     assert torch.equal(torch.load(tmp_path / "2epoch.pth")["w"], torch.full((3,), 2.0))
+
+
+def sample_state() -> dict:
+    """A state of the kinds a checkpoint holds: tensors of several dtypes and shapes (0-d,
+    empty, not contiguous), nested in dicts, lists and tuples, beside plain values."""
+    torch.manual_seed(0)
+    return {"model": {"w": torch.randn(5, 7), "w_t": torch.randn(7, 5).t(),
+                      "half": torch.randn(3).half(), "count": torch.arange(4),
+                      "empty": torch.zeros(0, 3)},
+            "optimizers": [{"state": {0: {"step": torch.tensor(12.0)}}, "lr": 3e-4}],
+            "rng": (7, [1.5, "mt"], torch.ByteTensor([1, 2, 3]), torch.tensor([True, False])),
+            "reporter": {"epoch": 3}}
+
+
+def assert_same_state(got, want) -> None:
+    if isinstance(want, torch.Tensor):
+        assert isinstance(got, torch.Tensor) and got.dtype == want.dtype
+        assert got.shape == want.shape and torch.equal(got, want)
+    elif isinstance(want, dict):
+        assert list(got) == list(want)
+        for k in want:
+            assert_same_state(got[k], want[k])
+    elif isinstance(want, (list, tuple)):
+        assert type(got) is type(want) and len(got) == len(want)
+        for g, w in zip(got, want):
+            assert_same_state(g, w)
+    else:
+        assert got == want
+
+
+def test_snapshot_copies_every_tensor_into_one_buffer_and_back() -> None:
+    state = sample_state()
+    before = sample_state()
+    snapshot = Snapshot.take(state)
+    assert len(snapshot.buffers) == 1 and snapshot.buffers[0].dtype == torch.uint8
+    assert snapshot.nbytes == sum(t.numel() * t.element_size() for t in
+                                  [*state["model"].values(),
+                                   state["optimizers"][0]["state"][0]["step"],
+                                   state["rng"][2], state["rng"][3]])
+    for t in state["model"].values():  # training goes on: the snapshot must not change
+        t.add_(1)
+    views = snapshot.views()
+    assert_same_state(views, before)
+    assert views["model"]["w"].untyped_storage().data_ptr() == \
+        snapshot.buffers[0].untyped_storage().data_ptr()
+    own = snapshot.materialise()
+    assert_same_state(own, before)
+    for t in own["model"].values():  # each its own storage, as torch.save would write it
+        assert t.untyped_storage().nbytes() == t.numel() * t.element_size()
+
+
+def test_writer_process_writes_what_torch_save_writes(tmp_path: Path) -> None:
+    state = sample_state()
+    writer = WriterProcess()
+    try:
+        writer.save(Snapshot.take(state), tmp_path / "checkpoint.pth")
+        assert writer.pid != os.getpid() and writer._process.poll() is None
+        writer.save(Snapshot.take({"again": torch.ones(2)}), tmp_path / "second.pth")
+        with pytest.raises(RuntimeError, match="failed to write .*missing/x.pth(.|\n)*"
+                                               "No such file or directory"):
+            writer.save(Snapshot.take(state), tmp_path / "missing" / "x.pth")
+    finally:
+        code = writer.close()
+    assert code == 0
+    assert_same_state(torch.load(tmp_path / "checkpoint.pth", weights_only=False),
+                      sample_state())
+    assert torch.equal(torch.load(tmp_path / "second.pth")["again"], torch.ones(2))
+    assert not list(tmp_path.glob("*.partial"))
+
+
+def test_a_dead_writer_process_leaves_the_writes_to_the_training_process(
+        tmp_path: Path, caplog: pytest.LogCaptureFixture) -> None:
+    writer = EpochWriter(tmp_path, max_epoch=3, criteria=CRITERIA, keep_nbest=1)
+    for epoch in range(1, 4):
+        if epoch == 2:  # killed between two checkpoints (say, by the OOM killer)
+            os.kill(writer._process.pid, signal.SIGKILL)
+        writer.on_checkpoint({"model": {"w": torch.full((2,), float(epoch))},
+                              "reporter": reporter_state([0.5] * epoch)})
+        writer.on_epoch_model(epoch, {"w": torch.full((2,), float(epoch))})
+        writer.wait()
+        state = torch.load(tmp_path / "checkpoint.pth", weights_only=False)
+        assert torch.equal(state["model"]["w"], torch.full((2,), float(epoch)))
+        assert (writer._process is None) == (epoch >= 2)
+    writer.close()
+    assert "not handed to the checkpoint writer process" in caplog.text or \
+        "died writing" in caplog.text
+    assert "this process writes the checkpoints from now on" in caplog.text
+
+
+def test_a_synced_save_loads_as_torch_saves(tmp_path: Path,
+                                            monkeypatch: pytest.MonkeyPatch) -> None:
+    monkeypatch.setattr(writer_process, "SYNC_EVERY_BYTES", 1024)  # synced many times
+    state = sample_state()
+    state["big"] = torch.randn(64, 64)  # 16 KiB
+    writer_process.save_synced(state, tmp_path / "synced.pth")
+    assert_same_state(torch.load(tmp_path / "synced.pth", weights_only=False), state)
+    assert [p.name for p in tmp_path.iterdir()] == ["synced.pth"]

@@ -9,11 +9,15 @@ espnet2's loop unchanged (its calls are routed through `EpochWriter`):
 - `checkpoint.pth` (with the RNG states, for exact resumes) is written when
   `checkpoint_every_minutes` have passed since the last one, or every `checkpoint_every_epochs`
   epochs, and always after the last epoch (both 0: every epoch, espnet2's way). The state is
-  copied on its own device at the epoch's end (a device-to-device copy: milliseconds) and written
-  by a background thread under a temporary name, then renamed: training goes on meanwhile, and a
-  kill at any moment leaves the previous checkpoint whole. The thread copies a GPU's tensors to
-  the host on a stream of its own (`_host_copies_off_the_training_stream`): on the training's
-  stream each copy held back the training kernels queued after it (bench/NOTES.md, round 14).
+  copied on its own device at the epoch's end (cvasr.training.snapshot: a few device-to-device
+  copies, milliseconds) and written under a temporary name, then renamed: training goes on
+  meanwhile, and a kill at any moment leaves the previous checkpoint whole. With
+  `background` a thread of this process hands the copy to a writer process
+  (cvasr.training.writer_process: torch.save in a thread held the training loop's GIL, 1-2.6 s
+  as each 3.8 GB write ended, rounds 16 and 22) and waits for it; where no process can take it,
+  the thread writes it itself. A GPU's tensors reach the host on a stream of their own
+  (`_host_copies_off_the_training_stream`): on the training's stream each copy held back the
+  training kernels queued after it (bench/NOTES.md, round 14).
 - `{epoch}epoch.pth` model files exist for the averaging of the n best at the end: an epoch's
   model is kept in memory (on its device) while it is among the n best by the best-model
   criterion, or is the latest, and goes to disk with the next checkpoint. It is written into
@@ -40,26 +44,14 @@ from typing import Any, Callable, Iterator
 
 import torch
 
+from cvasr.training.snapshot import Snapshot
 from cvasr.training.validation import has_validated, sort_validated_epochs
+from cvasr.training.writer_process import HandoverError, WriterProcess, atomic_save
 
 EPOCH_FILE = re.compile(r"(\d+)epoch\.pth")
 CHECKPOINT = "checkpoint.pth"
 #: where the epoch models of the checkpoint on disk live (espnet2 does not look there)
 CHECKPOINT_MODELS = "checkpoint_models"
-
-
-def _clone(obj: Any) -> Any:
-    """A copy of a (nested) state whose tensors training cannot change: each tensor cloned on
-    its own device."""
-    if isinstance(obj, torch.Tensor):
-        return obj.detach().clone()
-    if isinstance(obj, dict):
-        return {k: _clone(v) for k, v in obj.items()}
-    if isinstance(obj, list):
-        return [_clone(v) for v in obj]
-    if isinstance(obj, tuple):
-        return tuple(_clone(v) for v in obj)
-    return obj
 
 
 def _snapshot_taken() -> tuple[torch.cuda.Event, int] | None:
@@ -88,13 +80,6 @@ def _host_copies_off_the_training_stream(taken: tuple[torch.cuda.Event, int] | N
         stream.wait_event(event)
         with torch.cuda.stream(stream):
             yield
-
-
-def atomic_save(save: Callable[..., None], obj: Any, path: Path) -> None:
-    """`save(obj, path)` under a temporary name, then renamed into place."""
-    partial = Path(f"{os.fspath(path)}.partial")
-    save(obj, partial)
-    os.replace(partial, path)
 
 
 def _link_or_copy(source: Path, target: Path) -> None:
@@ -130,19 +115,28 @@ class EpochWriter:
         self.output_dir = Path(output_dir)
         self.max_epoch, self.criteria, self.keep_nbest = max_epoch, criteria, keep_nbest
         self.every_minutes, self.every_epochs = every_minutes, every_epochs
-        self._save, self._rng_states, self._rng_key = save, rng_states, rng_key
+        self._save_fn, self._rng_states, self._rng_key = save, rng_states, rng_key
         self._pool = ThreadPoolExecutor(max_workers=1, thread_name_prefix="cvasr-checkpoint") \
             if background else None
+        # the writer process serves torch.save only; another `save` (tests) runs in the thread
+        self._process = WriterProcess() if background and save is torch.save else None
+        if self._process is not None:
+            try:
+                self._process.start()  # up by the first checkpoint
+            except OSError as e:
+                logging.warning(f"checkpoints: no writer process ({e}); this process writes "
+                                "them, which can hold training back while each is written")
+                self._process = None
         self._pending: list[Future] = []
         self._last_checkpoint = time.monotonic()
-        self._models: dict[int, dict] = {}  # epoch -> model state, on its device
+        self._models: dict[int, Snapshot] = {}  # epoch -> model state, on its device
         self._kept_dir = self.output_dir / CHECKPOINT_MODELS
         self._on_disk: set[int] = {int(m.group(1)) for p in self._kept_dir.glob("*epoch.pth")
                                    if (m := EPOCH_FILE.fullmatch(p.name))} \
             if self._kept_dir.is_dir() else set()
         self._wanted: set[int] = set()
         self._lock = threading.Lock()
-        self._due: dict | None = None  # this epoch's checkpoint, when one is due
+        self._due: Snapshot | None = None  # this epoch's checkpoint, when one is due
         self.checkpoints_written = 0
 
     def restore(self) -> list[int]:
@@ -174,10 +168,9 @@ class EpochWriter:
         with self._lock:
             self._wanted = nbest_epochs(reporter, self.criteria, self.keep_nbest) | {epoch}
         if self.checkpoint_due(epoch):
-            snapshot = _clone(state)
             if self._rng_states is not None:
-                snapshot[self._rng_key] = self._rng_states()
-            self._due = snapshot
+                state = {**state, self._rng_key: self._rng_states()}
+            self._due = Snapshot.take(state)
             self._last_checkpoint = time.monotonic()
 
     def on_epoch_model(self, epoch: int, model_state: dict) -> None:
@@ -185,7 +178,7 @@ class EpochWriter:
         wanted; with a checkpoint due, write the wanted models and then the checkpoint."""
         with self._lock:
             wanted = set(self._wanted)
-        self._models[epoch] = _clone(model_state)
+        self._models[epoch] = Snapshot.take(model_state)
         for e in [e for e in self._models if e not in wanted]:
             del self._models[e]
         if self._due is not None:
@@ -213,6 +206,8 @@ class EpochWriter:
         self.wait()
         if self._pool is not None:
             self._pool.shutdown(wait=True)
+        if self._process is not None:
+            self._process.close()
 
     # ---- the writing (in the background thread when there is one)
     def _submit(self, fn: Callable[..., None], *args: Any) -> None:
@@ -225,26 +220,38 @@ class EpochWriter:
         self._pending = [f for f in self._pending if not f.done() or f.exception()]
         self._pending.append(self._pool.submit(fn, *args, taken))
 
-    def _write(self, models: dict[int, dict], checkpoint: dict | None,
+    def _write(self, models: dict[int, Snapshot], checkpoint: Snapshot | None,
                keep: set[int] | None, taken: tuple[torch.cuda.Event, int] | None) -> None:
         """The new epoch models into checkpoint_models/ (linked where espnet2 reads them), then
         the checkpoint, then checkpoint_models/ pruned to the n best the checkpoint names."""
         with _host_copies_off_the_training_stream(taken):
             self._write_files(models, checkpoint, keep)
 
-    def _write_files(self, models: dict[int, dict], checkpoint: dict | None,
+    def _save(self, snapshot: Snapshot, path: Path) -> None:
+        """One file: by the writer process where there is one, else here."""
+        if self._process is not None:
+            try:
+                self._process.save(snapshot, path)
+                return
+            except HandoverError as e:
+                logging.warning(f"{e}; this process writes the checkpoints from now on, which "
+                                "can hold training back while each is written")
+                self._process = None
+        atomic_save(self._save_fn, snapshot.materialise(), path)
+
+    def _write_files(self, models: dict[int, Snapshot], checkpoint: Snapshot | None,
                      keep: set[int] | None) -> None:
         start = time.perf_counter()
         self._kept_dir.mkdir(parents=True, exist_ok=True)
         for epoch, state in sorted(models.items()):
             kept = self._kept_dir / f"{epoch}epoch.pth"
-            atomic_save(self._save, state, kept)
+            self._save(state, kept)
             with self._lock:
                 wanted = epoch in self._wanted
             if wanted:  # else it left the n best while being written: espnet2 is done with it
                 _link_or_copy(kept, self.output_dir / kept.name)
         if checkpoint is not None:
-            atomic_save(self._save, checkpoint, self.output_dir / CHECKPOINT)
+            self._save(checkpoint, self.output_dir / CHECKPOINT)
             self.checkpoints_written += 1
         if keep is not None:
             for path in self._kept_dir.glob("*epoch.pth"):
@@ -252,6 +259,6 @@ class EpochWriter:
                 if m and int(m.group(1)) not in keep:
                     path.unlink()
         logging.info(f"wrote {len(models)} epoch model(s)"
-                     + (f" and {CHECKPOINT} (epoch {checkpoint['reporter']['epoch']})"
+                     + (f" and {CHECKPOINT} (epoch {checkpoint.skeleton['reporter']['epoch']})"
                         if checkpoint is not None else "")
                      + f" in {time.perf_counter() - start:.1f} s")

@@ -51,12 +51,13 @@ from cvasr.speedups.sync_free_step import DEFAULT_DDP_HOST_LENGTHS, DEFAULT_DDP_
 from cvasr.speedups.persistent_loader import PersistentSequenceIterFactory
 from cvasr.speedups.float8_ffn import convert_ffn_to_float8
 from cvasr.speedups.regional_compile import compile_encoder_layers
-from cvasr.training.checkpoints import CHECKPOINT, EPOCH_FILE, EpochWriter, atomic_save
+from cvasr.training.checkpoints import CHECKPOINT, EPOCH_FILE, EpochWriter
 from cvasr.training.launch import close_process_group, fork_data_workers, set_nccl_defaults
 from cvasr.training.plots import plot_curves
 from cvasr.training.profiling import profile_path, profiled
 from cvasr.training.stalls import StallTracer, traces_path
 from cvasr.training.validation import ranking_validated_epochs, validates
+from cvasr.training.writer_process import atomic_save
 
 RNG_KEY = "cvasr_rng_states"
 #: torch.compile modes --compile_mode accepts. The max-autotune ones time inductor's own GEMM
@@ -204,8 +205,9 @@ class SafeCheckpointTrainer(Trainer):
                             help="also write checkpoint.pth every this many epochs (0: off)")
         parser.add_argument("--background_checkpoints", type=str2bool,
                             default=defaults.background_checkpoints,
-                            help="write checkpoints from a device copy in a background thread "
-                                 "while training goes on")
+                            help="write checkpoints from a device copy while training goes "
+                                 "on: a background thread hands the copy to a writer process "
+                                 "(cvasr.training.writer_process)")
         parser.add_argument("--plot_every_epochs", type=int, default=defaults.plot_every_epochs,
                             help="draw the training curves (images/*.png) every this many "
                                  "epochs; 0: once, at the end")
@@ -312,7 +314,9 @@ class SafeCheckpointTrainer(Trainer):
             max(keep) if isinstance(keep, (list, tuple)) and keep else int(keep or 1),
             every_minutes=getattr(options, "checkpoint_every_minutes", 0.0),
             every_epochs=getattr(options, "checkpoint_every_epochs", 0),
-            background=getattr(options, "background_checkpoints", False),
+            # espnet2 saves on rank 0 only: the other ranks need no writer process
+            background=(getattr(options, "background_checkpoints", False)
+                        and getattr(kwargs.get("distributed_option"), "dist_rank", 0) in (0, None)),
             save=torch.save, rng_states=_rng_states, rng_key=RNG_KEY)
         if getattr(options, "resume", False):
             writer.restore()

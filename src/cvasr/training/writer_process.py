@@ -1,0 +1,199 @@
+"""Checkpoints written by a process of their own, forced to disk as they are written.
+
+Why: stage 4 wrote `checkpoint.pth` (3.8 GB for XLS-R 300M with Adam) from a background thread
+of the training process, and on an H200 the training loop stalled 1.0-2.6 s each time such a
+write ended (bench/NOTES.md, rounds 16 and 22). Two causes are in reach: torch.save pickles and
+writes under the GIL, which the loop needs to launch its steps (bench/checkpoint_gil.py: holds of
+tens of milliseconds on the GPU machine's 16 CPUs, up to 1.6 s on 2), and the file going to disk
+all at once when it is renamed into place (_SyncedFile). Here the training process hands the
+writer a Snapshot (cvasr.training.snapshot): a GPU buffer as a CUDA IPC handle, a host buffer as
+a shared-memory file, so nothing is copied to the host or serialised on the training side; the
+writer copies the tensors to its own memory, torch.saves them under a temporary name, forced to
+disk as it goes, and renames the file. The files load as torch.save of the state would, its
+tensors on the host.
+
+The process is started with the run (EpochWriter) and serves it; it exits when the training
+process closes the pipe, or dies (the pipe's end then reads EOF), so a kill -9 of training
+leaves no writer behind beyond the file it is writing. A failed write raises in the training
+process with the writer's traceback; a writer that died leaves the snapshot to be written by
+the training process (HandoverError).
+"""
+
+from __future__ import annotations
+
+import logging
+import multiprocessing
+import multiprocessing.connection
+import os
+import subprocess
+import sys
+import traceback
+from pathlib import Path
+from typing import Any, Callable
+
+import torch
+import torch.multiprocessing  # noqa: F401 - its reductions: CUDA IPC, shared memory
+
+from cvasr.training.snapshot import Snapshot
+
+
+class HandoverError(RuntimeError):
+    """The writer process could not take a snapshot, or died with it: the snapshot is intact
+    and can be written another way (unlike a write that failed, a full disk say)."""
+
+
+def atomic_save(save: Callable[..., None], obj: Any, path: Path) -> None:
+    """`save(obj, path)` under a temporary name, then renamed into place: a kill at any moment
+    leaves the previous file whole."""
+    partial = Path(f"{os.fspath(path)}.partial")
+    save(obj, partial)
+    os.replace(partial, path)
+
+
+#: how many bytes of a file being written may wait in the page cache (see _SyncedFile)
+SYNC_EVERY_BYTES = 256 * 2**20
+
+
+class _SyncedFile:
+    """What torch.save writes to in the writer process: a file whose bytes are forced to disk
+    every SYNC_EVERY_BYTES. Why: written through the page cache alone, a 3.8 GB checkpoint went
+    to disk all at once when it was renamed into place (ext4 flushes a file renamed over another
+    before the rename commits, and a journal commit holds back every process's file-system
+    changes, a log line's included), which is where round 16's and round 22's stalls of 1-2.6 s
+    fell: at the end of each write. Forced out piecemeal, no commit waits for more than a piece."""
+
+    def __init__(self, file: Any) -> None:
+        self._file, self._unsynced = file, 0
+
+    def write(self, data: Any) -> int:
+        written = self._file.write(data)
+        self._unsynced += written
+        if self._unsynced >= SYNC_EVERY_BYTES:
+            self._file.flush()
+            os.fdatasync(self._file.fileno())
+            self._unsynced = 0
+        return written
+
+    def flush(self) -> None:
+        self._file.flush()
+
+
+def save_synced(obj: Any, path: Path) -> None:
+    """torch.save(obj) to `path` as atomic_save does it, the file on disk before the rename (a
+    crash after the rename cannot leave an empty checkpoint either)."""
+    partial = Path(f"{os.fspath(path)}.partial")
+    with open(partial, "wb") as file:
+        torch.save(obj, _SyncedFile(file))
+        file.flush()
+        os.fsync(file.fileno())
+    os.replace(partial, path)
+
+
+def _serve(conn: Any) -> None:
+    """The writer process: (skeleton, buffers, path) in, ("ok", None) or ("error", traceback)
+    out, until None or EOF."""
+    while True:
+        try:
+            message = conn.recv()
+        except EOFError:  # the training process is gone
+            return
+        if message is None:
+            return
+        skeleton, buffers, path = message
+        del message
+        try:
+            state = Snapshot(skeleton, buffers).materialise()
+            del buffers  # the training process may reuse that memory now
+            save_synced(state, Path(path))
+            del state
+            reply: tuple[str, str | None] = ("ok", None)
+        except BaseException:  # noqa: BLE001 - sent to the training process, which raises it
+            reply = ("error", traceback.format_exc())
+        try:
+            conn.send(reply)
+        except (BrokenPipeError, EOFError, OSError):
+            return
+
+
+class WriterProcess:
+    """The training side: `save(snapshot, path)` returns when the file is in place. One caller
+    at a time (the EpochWriter's thread).
+
+    The process is `python -m cvasr.training.writer_process`, not a multiprocessing spawn: that
+    would import the training's main module again (espnet2 and all, 9 s and a console of import
+    messages on a 2-CPU machine); this imports torch and this module (about 1 s). It gets its end
+    of a multiprocessing pipe and this process's authkey (with which it fetches the
+    shared-memory files of host tensors from this process), so torch.multiprocessing's sharing
+    works as it does between multiprocessing's own processes.
+    """
+
+    def __init__(self) -> None:
+        self._process: subprocess.Popen | None = None
+        self._conn: Any = None
+
+    def start(self) -> None:
+        """Start the process (returns at once; it comes up while training goes on)."""
+        if self._process is not None:
+            return
+        parent, child = multiprocessing.Pipe()
+        env = {**os.environ, "PYTHONPATH": os.pathsep.join(p for p in sys.path if p)}
+        self._process = subprocess.Popen(
+            [sys.executable, "-m", "cvasr.training.writer_process", str(child.fileno())],
+            stdin=subprocess.PIPE, pass_fds=[child.fileno()], env=env)
+        child.close()
+        self._process.stdin.write(bytes(multiprocessing.current_process().authkey))
+        self._process.stdin.close()
+        self._conn = parent
+        logging.info(f"checkpoint writer process started (pid {self._process.pid})")
+
+    @property
+    def pid(self) -> int | None:
+        return None if self._process is None else self._process.pid
+
+    def save(self, snapshot: Snapshot, path: Path) -> None:
+        """`snapshot` written to `path`; HandoverError where it could not be handed over
+        (shared memory may be full, the process may be gone) or the process died with it,
+        RuntimeError where the write failed."""
+        try:
+            self.start()
+            self._conn.send((snapshot.skeleton, snapshot.buffers, os.fspath(path)))
+        except Exception as e:  # noqa: BLE001 - whatever stopped the handover, named
+            raise HandoverError(f"{path} not handed to the checkpoint writer process: "
+                                f"{type(e).__name__}: {e}") from e
+        try:
+            status, detail = self._conn.recv()
+        except (EOFError, OSError):  # its end closed, or reset
+            code = self._process.wait()
+            self._process = self._conn = None
+            raise HandoverError(f"the checkpoint writer process died writing {path} "
+                                f"(exit code {code})") from None
+        if status != "ok":
+            raise RuntimeError(f"the checkpoint writer process failed to write {path}:\n{detail}")
+
+    def close(self) -> int | None:
+        """Stop the process once its writes are done; its exit code."""
+        if self._process is None:
+            return None
+        try:
+            self._conn.send(None)
+        except OSError:
+            pass
+        self._conn.close()
+        try:
+            code = self._process.wait(timeout=60)
+        except subprocess.TimeoutExpired:
+            self._process.kill()
+            code = self._process.wait()
+        self._process = self._conn = None
+        return code
+
+
+def main(argv: list[str] | None = None) -> None:
+    """The writer process: argv[0] is the file descriptor of its pipe end, stdin the authkey."""
+    (fd,) = sys.argv[1:] if argv is None else argv
+    multiprocessing.current_process().authkey = sys.stdin.buffer.read()
+    _serve(multiprocessing.connection.Connection(int(fd)))
+
+
+if __name__ == "__main__":
+    main()
