@@ -167,6 +167,8 @@ class WriterProcess:
             self._process = self._conn = None
             raise HandoverError(f"the checkpoint writer process died writing {path} "
                                 f"(exit code {code})") from None
+        if torch.cuda.is_initialized():  # the shared buffers the writer has let go of, freed
+            torch.cuda.ipc_collect()     # (else torch warns of them as this process exits)
         if status != "ok":
             raise RuntimeError(f"the checkpoint writer process failed to write {path}:\n{detail}")
 
