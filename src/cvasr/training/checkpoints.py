@@ -206,6 +206,10 @@ class EpochWriter:
         self.wait()
         if self._pool is not None:
             self._pool.shutdown(wait=True)
+        # the epoch models were shared with the writer process: let them go before it stops
+        # (torch warns at exit of shared CUDA memory still held)
+        self._models.clear()
+        self._due = None
         if self._process is not None:
             self._process.close()
 

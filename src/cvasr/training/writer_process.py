@@ -187,6 +187,8 @@ class WriterProcess:
             self._process.kill()
             code = self._process.wait()
         self._process = self._conn = None
+        if torch.cuda.is_initialized():
+            torch.cuda.ipc_collect()
         return code
 
 
