@@ -59,12 +59,12 @@ def main() -> int:
                               str(args.epochs), "--device", args.device],
                              capture_output=True, text=True, check=False)
         checkpoint = torch.load(out / "checkpoint.pth", map_location="cpu", weights_only=False)
-        last = state_of(args.epochs, "cpu")
+        last = {k: v.cpu() for k, v in state_of(args.epochs, args.device).items()}
         result = {
             "device": args.device, "epochs": args.epochs, "child_exit_code": run.returncode,
             "checkpoint_epoch": checkpoint["reporter"]["epoch"],
-            "checkpoint_equal": all(torch.equal(checkpoint["model"][k], v.cpu())
-                                    for k, v in state_of(args.epochs, args.device).items()),
+            "checkpoint_equal": all(torch.equal(checkpoint["model"][k], v)
+                                    for k, v in last.items()),
             "epoch_files": sorted(p.name for p in out.glob("*epoch.pth")),
             "last_epoch_file_equal": all(
                 torch.equal(torch.load(out / f"{args.epochs}epoch.pth")[k], v)
