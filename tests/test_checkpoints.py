@@ -222,3 +222,29 @@ def test_a_synced_save_loads_as_torch_saves(tmp_path: Path,
     writer_process.save_synced(state, tmp_path / "synced.pth")
     assert_same_state(torch.load(tmp_path / "synced.pth", weights_only=False), state)
     assert [p.name for p in tmp_path.iterdir()] == ["synced.pth"]
+
+
+def test_release_file_frees_only_a_last_name(tmp_path: Path) -> None:
+    alone, shared, other = tmp_path / "alone", tmp_path / "shared", tmp_path / "other"
+    alone.write_bytes(b"a" * 5000)
+    shared.write_bytes(b"s" * 5000)
+    os.link(shared, other)
+    writer_process.release_file(alone)
+    writer_process.release_file(shared)  # `other` still names it: its data stays
+    writer_process.release_file(tmp_path / "missing")
+    assert sorted(p.name for p in tmp_path.iterdir()) == ["other"]
+    assert other.read_bytes() == b"s" * 5000
+
+
+def test_a_save_over_a_file_releases_it_and_any_leftover(tmp_path: Path,
+                                                         monkeypatch: pytest.MonkeyPatch) -> None:
+    monkeypatch.setattr(writer_process, "SYNC_EVERY_BYTES", 1024)  # released in pieces
+    path = tmp_path / "checkpoint.pth"
+    writer_process.save_synced({"w": torch.zeros(4096)}, path)
+    link = tmp_path / "kept.pth"
+    os.link(path, link)  # as checkpoint_models/ and {epoch}epoch.pth share a file
+    (tmp_path / "checkpoint.pth.replaced").write_bytes(b"left by a kill")
+    writer_process.save_synced({"w": torch.ones(4096)}, path)
+    assert sorted(p.name for p in tmp_path.iterdir()) == ["checkpoint.pth", "kept.pth"]
+    assert torch.equal(torch.load(path)["w"], torch.ones(4096))
+    assert torch.equal(torch.load(link)["w"], torch.zeros(4096))  # the replaced file, whole

@@ -46,7 +46,8 @@ import torch
 
 from cvasr.training.snapshot import Snapshot
 from cvasr.training.validation import has_validated, sort_validated_epochs
-from cvasr.training.writer_process import HandoverError, WriterProcess, atomic_save
+from cvasr.training.writer_process import (HandoverError, WriterProcess, atomic_save,
+                                                 release_file)
 
 EPOCH_FILE = re.compile(r"(\d+)epoch\.pth")
 CHECKPOINT = "checkpoint.pth"
@@ -261,7 +262,7 @@ class EpochWriter:
             for path in self._kept_dir.glob("*epoch.pth"):
                 m = EPOCH_FILE.fullmatch(path.name)
                 if m and int(m.group(1)) not in keep:
-                    path.unlink()
+                    release_file(path)
         logging.info(f"wrote {len(models)} epoch model(s)"
                      + (f" and {CHECKPOINT} (epoch {checkpoint.skeleton['reporter']['epoch']})"
                         if checkpoint is not None else "")
