@@ -444,7 +444,7 @@ def test_trace_kernels_sums_each_class_per_profiled_step() -> None:
         "other": {"calls": 1, "total_us": 5.0, "busy_us": 5.0}}
 
 
-def test_checkpoint_gil_bench_times_three_writes_against_the_loop_alone(tmp_path: Path) -> None:
+def test_checkpoint_gil_bench_times_four_writes_against_the_loop_alone(tmp_path: Path) -> None:
     out = tmp_path / "gil.json"
     run = subprocess.run([sys.executable, str(REPO / "bench" / "checkpoint_gil.py"), "--gib", "0.02",
                           "--dir", str(tmp_path), "--out", str(out)],
@@ -452,11 +452,40 @@ def test_checkpoint_gil_bench_times_three_writes_against_the_loop_alone(tmp_path
     assert run.returncode == 0, run.stderr[-2000:]
     result = json.loads(out.read_text())
     assert result["device"] == "cpu" and result["tensors"] == 5
-    assert list(result["rows"]) == ["torch.save(path)", "torch.save(BytesIO)", "file.write(buffer)"]
+    assert list(result["rows"]) == ["torch.save(path)", "torch.save(BytesIO)", "file.write(buffer)",
+                                    "writer process"]
     for row in result["rows"].values():
         assert row["write_s"] > 0 and row["loop_share"] == pytest.approx(
             row["loop_it_per_s"] / result["loop_alone_it_per_s"], abs=5e-4)
+    assert result["rows"]["writer process"]["file_equals_state"] is True
     assert not (tmp_path / "checkpoint_gil_probe.pth").exists()  # cleaned up
+
+
+def test_checkpoint_fs_bench_times_file_work_beside_each_way_of_writing(tmp_path: Path) -> None:
+    out = tmp_path / "fs.json"
+    run = subprocess.run([sys.executable, str(REPO / "bench" / "checkpoint_fs.py"), "--gib", "0.02",
+                          "--dir", str(tmp_path), "--out", str(out)],
+                         capture_output=True, text=True, timeout=300)
+    assert run.returncode == 0, run.stderr[-2000:]
+    result = json.loads(out.read_text())
+    assert list(result["rows"]) == ["save, rename (before round 23)", "save, fsync, rename",
+                                    "old file released piecewise"]
+    for row in result["rows"].values():
+        assert row["write_s"] > 0 and row["file_rounds"] >= 1
+        assert 0 < row["p99_ms"] <= row["longest_ms"]
+    assert list(tmp_path.iterdir()) == [out]  # its working dir and files removed
+
+
+def test_writer_process_check_passes_on_the_cpu(tmp_path: Path) -> None:
+    out = tmp_path / "check.json"
+    run = subprocess.run([sys.executable, str(REPO / "bench" / "writer_process_gpu.py"),
+                          "--device", "cpu", "--out", str(out)],
+                         capture_output=True, text=True, timeout=300)
+    assert run.returncode == 0, run.stderr[-2000:]
+    assert json.loads(out.read_text()) == {
+        "device": "cpu", "epochs": 4, "child_exit_code": 0, "checkpoint_epoch": 4,
+        "checkpoint_equal": True, "epoch_files": ["3epoch.pth", "4epoch.pth"],
+        "last_epoch_file_equal": True, "ipc_warning_at_exit": False}
 
 
 def test_compile_pays_start_up_and_steady_epochs_from_a_log(tmp_path: Path) -> None:
