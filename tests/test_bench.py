@@ -444,13 +444,17 @@ def test_trace_kernels_sums_each_class_per_profiled_step() -> None:
         "other": {"calls": 1, "total_us": 5.0, "busy_us": 5.0}}
 
 
-def test_checkpoint_gil_bench_times_four_writes_against_the_loop_alone(tmp_path: Path) -> None:
-    out = tmp_path / "gil.json"
-    run = subprocess.run([sys.executable, str(REPO / "bench" / "checkpoint_gil.py"), "--gib", "0.02",
-                          "--dir", str(tmp_path), "--out", str(out)],
+def run_bench(script: str, out: Path, *args: str) -> dict:
+    """bench/`script` run with `args` and `--out out`: the JSON it saved."""
+    run = subprocess.run([sys.executable, str(REPO / "bench" / script), *args, "--out", str(out)],
                          capture_output=True, text=True, timeout=300)
     assert run.returncode == 0, run.stderr[-2000:]
-    result = json.loads(out.read_text())
+    return json.loads(out.read_text())
+
+
+def test_checkpoint_gil_bench_times_four_writes_against_the_loop_alone(tmp_path: Path) -> None:
+    result = run_bench("checkpoint_gil.py", tmp_path / "gil.json", "--gib", "0.02",
+                       "--dir", str(tmp_path))
     assert result["device"] == "cpu" and result["tensors"] == 5
     assert list(result["rows"]) == ["torch.save(path)", "torch.save(BytesIO)", "file.write(buffer)",
                                     "writer process"]
@@ -463,11 +467,7 @@ def test_checkpoint_gil_bench_times_four_writes_against_the_loop_alone(tmp_path:
 
 def test_checkpoint_fs_bench_times_file_work_beside_each_way_of_writing(tmp_path: Path) -> None:
     out = tmp_path / "fs.json"
-    run = subprocess.run([sys.executable, str(REPO / "bench" / "checkpoint_fs.py"), "--gib", "0.02",
-                          "--dir", str(tmp_path), "--out", str(out)],
-                         capture_output=True, text=True, timeout=300)
-    assert run.returncode == 0, run.stderr[-2000:]
-    result = json.loads(out.read_text())
+    result = run_bench("checkpoint_fs.py", out, "--gib", "0.02", "--dir", str(tmp_path))
     assert list(result["rows"]) == ["save, rename (before round 23)", "save, fsync, rename",
                                     "old file released piecewise"]
     for row in result["rows"].values():
@@ -477,12 +477,7 @@ def test_checkpoint_fs_bench_times_file_work_beside_each_way_of_writing(tmp_path
 
 
 def test_writer_process_check_passes_on_the_cpu(tmp_path: Path) -> None:
-    out = tmp_path / "check.json"
-    run = subprocess.run([sys.executable, str(REPO / "bench" / "writer_process_gpu.py"),
-                          "--device", "cpu", "--out", str(out)],
-                         capture_output=True, text=True, timeout=300)
-    assert run.returncode == 0, run.stderr[-2000:]
-    assert json.loads(out.read_text()) == {
+    assert run_bench("writer_process_gpu.py", tmp_path / "check.json", "--device", "cpu") == {
         "device": "cpu", "epochs": 4, "child_exit_code": 0, "checkpoint_epoch": 4,
         "checkpoint_equal": True, "epoch_files": ["3epoch.pth", "4epoch.pth"],
         "last_epoch_file_equal": True, "ipc_warning_at_exit": False}
