@@ -12,10 +12,10 @@ espnet2's loop unchanged (its calls are routed through `EpochWriter`):
   copied on its own device at the epoch's end (cvasr.training.snapshot: a few device-to-device
   copies, milliseconds) and written under a temporary name, then renamed: training goes on
   meanwhile, and a kill at any moment leaves the previous checkpoint whole. With
-  `background` a thread of this process hands the copy to a writer process
-  (cvasr.training.writer_process: torch.save in a thread held the training loop's GIL, 1-2.6 s
-  as each 3.8 GB write ended, rounds 16 and 22) and waits for it; where no process can take it,
-  the thread writes it itself. A GPU's tensors reach the host on a stream of their own
+  `background` a thread of this process hands the copy to a writer process and waits for it
+  (cvasr.training.writer_process says why: a thread's torch.save and the file's rename held the
+  training loop 1-2.6 s as each 3.8 GB write ended, rounds 16, 22 and 23); where no process can
+  take it, the thread writes it itself. A GPU's tensors reach the host on a stream of their own
   (`_host_copies_off_the_training_stream`): on the training's stream each copy held back the
   training kernels queued after it (bench/NOTES.md, round 14).
 - `{epoch}epoch.pth` model files exist for the averaging of the n best at the end: an epoch's
@@ -47,7 +47,7 @@ import torch
 from cvasr.training.snapshot import Snapshot
 from cvasr.training.validation import has_validated, sort_validated_epochs
 from cvasr.training.writer_process import (HandoverError, WriterProcess, atomic_save,
-                                                 release_file)
+                                           release_file)
 
 EPOCH_FILE = re.compile(r"(\d+)epoch\.pth")
 CHECKPOINT = "checkpoint.pth"

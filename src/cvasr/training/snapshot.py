@@ -82,10 +82,6 @@ class Snapshot:
         return self.buffers[slot.buffer].narrow(0, slot.offset, slot.nbytes) \
             .view(slot.dtype).view(slot.shape)
 
-    def views(self) -> Any:
-        """The state with each tensor a view of its buffer (no copy)."""
-        return map_leaves(self.skeleton, Slot, self.tensor)
-
     def materialise(self) -> Any:
         """The state with tensors of their own on the host: torch.save writes each as a storage
         of its own, as it would the original state (views would share their buffer's)."""
@@ -95,7 +91,3 @@ class Snapshot:
             return view.to("cpu", copy=True) if view.device.type != "cpu" else view.clone()
 
         return map_leaves(self.skeleton, Slot, own)
-
-    @property
-    def nbytes(self) -> int:
-        return sum(b.numel() for b in self.buffers)

@@ -2,17 +2,17 @@
 
 Why: stage 4 wrote `checkpoint.pth` (3.8 GB for XLS-R 300M with Adam) from a background thread
 of the training process, and on an H200 the training loop stalled 1.0-2.6 s each time such a
-write ended (bench/NOTES.md, rounds 16 and 22). Two causes are in reach: torch.save pickles and
-writes under the GIL, which the loop needs to launch its steps (bench/checkpoint_gil.py: holds of
-tens of milliseconds on the GPU machine's 16 CPUs, up to 1.6 s on 2), and the file going to disk
-all at once when it is renamed into place (_SyncedFile). Here the training process hands the
-writer a Snapshot (cvasr.training.snapshot): a GPU buffer as a CUDA IPC handle, a host buffer as
-a shared-memory file, so nothing is copied to the host or serialised on the training side; the
-writer copies the tensors to its own memory, torch.saves them under a temporary name, forced to
-disk as it goes, renames the file and frees the file it replaced a piece at a time
-(release_file: freed at once, its blocks held every process's file-system changes, an unlink in
-the training loop's between-epoch work included). The files load as torch.save of the state
-would, its tensors on the host.
+write ended (bench/NOTES.md, rounds 16 and 22). Beside a thread's torch.save to a file, a
+Python-bound loop on an H200 machine was held 2.04 s once (bench/checkpoint_gil.py; 30 ms beside
+torch.save to memory): torch's file writer keeps the GIL while the write waits on the disk. Here
+the training process hands the writer a Snapshot (cvasr.training.snapshot): a GPU buffer as a
+CUDA IPC handle, a host buffer as a shared-memory file, so nothing is copied to the host or
+serialised on the training side; the writer copies the tensors to its own memory, torch.saves
+them under a temporary name, forced to disk as it goes (_SyncedFile), renames the file and
+frees the file it replaced a piece at a time (release_file): file-system work that, done at
+once, held every process's file-system changes, an unlink in the training loop's between-epoch
+work included (round 23). The files load as torch.save of the state would, its tensors on the
+host.
 
 The process is started with the run (EpochWriter) and serves it; it exits when the training
 process closes the pipe, or dies (the pipe's end then reads EOF), so a kill -9 of training
@@ -44,19 +44,18 @@ class HandoverError(RuntimeError):
     and can be written another way (unlike a write that failed, a full disk say)."""
 
 
-
-
 #: how many bytes of a file being written may wait in the page cache (see _SyncedFile)
 SYNC_EVERY_BYTES = 256 * 2**20
 
 
 class _SyncedFile:
     """What torch.save writes to in the writer process: a file whose bytes are forced to disk
-    every SYNC_EVERY_BYTES. Why: written through the page cache alone, a 3.8 GB checkpoint went
-    to disk all at once when it was renamed into place (ext4 flushes a file renamed over another
-    before the rename commits, and a journal commit holds back every process's file-system
-    changes, a log line's included), which is where round 16's and round 22's stalls of 1-2.6 s
-    fell: at the end of each write. Forced out piecemeal, no commit waits for more than a piece."""
+    every SYNC_EVERY_BYTES. Why: written through the page cache alone, the whole file goes to
+    disk when it is renamed over the old one (ext4 flushes a file renamed over another before
+    the rename commits, and a journal commit holds back every process's file-system changes):
+    another process's file creation waited 1317 ms for a 2 GiB file so renamed, 696 ms with the
+    file forced to disk first (bench/checkpoint_fs.py; the rest was the old file's blocks freed,
+    release_file). Forced out as it is written, the file leaves no gigabytes for one commit."""
 
     def __init__(self, file: Any) -> None:
         self._file, self._unsynced = file, 0
