@@ -7,7 +7,8 @@ None of it is ours to act on, and on stdout it breaks pipes that expect only res
 (`cvasr transcribe ... | cut -f2`). `captured_chatter` holds all of it back while a block runs:
 dropped if the block succeeds, written to stderr before the error if it fails, so a real
 failure still comes with whatever the library said about it. `espnet2_forward_deprecations`
-drops the one warning espnet2's forward pass raises on every new process.
+drops the one warning espnet2's forward pass raises on every new process (for a block, or with
+`drop_espnet2_forward_deprecations` for the whole of a training process).
 """
 
 from __future__ import annotations
@@ -83,6 +84,13 @@ def espnet2_forward_deprecations() -> contextlib.AbstractContextManager[None]:
     """Run a block that calls espnet2's forward pass without its autocast deprecation warning:
     not ours to act on, and on `cvasr decode`'s console it reads like a problem."""
     return _future_warning_dropped(_ESPNET2_AUTOCAST)
+
+
+def drop_espnet2_forward_deprecations() -> None:
+    """For the rest of the process (stage 4's training): espnet2's autocast deprecation, which
+    torch's own `warnings.catch_warnings` blocks make Python show again and again (30 times in
+    the train.log of a 50-epoch run on an H200, bench/NOTES.md round 23)."""
+    warnings.filterwarnings("ignore", message=_ESPNET2_AUTOCAST, category=FutureWarning)
 
 
 def s3prl_weight_norm_deprecations() -> contextlib.AbstractContextManager[None]:

@@ -46,6 +46,7 @@ from espnet2.utils.types import str2bool
 
 from cvasr.models.espnet_choices import register
 from cvasr.models.frontend import Wav2Vec2S3prlFrontend, inductor_options
+from cvasr.quiet import drop_espnet2_forward_deprecations
 from cvasr.speedups import sync_free_step
 from cvasr.speedups.sync_free_step import DEFAULT_DDP_HOST_LENGTHS, DEFAULT_DDP_STEP_RENDEZVOUS
 from cvasr.speedups.persistent_loader import PersistentSequenceIterFactory
@@ -419,6 +420,7 @@ class CvasrASRTask(ASRTask):
     @classmethod
     def main_worker(cls, args: argparse.Namespace) -> None:
         fork_data_workers()  # where espnet2's launcher spawned this process (see there)
+        drop_espnet2_forward_deprecations()  # each process of a DDP run: filters are not inherited
         super().main_worker(args)
         close_process_group()  # before the interpreter's exit (see there)
 
