@@ -21,7 +21,10 @@
 #            run with those options, by espnet2's launcher)
 # Every output goes to OUT_DIR (the device tool's $OUT), with the GPUs' clocks sampled every
 # second (gpu_clocks.csv) and their state, throttle reasons included, at the start and end
-# (gpus.txt; the tool brings back 8 files a call).
+# (gpus.txt; the tool brings back 8 files a call). An e2e run whose two parts do not fit in one
+# call's 10 minutes (a slow cold compile: round 23) can run as two calls on one machine kept
+# warm, `e2e "$OUT" --only ours` then `WHEELS= ... e2e "$OUT" --only seed`, merged by
+# `bench/train_e2e.py --merge A.json B.json --out merged.json`.
 # Needs the wheels of bench/device_wheels.sh in .whl/ (carry it) and CVASR_GIT_REV set to the
 # revision run (the machine's copy of .git is not this checkout's).
 #   bash bench/gpu_stage4.sh e2e "$OUT"
@@ -66,6 +69,7 @@ if command -v nvidia-smi > /dev/null; then
 fi
 nj=$(nproc)
 status=0
+started=$(mktemp /tmp/gpu_stage4_started.XXXXXX)  # files newer than this are this call's
 case $job in
     e2e)
         work=/tmp/cvasr-e2e
@@ -74,13 +78,19 @@ case $job in
             --only ours seed --nj "$nj" --work "$work" --out "$out/train_e2e.json" "$@" 2>&1 \
             | tee "$out/e2e_log.txt" || status=$?
         exp=$work/recipe/exp/asr_train_xlsr300m_ctc_char
-        cp "$exp/train.log" "$out/ours_train.log" 2>/dev/null || true
-        # --trace_stalls_after's dumps (round 22's run left them behind)
-        for traces in "$exp"/stall_traces*.txt; do
-            [ -f "$traces" ] && cp "$traces" "$out/ours_$(basename "$traces")"
+        # this call's files only: on a machine kept warm from an earlier call (`--only seed`
+        # after `--only ours`, round 23) the experiment of that call is still there
+        for file in "$exp/train.log" "$exp"/stall_traces*.txt "$work/bench.log"; do
+            [ -f "$file" ] && [ "$file" -nt "$started" ] || continue
+            case $file in
+                */bench.log) cp "$file" "$out/bench.log" ;;
+                *) cp "$file" "$out/ours_$(basename "$file")" ;;  # ours_train.log, ours_stall_traces.txt
+            esac
         done
-        cp "$work/bench.log" "$out/bench.log" 2>/dev/null || true
-        du -sh "$exp/compile_cache" > "$out/compile_cache_size.txt" 2>/dev/null || true
+        # in the console's file: the tool brings back 8 files a call
+        if [ "$exp/compile_cache" -nt "$started" ]; then
+            du -sh "$exp/compile_cache" >> "$out/e2e_log.txt" 2>/dev/null || true
+        fi
         ;;
     e2e2)
         half=$(( nj / 2 ))
@@ -149,4 +159,5 @@ case $job in
         exit 2
         ;;
 esac
+rm -f "$started"
 exit "$status"
