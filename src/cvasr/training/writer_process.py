@@ -101,7 +101,7 @@ def _into_place(partial: Path, path: Path) -> None:
     release_file(replaced)
     try:
         os.link(path, replaced)  # the old file keeps a name through the rename
-    except FileNotFoundError:
+    except OSError:  # no old file, or a file system without hard links: a plain rename
         pass
     os.replace(partial, path)
     release_file(replaced)
