@@ -90,6 +90,8 @@ def release_file(path: Path) -> None:
                     os.ftruncate(file.fileno(), size)
     except FileNotFoundError:
         return
+    except OSError:  # not ours to write (read-only): removed at once, as before
+        pass
     os.unlink(path)
 
 
