@@ -108,9 +108,13 @@ def test_demo_training_learns_and_logs(demo_exp: Path) -> None:
     assert list((exp / "tensorboard").rglob("events.out.tfevents.*"))
     state = torch.load(exp / "checkpoint.pth", weights_only=False)
     assert "cvasr_rng_states" in state and not list(exp.glob("*.partial"))
+    log = (exp / "train.log").read_text(encoding="utf-8")
     # espnet2's autocast deprecation, which torch's warning-catching blocks repeated, dropped
-    assert "torch.cuda.amp.autocast(args...)` is deprecated" not in \
-        (exp / "train.log").read_text(encoding="utf-8")
+    assert "torch.cuda.amp.autocast(args...)` is deprecated" not in log
+    # what happens after the last epoch, timed
+    for step in ("after the last epoch: epoch models on disk in", "training curves drawn in",
+                 "checkpoint writes done and the writer stopped in"):
+        assert step in log, step
 
 
 def phase_values(log: Path) -> list[dict[str, dict[str, float]]]:
