@@ -28,7 +28,7 @@ class Slot:
 
     @property
     def nbytes(self) -> int:
-        return math.prod(self.shape) * torch.empty((), dtype=self.dtype).element_size()
+        return math.prod(self.shape) * self.dtype.itemsize
 
 
 def map_leaves(obj: Any, kind: type, fn: Callable[[Any], Any]) -> Any:
