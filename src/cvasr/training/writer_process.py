@@ -162,11 +162,11 @@ class WriterProcess:
     at a time (the EpochWriter's thread).
 
     The process is `python -m cvasr.training.writer_process`, not a multiprocessing spawn: that
-    would import the training's main module again (espnet2 and all, 9 s and a console of import
-    messages on a 2-CPU machine); this imports torch and this module (about 1 s). It gets its end
-    of a multiprocessing pipe and this process's authkey (with which it fetches the
-    shared-memory files of host tensors from this process), so torch.multiprocessing's sharing
-    works as it does between multiprocessing's own processes.
+    would import the training's main module again (espnet2 and all, with its console of import
+    messages, before the first checkpoint can be written); this imports torch and this module.
+    It gets its end of a multiprocessing pipe and this process's authkey (with which it fetches
+    the shared-memory files of host tensors from this process), so torch.multiprocessing's
+    sharing works as it does between multiprocessing's own processes.
     """
 
     def __init__(self) -> None:
