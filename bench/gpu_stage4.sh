@@ -23,8 +23,10 @@
 # second (gpu_clocks.csv) and their state, throttle reasons included, at the start and end
 # (gpus.txt; the tool brings back 8 files a call). An e2e run whose two parts do not fit in one
 # call's 10 minutes (a slow cold compile: round 23) can run as two calls on one machine kept
-# warm, `e2e "$OUT" --only ours` then `WHEELS= ... e2e "$OUT" --only seed`, merged by
-# `bench/train_e2e.py --merge A.json B.json --out merged.json`.
+# warm, `e2e "$OUT" --only ours` then `WHEELS= ... e2e "$OUT" --only seed` (the seed's part
+# runs stages 0-3 itself where the first call's are not there: the warm machine may be lost
+# between two calls, round 24), merged by `bench/train_e2e.py --merge A.json B.json --out
+# merged.json`.
 # Needs the wheels of bench/device_wheels.sh in .whl/ (carry it) and CVASR_GIT_REV set to the
 # revision run (the machine's copy of .git is not this checkout's).
 #   bash bench/gpu_stage4.sh e2e "$OUT"

@@ -176,12 +176,15 @@ def main() -> int:
                         help="no run: merge the runs of these JSONs (e.g. (a) on one GPU, "
                              "another (a) and (c) on a second GPU of the same machine) into "
                              "--out, with the summary and table")
+    parser.add_argument("--revisions-may-differ", action="store_true",
+                        help="with --merge: JSONs of revisions that differ outside the code "
+                             "timed (say, this script) still merge; all their revisions named")
     parser.add_argument("--nj", type=int, default=os.cpu_count() or 2)
     parser.add_argument("--work", type=Path, default=Path("/tmp/cvasr-bench-e2e"))
     parser.add_argument("--out", type=Path, default=REPO / "bench" / "results" / "train_e2e.json")
     args = parser.parse_args()
     if args.merge:
-        return merge(args.merge, args.out)
+        return merge(args.merge, args.out, args.revisions_may_differ)
 
     import torch
 
@@ -273,7 +276,10 @@ def main() -> int:
     if "seed" in args.only:
         print(f"(c) the seed's stack, {args.seed_epochs or args.epochs} epochs, saving as its "
               "script did", flush=True)
-        tokens = read_token_list(work / "data" / "token_list" / "char" / "tokens.txt")
+        token_list = work / "data" / "token_list" / "char" / "tokens.txt"
+        if not token_list.is_file():  # `--only seed` on a fresh machine: stage 3 writes it
+            run([*recipe_cmd, "--stop-stage", "3"], log)
+        tokens = read_token_list(token_list)
         from cvasr.models.upstream import ARCHS
 
         seed_args = argparse.Namespace(device=args.device, epochs=args.seed_epochs or args.epochs,
@@ -378,10 +384,14 @@ def finish(result: dict, out: Path) -> None:
     print(f"saved {out}")
 
 
-def merge(paths: list[Path], out: Path) -> int:
-    """One result from the runs of several (same machine, same clips, same revision)."""
+def merge(paths: list[Path], out: Path, revisions_may_differ: bool = False) -> int:
+    """One result from the runs of several (same machine, same clips, same revision; with
+    `revisions_may_differ`, revisions that differ only outside the code timed, such as this
+    script, all named in the result's git_revision)."""
     parts = [json.loads(p.read_text()) for p in paths]
     same = ("git_revision", "arch", "clips", "audio_seconds_per_epoch", "torch")
+    if revisions_may_differ:
+        same = same[1:]
     for part, path in zip(parts[1:], paths[1:]):
         differ = [k for k in same if part.get(k) != parts[0].get(k)]
         if differ:
@@ -389,7 +399,11 @@ def merge(paths: list[Path], out: Path) -> int:
     result = {k: v for k, v in parts[0].items() if k in (
         "benchmark", "git_revision", "gpu", "torch", "python", "config", "arch", "clips",
         "audio_seconds_per_epoch")}
-    result["merged_from"] = [{"file": p.name, "train_args": part.get("train_args"),
+    revisions = list(dict.fromkeys(part.get("git_revision") for part in parts))
+    if len(revisions) > 1:
+        result["git_revision"] = " / ".join(map(str, revisions))
+    result["merged_from"] = [{"file": str(p), "git_revision": part.get("git_revision"),
+                              "train_args": part.get("train_args"),
                               "runs": sorted(part["runs"])} for p, part in zip(paths, parts)]
     result["runs"] = {}
     for path, part in zip(paths, parts):

@@ -185,6 +185,15 @@ def test_train_e2e_merges_runs_of_one_machine_and_refuses_others(tmp_path: Path)
     other.write_text(json.dumps({**common, "git_revision": "def", "runs": {"seed": seed}}))
     with pytest.raises(SystemExit, match="git_revision"):
         merge([a, other], out)
+    # unless told the revisions differ outside the code timed: then both are named
+    assert merge([a, other], out, revisions_may_differ=True) == 0
+    merged = json.loads(out.read_text())
+    assert merged["git_revision"] == "abc / def" and merged["speedup_end_to_end"] == 3.0
+    assert [m["git_revision"] for m in merged["merged_from"]] == ["abc", "def"]
+    fewer = tmp_path / "fewer.json"  # other clips are another comparison all the same
+    fewer.write_text(json.dumps({**common, "clips": 508, "runs": {"seed": seed}}))
+    with pytest.raises(SystemExit, match="clips"):
+        merge([a, fewer], out, revisions_may_differ=True)
     with pytest.raises(SystemExit, match="run ours is in two"):
         merge([a, a], out)
 
