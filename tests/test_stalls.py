@@ -3,6 +3,8 @@ for an epoch that starts in time."""
 
 from __future__ import annotations
 
+import subprocess
+import sys
 import threading
 import time
 from pathlib import Path
@@ -57,3 +59,34 @@ def test_an_epoch_that_starts_in_time_leaves_no_stacks(tmp_path: Path) -> None:
     assert tracer.dumps == 0
     with pytest.raises(ValueError, match="trace_stalls_after: 0 is not a positive"):
         StallTracer(tmp_path / "x.txt", after=0)
+
+
+def test_after_the_training_the_stacks_go_on_until_the_process_exits(tmp_path: Path) -> None:
+    """The last epoch's dumps say the training goes on after it; once the training ends, a slow
+    exit (here an atexit handler that sleeps) gets its stacks once a second, even with a
+    threshold of milliseconds, and the process exits with the watchdog still running."""
+    path = tmp_path / "stall_traces.txt"
+    child = f"""
+import atexit, time
+from cvasr.training.stalls import StallTracer
+
+def slow_exit_handler():
+    time.sleep(1.5)
+
+tracer = StallTracer({str(path)!r}, after=0.01, last_epoch=2)
+tracer.epoch_ended(1)
+tracer.epoch_starts()
+tracer.epoch_ended(2)
+time.sleep(0.05)
+atexit.register(slow_exit_handler)
+tracer.training_ended()
+"""
+    subprocess.run([sys.executable, "-c", child], check=True, timeout=60)
+    content = path.read_text()
+    assert "--- epoch 2 ended" in content and "the training goes on after its last epoch" in content
+    assert "epoch 3 has not started" not in content and "--- epoch 1 ended" not in content
+    assert "stacks follow every 1 s until the process exits" in content
+    exits = content.split("--- the training ended ")[1:]
+    assert 1 <= len(exits) <= 2  # 1.5 s of exit at one dump a second
+    assert all("the process has not exited" in dump for dump in exits)
+    assert "in slow_exit_handler" in exits[0]

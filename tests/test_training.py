@@ -218,6 +218,8 @@ def test_validation_every_3_epochs_trains_the_same_and_ranks_the_validated(
     for epoch in (1, 2, 3):  # espnet2's work between two epochs takes more than a millisecond
         assert f"epoch {epoch} ended at " in traces and f"--- epoch {epoch} ended " in traces
     assert "Thread MainThread" in traces and "espnet2/train/trainer.py" in traces
+    assert "the training goes on after its last epoch" in traces  # epoch 4 of 4
+    assert "the training ended at " in traces  # then stacks until the process exits, if slow
     got, want = phase_values(exp / "train.log"), phase_values(uninterrupted / "train.log")
     assert [e["train"] for e in got] == [e["train"] for e in want]
     assert [e["valid"] for e in got] == [{}, {}, want[2]["valid"], want[3]["valid"]]

@@ -324,7 +324,8 @@ class SafeCheckpointTrainer(Trainer):
             writer.restore()
         after = getattr(options, "trace_stalls_after", 0.0)
         if after > 0:
-            cls._stall_tracer = StallTracer(traces_path(options.output_dir), after)
+            cls._stall_tracer = StallTracer(traces_path(options.output_dir), after,
+                                            last_epoch=options.max_epoch)
         plot_every = getattr(options, "plot_every_epochs", 1)
         originals = {"save": torch.save, "average": trainer_module.average_nbest_models,
                      "plot": Reporter.matplotlib_plot, "empty_cache": torch.cuda.empty_cache}
@@ -377,8 +378,8 @@ class SafeCheckpointTrainer(Trainer):
             trainer_module.average_nbest_models = originals["average"]
             Reporter.matplotlib_plot = originals["plot"]
             torch.cuda.empty_cache = originals["empty_cache"]
-            if cls._stall_tracer is not None:
-                cls._stall_tracer.close()
+            if cls._stall_tracer is not None:  # on until the process exits
+                cls._stall_tracer.training_ended()
                 cls._stall_tracer = None
             start = time.perf_counter()
             writer.close()
