@@ -121,3 +121,24 @@ def test_prefetch_is_for_training_on_gpu_only() -> None:
     assert not prefetches_next_epoch(args, "train")
     args.ngpu, args.prefetch_next_epoch = 1, False
     assert not prefetches_next_epoch(args, "train")
+
+
+def test_close_stops_the_workers_and_a_later_epoch_starts_new_ones() -> None:
+    """At the training's end: on a GPU torch's exit would wait 5 s for each live persistent
+    worker (pinned memory), so stage 4 stops them first; the process's exit then joins workers
+    already gone."""
+    batches = [["u0", "u1"], ["u2", "u3"]]
+    factory = PersistentSequenceIterFactory(RandomDraws(), batches, num_workers=2,
+                                            collate_fn=collate, prefetch_next_epoch=True)
+    first = factory.build_iter(1)
+    list(first)  # the workers now load epoch 2's first batches (prefetch)
+    workers = list(first.loader._iterator._workers)
+    assert all(w.is_alive() for w in workers)
+    factory.close()
+    assert not any(w.is_alive() for w in workers)
+    assert [w.exitcode for w in workers] == [0, 0]  # stopped, not killed
+    again = factory.build_iter(2)
+    assert [k for k, _ in again] == batches
+    assert not set(again.loader._iterator._workers) & set(workers)
+    factory.close()
+    factory.close()  # twice is harmless

@@ -344,6 +344,32 @@ def test_xlsr_speedups_leave_the_demo_loss_curve_unchanged(prepared: dict[str, P
     assert curves["sync_free"] == pytest.approx(curves["cached"], rel=1e-6)
 
 
+def test_persistent_workers_train_as_espnet2s_and_stop_with_the_training(
+        prepared: dict[str, Path], tiny_upstream: Path) -> None:
+    """The committed config's persistent DataLoader workers give the losses and CERs of
+    espnet2's workers started every epoch, and stage 4 stops them (training's and
+    validation's) as the training ends: on a GPU the process's exit would wait 5 s for each
+    (cvasr.speedups.persistent_loader)."""
+    work = prepared["work"]
+    resolved = work / "xlsr_workers.yaml"
+    resolve_config(XLSR_CONFIG, str(tiny_upstream), work / "dl", resolved)
+    assert yaml.safe_load(resolved.read_text())["persistent_workers"] is True
+    collect_stats(prepared["dump"], prepared["tokens"], resolved, work / "stats_workers")
+    logs = {}
+    for persistent in ("true", "false"):
+        exp = work / f"exp_workers_{persistent}"
+        train(prepared["dump"], prepared["tokens"], work / "stats_workers", resolved, exp,
+              extra_args=["--batch_size", "8", "--num_workers", "1", "--max_epoch", "2",
+                          "--use_amp", "false", "--valid_every_epochs", "1",
+                          "--persistent_workers", persistent])
+        logs[persistent] = exp / "train.log"
+    curves = {k: [v for r in epoch_results(log) for v in (r["loss_ctc"], r["cer_ctc"])]
+              for k, log in logs.items()}
+    assert len(curves["true"]) == 2 * 2 and curves["true"] == curves["false"]
+    assert logs["true"].read_text().count("stopped 1 persistent DataLoader worker(s)") == 2
+    assert "persistent DataLoader worker" not in logs["false"].read_text()
+
+
 def test_xlsr_config_under_ddp_keeps_the_lengths_on_the_host(prepared: dict[str, Path],
                                                              tiny_upstream: Path,
                                                              monkeypatch: pytest.MonkeyPatch

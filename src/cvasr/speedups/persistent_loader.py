@@ -31,6 +31,7 @@ them, and each worker seeds itself as the worker a new DataLoader gives that bat
 
 from __future__ import annotations
 
+import logging
 from typing import Any, Callable, Iterator, Sequence
 
 import torch
@@ -158,6 +159,16 @@ class _PersistentLoader:
             running = self._running = iter(self.loader)
         return self._take(running, self.batches.epoch, len(self.batches))
 
+    def close(self) -> None:
+        """Stops the workers (PersistentSequenceIterFactory.close says why); a later epoch
+        would start new ones."""
+        iterator, self.loader._iterator = self.loader._iterator, None
+        if iterator is not None and hasattr(iterator, "_shutdown_workers"):
+            workers = len(iterator._workers)
+            iterator._shutdown_workers()  # torch's own shutdown: tells each worker, joins it
+            logging.info(f"stopped {workers} persistent DataLoader worker(s)")
+        self._running, self._guess = None, None
+
     def _take(self, running: Iterator, epoch: int, count: int) -> Iterator:
         for _ in range(count):
             try:
@@ -201,6 +212,15 @@ class PersistentSequenceIterFactory(SequenceIterFactory):
                 persistent_workers=True, **kwargs), self._batches, self._espnet2_batches,
                 self.prefetch_next_epoch)
         return self._loader
+
+    def close(self) -> None:
+        """Stops the workers now, at the training's end. Why: with pinned memory (a GPU) torch
+        makes the process's exit join each persistent worker, waiting up to 5 s
+        (MP_STATUS_CHECK_INTERVAL) for one nobody has told to stop, then kills it: the 4
+        training and 4 validation workers held stage 4's process 40 s or more past its last
+        epoch on an H200 (bench/NOTES.md, round 24)."""
+        if self._loader is not None:
+            self._loader.close()
 
     def _espnet2_batches(self, epoch: int) -> list[Sequence[Any]]:
         """espnet2's batches for `epoch`, from a DataLoader it builds and never iterates."""

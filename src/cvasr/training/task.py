@@ -378,6 +378,9 @@ class SafeCheckpointTrainer(Trainer):
             trainer_module.average_nbest_models = originals["average"]
             Reporter.matplotlib_plot = originals["plot"]
             torch.cuda.empty_cache = originals["empty_cache"]
+            for factory in (kwargs.get("train_iter_factory"), kwargs.get("valid_iter_factory")):
+                if isinstance(factory, PersistentSequenceIterFactory):
+                    factory.close()  # else the exit waits for its workers (see there)
             if cls._stall_tracer is not None:  # on until the process exits
                 cls._stall_tracer.training_ended()
                 cls._stall_tracer = None
