@@ -15,7 +15,9 @@ not used. Off by default (0).
 The file (`stall_traces.txt` in the experiment dir, `stall_traces.rank{N}.txt` under DDP) gets
 one line as each epoch ends (its epoch and wall-clock time), and the dumps. After the last
 epoch the same goes on until the process exits (`training_ended`): on an H200 the training
-process lived 48-51 s after its last line in train.log (rounds 23-24), with nothing to say where.
+process lived 48-51 s after its last line in train.log (rounds 23-24), with nothing to say
+where (40 s of it, found later, were the DataLoader workers' exit joins, now avoided:
+cvasr.speedups.persistent_loader).
 """
 
 from __future__ import annotations
