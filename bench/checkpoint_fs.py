@@ -22,9 +22,7 @@ runs, and the write's seconds.
 from __future__ import annotations
 
 import argparse
-import json
 import os
-import platform
 import subprocess
 import sys
 import tempfile
@@ -37,6 +35,7 @@ ROOT = Path(__file__).resolve().parents[1]
 sys.path.insert(0, str(ROOT / "src"))
 
 from cvasr.training.writer_process import save_synced  # noqa: E402
+from report import print_table, save  # noqa: E402
 
 WAYS = ("save, rename (before round 23)", "save, fsync, rename", "old file released piecewise")
 
@@ -117,17 +116,11 @@ def main() -> int:
                         text=True, check=False).stdout.split()[-1:]
     print(f"{args.gib} GiB over a file as large, in {args.dir} ({fs[0] if fs else '?'}); "
           f"{os.cpu_count()} CPUs, torch {torch.__version__}")
-    print(f"| {'how the file goes into place':<30} | write s | longest ms | p99 ms |")
-    print(f"|{'-' * 32}|---------|------------|--------|")
-    for way, r in rows.items():
-        print(f"| {way:<30} | {r['write_s']:7.2f} | {r['longest_ms']:10.1f} | {r['p99_ms']:6.2f} |")
-    if args.out:
-        args.out.parent.mkdir(parents=True, exist_ok=True)
-        args.out.write_text(json.dumps(
-            {"benchmark": "checkpoint_fs", "gib": args.gib, "filesystem": fs[0] if fs else None,
-             "cpus": os.cpu_count(), "torch": torch.__version__,
-             "python": platform.python_version(), "rows": rows}, indent=2) + "\n")
-        print(f"saved {args.out}")
+    print_table("how the file goes into place", [("write s", "write_s"),
+                                                 ("longest ms", "longest_ms"),
+                                                 ("p99 ms", "p99_ms")], rows)
+    save(args.out, {"benchmark": "checkpoint_fs", "gib": args.gib,
+                    "filesystem": fs[0] if fs else None, "rows": rows})
     return 0
 
 

@@ -28,9 +28,7 @@ from __future__ import annotations
 
 import argparse
 import io
-import json
 import os
-import platform
 import tempfile
 import threading
 import time
@@ -42,6 +40,7 @@ import torch
 from cvasr.training.checkpoints import _host_copies_off_the_training_stream, _snapshot_taken
 from cvasr.training.snapshot import Snapshot
 from cvasr.training.writer_process import WriterProcess
+from report import print_table, save
 
 
 def loop_iteration(x: torch.Tensor) -> None:
@@ -139,21 +138,11 @@ def main() -> int:
     print(f"the writer process's file equals the state: {same}")
     print(f"{len(state)} tensors, {args.gib} GiB on {args.device}; the loop alone: {alone:.0f} it/s "
           f"({os.cpu_count()} CPUs, torch {torch.__version__})")
-    print(f"| {'while another thread runs':<22} | write s | loop it/s | share | longest ms | p99 ms |")
-    print(f"|{'-' * 24}|---------|-----------|-------|------------|--------|")
-    for name, r in rows.items():
-        print(f"| {name:<22} | {r['write_s']:7.2f} | {r['loop_it_per_s']:9.1f} | "
-              f"{r['loop_share']:5.2f} | {r['longest_iteration_ms']:10.1f} | "
-              f"{r['p99_iteration_ms']:6.1f} |")
-    if args.out:
-        args.out.parent.mkdir(parents=True, exist_ok=True)
-        args.out.write_text(json.dumps(
-            {"benchmark": "checkpoint_gil", "device": args.device, "gib": args.gib,
-             "tensors": len(state),
-             "cpus": os.cpu_count(), "torch": torch.__version__,
-             "python": platform.python_version(), "loop_alone_it_per_s": alone,
-             "rows": rows}, indent=2) + "\n")
-        print(f"saved {args.out}")
+    print_table("while another thread runs", [
+        ("write s", "write_s"), ("loop it/s", "loop_it_per_s"), ("share", "loop_share"),
+        ("longest ms", "longest_iteration_ms"), ("p99 ms", "p99_iteration_ms")], rows)
+    save(args.out, {"benchmark": "checkpoint_gil", "device": args.device, "gib": args.gib,
+                    "tensors": len(state), "loop_alone_it_per_s": alone, "rows": rows})
     return 0
 
 

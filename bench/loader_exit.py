@@ -19,9 +19,7 @@ from __future__ import annotations
 
 import argparse
 import atexit
-import json
 import os
-import platform
 import subprocess
 import sys
 import time
@@ -33,6 +31,7 @@ ROOT = Path(__file__).resolve().parents[1]
 sys.path.insert(0, str(ROOT / "src"))
 
 from cvasr.speedups.persistent_loader import PersistentSequenceIterFactory  # noqa: E402
+from report import print_table, save  # noqa: E402
 
 WAYS = ("workers left alive (before round 24)", "factories closed first (stage 4 now)")
 
@@ -97,17 +96,10 @@ def main() -> int:
                      "workers_alive_at_exit": int(alive)}
     print(f"{args.factories} persistent factories x {args.workers} workers; pinned memory "
           f"{rows[WAYS[0]]['pinned']}; {os.cpu_count()} CPUs, torch {torch.__version__}")
-    print(f"| {'at the exit':<38} | workers alive | exit s |")
-    print(f"|{'-' * 40}|---------------|--------|")
-    for way, r in rows.items():
-        print(f"| {way:<38} | {r['workers_alive_at_exit']:13d} | {r['exit_s']:6.2f} |")
-    if args.out:
-        args.out.parent.mkdir(parents=True, exist_ok=True)
-        args.out.write_text(json.dumps(
-            {"benchmark": "loader_exit", "workers": args.workers, "factories": args.factories,
-             "cpus": os.cpu_count(), "torch": torch.__version__,
-             "python": platform.python_version(), "rows": rows}, indent=2) + "\n")
-        print(f"saved {args.out}")
+    print_table("at the exit", [("workers alive", "workers_alive_at_exit"),
+                                ("exit s", "exit_s")], rows)
+    save(args.out, {"benchmark": "loader_exit", "workers": args.workers,
+                    "factories": args.factories, "rows": rows})
     return 0
 
 
