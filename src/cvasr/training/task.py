@@ -18,7 +18,7 @@ espnet2 does the training; this module adds only what it lacks for this recipe:
   batches before it starts (`cvasr.speedups.persistent_loader`).
 - images/*.png only for the curves that carry data (`cvasr.training.plots`).
 - `trace_stalls_after`: every thread's stack when the time between two epochs passes that many
-  seconds (`cvasr.training.stalls`).
+  seconds, and from the training's end until the process exits (`cvasr.training.stalls`).
 """
 
 from __future__ import annotations
@@ -162,7 +162,9 @@ class SafeCheckpointTrainer(Trainer):
                             default=defaults.trace_stalls_after,
                             help="write every thread's Python stack to <exp>/stall_traces.txt "
                                  "when the time from an epoch's end to the next epoch's start "
-                                 "passes this many seconds (cvasr.training.stalls); 0: off")
+                                 "passes this many seconds, and once a second from the "
+                                 "training's end until the process exits "
+                                 "(cvasr.training.stalls); 0: off")
         parser.add_argument("--valid_every_epochs", type=int, default=defaults.valid_every_epochs,
                             help="validate after every this many epochs and after the last "
                                  "(espnet2: 1); the n best models and their average are "
