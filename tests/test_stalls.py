@@ -15,7 +15,8 @@ from cvasr.training.stalls import StallTracer
 
 
 def _wait_for(path: Path, text: str, seconds: float = 20.0) -> str:
-    """The file's text once it holds `text` (a stall of the test's own making lasts until then)."""
+    """The file's text once it holds `text` (a stall of the test's own making lasts until then);
+    a dump may still be being written."""
     deadline = time.monotonic() + seconds
     while time.monotonic() < deadline:
         content = path.read_text()
@@ -32,13 +33,14 @@ def test_a_stall_between_epochs_dumps_every_threads_stack(tmp_path: Path) -> Non
     helper = threading.Thread(target=helper_waits.wait, name="checkpoint-writer-stand-in")
     helper.start()
     try:
-        tracer.epoch_ended(7)  # then nothing: this thread stalls until the dump is written
-        content = _wait_for(path, "--- epoch 7 ended")
+        tracer.epoch_ended(7)  # then nothing: this thread stalls until the dump is begun
+        _wait_for(path, "--- epoch 7 ended")
         tracer.epoch_starts()
     finally:
         helper_waits.set()
         helper.join()
-        tracer.close()
+        tracer.close()  # the dump written whole (it may have been read half-written above)
+    content = path.read_text()
     assert "epoch 7 ended at " in content and "epoch 8 has not started" in content
     dump = content.split("--- epoch 7 ended", 1)[1]
     assert "Thread MainThread" in dump and "test_a_stall_between_epochs_dumps" in dump
