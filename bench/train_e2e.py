@@ -391,7 +391,7 @@ def merge(paths: list[Path], out: Path, revisions_may_differ: bool = False) -> i
     parts = [json.loads(p.read_text()) for p in paths]
     same = ("git_revision", "arch", "clips", "audio_seconds_per_epoch", "torch")
     if revisions_may_differ:
-        same = same[1:]
+        same = tuple(k for k in same if k != "git_revision")
     for part, path in zip(parts[1:], paths[1:]):
         differ = [k for k in same if part.get(k) != parts[0].get(k)]
         if differ:
