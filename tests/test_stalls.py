@@ -91,5 +91,5 @@ tracer.training_ended()
     exits = content.split("--- the training ended ")[1:]
     assert exits and all("the process has not exited" in dump for dump in exits)
     ago = [float(dump.split(" s ago", 1)[0]) for dump in exits]  # a second apart at least
-    assert ago[0] >= 1.0 and all(b - a >= 1.0 for a, b in zip(ago, ago[1:]))
+    assert ago[0] >= 1.0 and all(b - a >= 0.999 for a, b in zip(ago, ago[1:]))  # (rounding)
     assert "in slow_exit_handler" in exits[0]
