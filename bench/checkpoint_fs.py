@@ -75,7 +75,7 @@ def timed_file_work(child: subprocess.Popen, work: Path) -> dict:
     elapsed = time.perf_counter() - start
     times.sort()
     return {"write_s": round(elapsed, 2), "file_rounds": len(times),
-            "longest_ms": round(1000 * times[-1], 1),
+            "longest_ms": round(1000 * times[-1], 2),
             "p99_ms": round(1000 * times[int(0.99 * (len(times) - 1))], 2)}
 
 
