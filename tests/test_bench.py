@@ -488,13 +488,12 @@ def test_checkpoint_fs_bench_times_file_work_beside_each_way_of_writing(tmp_path
 def test_loader_exit_bench_leaves_workers_alive_only_in_its_first_row(tmp_path: Path) -> None:
     result = run_bench("loader_exit.py", tmp_path / "exit.json", "--workers", "1",
                        "--factories", "1")
-    assert result["rows"] == {
-        "workers left alive (before round 24)": {
-            "exit_s": result["rows"]["workers left alive (before round 24)"]["exit_s"],
-            "pinned": "emulated", "workers_alive_at_exit": 1},
-        "factories closed first (stage 4 now)": {
-            "exit_s": result["rows"]["factories closed first (stage 4 now)"]["exit_s"],
-            "pinned": "emulated", "workers_alive_at_exit": 0}}
+    untimed = {way: {k: v for k, v in row.items() if k != "exit_s"}
+               for way, row in result["rows"].items()}
+    assert untimed == {
+        "workers left alive (before round 24)": {"pinned": "emulated", "workers_alive_at_exit": 1},
+        "factories closed first (stage 4 now)": {"pinned": "emulated", "workers_alive_at_exit": 0}}
+    assert all(row["exit_s"] > 0 for row in result["rows"].values())
 
 
 def test_writer_process_check_passes_on_the_cpu(tmp_path: Path) -> None:

@@ -346,8 +346,8 @@ class SafeCheckpointTrainer(Trainer):
                 atomic_save(lambda o, p: originals["save"](o, p, *a, **kw), obj, Path(f))
 
         def average_after_flush(*a: Any, **kw: Any) -> None:
-            # what stage 4 does after its last epoch, timed in train.log (round 23: about 50 s
-            # on an H200 between the last epoch and the process's end, not yet broken down)
+            # what stage 4 does after its last epoch, timed in train.log (round 24 on an H200:
+            # 10-10.5 s to disk, 5.2-5.4 s averaging; bench/NOTES.md)
             start = time.perf_counter()
             writer.flush()  # the epoch models it averages, on disk and complete
             flushed = time.perf_counter()
